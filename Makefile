@@ -1,0 +1,36 @@
+# `make demo` runs the default study; `make test` runs the test suite. Both create .venv first.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Offline by default and every cache inside the project (results/cache is git-ignored).
+export HF_HOME              := $(CURDIR)/results/cache/hf
+export HF_HUB_OFFLINE       := 1
+export HF_DATASETS_OFFLINE  := 1
+export TRL_EXPERIMENTAL_SILENCE := 1
+export MPLCONFIGDIR         := $(CURDIR)/results/cache/matplotlib
+
+.PHONY: demo test lint format bench setup
+setup: $(STAMP)
+
+# torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/harness run experiments/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_overhead.py

@@ -1,0 +1,20 @@
+"""The default study (`make demo`): DPO at three strengths on the built-in sentiment world.
+
+The reference is the world's tiny SFT model; each run logs training metrics, the harness's
+held-out implicit rewards, a sampled KL to the reference and the gold (VADER) reward of its
+samples every 25 steps.
+"""
+
+from harness import Experiment, TrainSpec
+
+TRAIN = TrainSpec(steps=100, eval_every=25)
+
+DPO_SENTIMENT = Experiment(
+    name="dpo-b0.1", method="dpo", beta=0.1, dataset="sentiment", train=TRAIN
+)
+
+EXPERIMENTS = [
+    DPO_SENTIMENT,
+    Experiment(name="dpo-b0.03", method="dpo", beta=0.03, dataset="sentiment", train=TRAIN),
+    Experiment(name="dpo-b0.5", method="dpo", beta=0.5, dataset="sentiment", train=TRAIN),
+]

@@ -1,0 +1,86 @@
+"""The one yardstick: eval/... metrics computed by the harness for every method alike.
+
+Implicit rewards use the experiment's reference model even for reference-free methods, so a
+DPO run and an ORPO run are compared on the same quantity.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from harness.data import PreferenceData
+from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
+from harness.sequences import sample_completions, sequence_logps, tokenize_completion
+from harness.spec import Experiment
+
+
+class Evaluator:
+    """Held-out implicit rewards, sampled KL, gold reward and length of a policy."""
+
+    def __init__(self, exp: Experiment, data: PreferenceData, tokenizer, reference):
+        self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
+        self.pad = tokenizer.pad_token_id
+        pairs = data.eval_pairs[: exp.eval.n_pairs]
+        chosen = [tokenize_completion(tokenizer, *text_pair(r, "chosen", tokenizer)) for r in pairs]
+        rejected = [
+            tokenize_completion(tokenizer, *text_pair(r, "rejected", tokenizer)) for r in pairs
+        ]
+        self.pairs = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
+        # The reference is frozen: score the held-out pairs under it once.
+        self.reference_logps = {
+            k: sequence_logps(reference, *v, self.pad) for k, v in self.pairs.items()
+        }
+        self.prompts = data.eval_prompts[: exp.eval.n_prompts]
+
+    def evaluate(self, policy) -> tuple[dict[str, float], dict[str, list]]:
+        """(metrics by eval/... name, a table of sample completions for the run's artifacts)."""
+        exp = self.exp
+        metrics: dict[str, float] = {}
+        if self.pairs["chosen"][0]:
+            logps = {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
+            rewards = {
+                k: implicit_rewards(logps[k], self.reference_logps[k], exp.beta) for k in logps
+            }
+            for name, value in pair_reward_metrics(rewards["chosen"], rewards["rejected"]).items():
+                metrics[f"eval/rewards/{name}"] = value
+            metrics["eval/logps/chosen"] = logps["chosen"].mean().item()
+            metrics["eval/logps/rejected"] = logps["rejected"].mean().item()
+
+        samples = sample_completions(policy, self.tokenizer, self.prompts,
+                                     max_new_tokens=exp.eval.max_new_tokens, seed=exp.train.seed)  # fmt: skip
+        policy_logps = sequence_logps(policy, samples.prompt_ids, samples.completion_ids, self.pad)
+        reference_logps = sequence_logps(
+            self.reference, samples.prompt_ids, samples.completion_ids, self.pad
+        )
+        metrics["eval/kl"], metrics["eval/kl_stderr"] = kl_estimate(policy_logps, reference_logps)
+        metrics["eval/length"] = statistics.fmean(samples.lengths)
+        table = {"prompt": self.prompts, "completion": samples.texts}
+        if self.data.gold is not None:
+            gold = self.data.gold(self.prompts, [" " + t for t in samples.texts])
+            metrics["eval/gold/reward"] = statistics.fmean(gold)
+            table["gold_reward"] = gold
+        if self.data.world is not None:
+            metrics.update(
+                self.data.world.extra_eval(policy, self.reference, self.tokenizer, exp.beta)
+            )
+        return metrics, table
+
+
+def text_pair(row: dict, side: str, tokenizer) -> tuple[str, str]:
+    """(prompt text, completion text) of a paired row; conversational rows via the chat template."""
+    prompt, completion = row.get("prompt", ""), row[side]
+    if isinstance(completion, str):
+        return prompt, completion
+    if tokenizer.chat_template is None:
+        raise ValueError("conversational data needs a tokenizer with a chat template")
+    messages = list(prompt or []) + list(completion)
+    prompt_messages = list(prompt) if prompt else messages[:-1]
+    prompt_text = tokenizer.apply_chat_template(
+        prompt_messages, tokenize=False, add_generation_prompt=True
+    )
+    full_text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return prompt_text, full_text[len(prompt_text) :]
+
+
+def _unzip(tokenized: list[tuple[list[int], list[int]]]) -> tuple[list, list]:
+    return [p for p, _ in tokenized], [c for _, c in tokenized]

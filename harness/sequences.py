@@ -1,0 +1,113 @@
+"""Tokenize (prompt, completion) pairs the way TRL does, sample completions, and score them.
+
+A completion's log-probability is the sum over its tokens (EOS included) of log pi(token | prefix),
+exactly the quantity in the DPO loss (Rafailov et al. 2023, eq. 7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def tokenize_completion(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, completion ids + EOS), split where the two tokenizations diverge, as in TRL."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False)[
+        "input_ids"
+    ]
+    split = 0
+    while split < min(len(prompt_ids), len(full_ids)) and prompt_ids[split] == full_ids[split]:
+        split += 1
+    return full_ids[:split], full_ids[split:]
+
+
+def _right_padded(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
+    """input_ids, attention_mask and a mask of completion positions, right-padded."""
+    rows = [p + c for p, c in zip(prompts, completions, strict=True)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    completion_mask = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+        attention[i, : len(p) + len(c)] = 1
+        completion_mask[i, len(p) : len(p) + len(c)] = True
+    return ids, attention, completion_mask
+
+
+@torch.no_grad()
+def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]],
+                   pad_id: int, batch_size: int = 64) -> torch.Tensor:  # fmt: skip
+    """Summed log pi(completion | prompt) per row, shape (n,). Rows are token-id lists."""
+    model.eval()
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        ids, attention, mask = _right_padded(
+            prompts[start : start + batch_size], completions[start : start + batch_size], pad_id
+        )
+        ids, attention, mask = (
+            ids.to(model.device),
+            attention.to(model.device),
+            mask.to(model.device),
+        )
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+        token_logps = torch.gather(logits.log_softmax(-1), 2, ids[:, 1:, None]).squeeze(2)
+        out.append((token_logps * mask[:, 1:]).sum(-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@dataclass
+class Samples:
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]  # up to and including the first EOS
+    texts: list[str]  # decoded completions, EOS removed
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(c) for c in self.completion_ids]
+
+
+@torch.no_grad()
+def sample_completions(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
+                       temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> Samples:  # fmt: skip
+    """Sample one completion per prompt; temperature 0 means greedy decoding.
+
+    Runs under a forked RNG so that evaluating in the middle of training never changes the
+    training run's random stream (runs with different eval intervals stay comparable).
+    """
+    model.eval()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    completion_ids: list[list[int]] = []
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        for start in range(0, len(prompts), batch_size):
+            batch = prompt_ids[start : start + batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            attention = torch.zeros_like(ids)
+            for i, p in enumerate(batch):  # left padding: generation continues every row at the end
+                ids[i, width - len(p) :] = torch.tensor(p)
+                attention[i, width - len(p) :] = 1
+            sampling = (
+                {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+                if temperature > 0
+                else {"do_sample": False}
+            )
+            generated = model.generate(
+                input_ids=ids.to(model.device),
+                attention_mask=attention.to(model.device),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
+                **sampling,
+            )[:, width:]
+            for row in generated.tolist():
+                completion_ids.append(row[: row.index(eos) + 1] if eos in row else row)
+    texts = [
+        tokenizer.decode([t for t in c if t != eos], skip_special_tokens=True)
+        for c in completion_ids
+    ]
+    return Samples(prompt_ids, completion_ids, texts)

@@ -1,0 +1,252 @@
+"""One experiment -> one trained policy and one MLflow run.
+
+Stages: load and check the data, load policy and reference, open the run (params, tags,
+experiment JSON), evaluate the starting point (step 0), train with the method's TRL trainer
+while the harness evaluates every `train.eval_every` steps, then evaluate the end point and
+save the sample table and the policy.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from transformers import PrinterCallback, TrainerCallback, set_seed
+
+from harness import tracking
+from harness.data import DataError, PreferenceData, load_preference_data
+from harness.evaluate import Evaluator
+from harness.methods import METHODS, Method
+from harness.models import load_causal_lm, load_tokenizer
+from harness.spec import Experiment
+
+# Called with (step, eval metrics) after each harness evaluation; returning True stops training.
+EvalListener = Callable[[int, dict[str, float]], bool]
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class TrainingJob:
+    """Everything a method's `build` needs to construct its trainer."""
+
+    exp: Experiment
+    method_args: dict[str, Any]
+    policy: Any
+    reference: Any | None
+    tokenizer: Any
+    data: PreferenceData
+    output_dir: str
+    callbacks: list[TrainerCallback] = field(default_factory=list)
+
+    def trainer_args(self) -> dict[str, Any]:
+        """TrainingArguments shared by every method, CPU-safe (TRL defaults assume a GPU)."""
+        t = self.exp.train
+        return dict(
+            output_dir=self.output_dir,
+            max_steps=t.steps,
+            per_device_train_batch_size=t.batch_size,
+            gradient_accumulation_steps=t.grad_accum,
+            learning_rate=t.lr,
+            warmup_steps=t.warmup_steps,
+            seed=t.seed,
+            data_seed=t.seed,
+            logging_steps=t.log_every or t.steps,
+            bf16=False,  # TRL defaults to bf16; fp32 is exact and fast enough for small models
+            gradient_checkpointing=False,  # TRL's default on; it only slows small models
+            report_to="none",  # the harness logs to MLflow itself (see tracking.py)
+            save_strategy="no",
+            disable_tqdm=True,
+            remove_unused_columns=False,  # ORPO and CPO need their extra columns
+            use_cpu=not torch.cuda.is_available(),
+        )
+
+    def train_dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_list(self.data.train)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment: Experiment
+    metrics: dict[str, float]  # the final evaluation
+    seconds: float
+
+
+def check_method_accepts(method: Method, data: PreferenceData) -> None:
+    if data.format not in method.formats:
+        raise DataError(
+            f"method {method.name!r} trains on {' or '.join(method.formats)} data, but "
+            f"{data.source!r} is {data.format}. Paired rows have prompt/chosen/rejected; unpaired "
+            "rows prompt/completion/label (trl.unpair_preference_dataset converts paired to "
+            "unpaired); prompt-only rows suit on-policy methods."
+        )
+
+
+def load_models(exp: Experiment, data: PreferenceData):
+    """(tokenizer, policy, reference): the policy starts as a copy of the reference."""
+    if exp.model.name_or_path == "world":
+        if data.world is None:
+            raise DataError(
+                f"model.name_or_path='world' needs a built-in world dataset, but {exp.dataset!r} "
+                "is a file or hub dataset: set model.name_or_path to a hub id or local path"
+            )
+        source = data.world.reference_path
+    else:
+        source = exp.model.name_or_path
+    remote = exp.model.trust_remote_code
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(source, trust_remote_code=remote)
+    policy = load_causal_lm(source, trust_remote_code=remote).to(device)
+    reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
+    reference.requires_grad_(False)
+    return tokenizer, policy, reference
+
+
+class EvalCallback(TrainerCallback):
+    """Runs the harness evaluation every `eval_every` steps and logs it into the active run."""
+
+    def __init__(self, run: ExperimentRun):
+        self.run = run
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        every = self.run.exp.train.eval_every
+        step = state.global_step
+        due = every and step % every == 0 and step < state.max_steps
+        if due and self.run.evaluate(model, step):
+            control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteLoss(f"training loss became {loss} at step {state.global_step}")
+
+
+class ExperimentRun:
+    """The state of one experiment's run while it trains."""
+
+    def __init__(self, exp: Experiment, evaluator: Evaluator, listeners: list[EvalListener], log):
+        self.exp, self.evaluator, self.listeners, self.log = exp, evaluator, listeners, log
+        self.metrics: dict[str, float] = {}
+        self.last_step = -1
+        self.first_table: dict[str, list] = {}
+
+    def evaluate(self, policy, step: int) -> bool:
+        was_training = policy.training
+        metrics, table = self.evaluator.evaluate(policy)
+        policy.train(was_training)
+        mlflow.log_metrics(metrics, step=step)
+        self.metrics, self.last_table, self.last_step = metrics, table, step
+        self.first_table = self.first_table or table
+        self.log(f"[{self.exp.name}] step {step:>4}/{self.exp.train.steps}  " + summarize(metrics))
+        return any([listener(step, metrics) for listener in self.listeners])
+
+    def sample_table(self) -> dict[str, list]:
+        """Policy samples at the end beside reference samples (step 0) for the same prompts."""
+        table = {"prompt": self.last_table["prompt"], "policy": self.last_table["completion"]}
+        table["reference"] = self.first_table["completion"]
+        if "gold_reward" in self.last_table:
+            table["policy_gold"] = self.last_table["gold_reward"]
+            table["reference_gold"] = self.first_table["gold_reward"]
+        n = self.exp.eval.n_table_rows
+        return {k: v[:n] for k, v in table.items()}
+
+
+def summarize(metrics: dict[str, float]) -> str:
+    parts = [f"kl {metrics['eval/kl']:.3f}±{metrics['eval/kl_stderr']:.3f}"]
+    if "eval/gold/reward" in metrics:
+        parts.append(f"gold {metrics['eval/gold/reward']:+.3f}")
+    if "eval/rewards/accuracies" in metrics:
+        parts.append(f"pair acc {metrics['eval/rewards/accuracies']:.2f}")
+    parts.append(f"len {metrics['eval/length']:.1f}")
+    return "  ".join(parts)
+
+
+def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags: dict | None = None,
+                   nested: bool = False, log=print) -> RunResult:  # fmt: skip
+    """Train and evaluate `exp` in a new MLflow run of the current tracking experiment."""
+    started = time.perf_counter()
+    method = METHODS.get(exp.method)
+    set_seed(exp.train.seed)
+    log(f"[{exp.name}] data: loading {exp.dataset}")
+    data = load_preference_data(exp)
+    check_method_accepts(method, data)
+    tokenizer, policy, reference = load_models(exp, data)
+    filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
+    log(
+        f"[{exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"
+    )
+
+    run_tags = {"method": exp.method, "dataset": exp.dataset, "experiment": exp.name,
+                "git_sha": tracking.git_sha(), **(tags or {})}  # fmt: skip
+    with mlflow.start_run(run_name=exp.name, nested=nested, tags=run_tags) as active:
+        try:
+            mlflow.log_params({k: tracking.param_value(v) for k, v in exp.flat_params().items()})
+            mlflow.log_text(exp.to_json(), "experiment.json")
+            data_counts = {
+                "data/train_rows": len(data.train),
+                "data/eval_pairs": len(data.eval_pairs),
+            }
+            data_counts |= {f"data/filtered/{why}": n for why, n in data.filtered.items()}
+            mlflow.log_metrics(data_counts, step=0)
+
+            run = ExperimentRun(
+                exp, Evaluator(exp, data, tokenizer, reference), list(listeners), log
+            )
+            stopped_early = run.evaluate(policy, 0)
+            if not stopped_early:
+                policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+            mlflow.log_table(run.sample_table(), artifact_file="samples.json")
+            if exp.train.save_policy:
+                save_policy(policy, tokenizer)
+        except BaseException as err:
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            raise
+        finally:
+            mlflow.flush_async_logging()
+    return RunResult(active.info.run_id, exp, run.metrics, time.perf_counter() - started)
+
+
+def train_policy(exp, method, data, tokenizer, policy, reference, run: ExperimentRun):
+    with tempfile.TemporaryDirectory(prefix="harness-trainer-") as output_dir:
+        job = TrainingJob(
+            exp=exp,
+            method_args=exp.resolved_method_args(),
+            policy=policy,
+            reference=reference if method.uses_reference else None,
+            tokenizer=tokenizer,
+            data=data,
+            output_dir=output_dir,
+            callbacks=[tracking.MetricsCallback(exp.method), EvalCallback(run)],
+        )
+        trainer = method.build(job)
+        trainer.remove_callback(PrinterCallback)  # the harness prints its own progress lines
+        trainer.train()
+        final_step = trainer.state.global_step
+    if run.last_step != final_step:  # not when a listener stopped training right after an eval
+        run.evaluate(trainer.model, final_step)
+    return trainer.model
+
+
+def save_policy(policy, tokenizer) -> None:
+    """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact."""
+    with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
+        policy.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        mlflow.log_artifacts(folder, artifact_path="policy")
+
+
+def policy_artifact_path(run_id: str) -> Path:
+    """Local path of a run's saved policy (downloaded if the store is remote)."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="policy"))

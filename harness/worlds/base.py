@@ -1,0 +1,72 @@
+"""What a built-in world provides: a reference model, preference pairs, prompts and a gold reward."""
+
+from __future__ import annotations
+
+import math
+import random
+from abc import ABC, abstractmethod
+from collections import Counter
+from pathlib import Path
+
+from harness.spec import DataSpec
+
+SPLITS = ("train", "eval", "test")
+
+
+class World(ABC):
+    """A self-contained task built offline: data, tokenizer, reference model and gold reward."""
+
+    name: str
+    description: str
+
+    @property
+    @abstractmethod
+    def reference_path(self) -> Path:
+        """Folder holding the reference (SFT) model and its tokenizer, loadable by path."""
+
+    @abstractmethod
+    def prompts(self, split: str) -> list[str]: ...
+
+    @abstractmethod
+    def scored_samples(self, split: str) -> list[dict]:
+        """Rows {prompt, completions: [str], rewards: [float]} sampled from the reference."""
+
+    @abstractmethod
+    def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]: ...
+
+    def extra_eval(self, policy, reference, tokenizer, beta: float) -> dict[str, float]:
+        """Metrics only this world can compute (e.g. exact KL); none by default."""
+        return {}
+
+    def pairs(self, split: str, data: DataSpec) -> tuple[list[dict], Counter]:
+        """Preference pairs labelled as `data` says, and the count of what was filtered and why."""
+        return label_pairs(self.scored_samples(split), data, seed=SPLITS.index(split))
+
+
+def label_pairs(rows: list[dict], data: DataSpec, seed: int) -> tuple[list[dict], Counter]:
+    """Pair consecutive samples of each prompt and label each pair from the gold reward.
+
+    Bradley-Terry: P(a preferred to b) = sigmoid((r_a - r_b) / T) (Bradley & Terry 1952), with
+    T = data.bt_temperature; deterministic: the higher reward wins. Pairs with equal text or
+    equal reward carry no preference and are filtered, counted under their reason.
+    """
+    rng = random.Random(seed)
+    pairs, filtered = [], Counter()
+    for row in rows:
+        texts, rewards = row["completions"], row["rewards"]
+        for i in range(0, len(texts) - 1, 2):
+            (a, ra), (b, rb) = (texts[i], rewards[i]), (texts[i + 1], rewards[i + 1])
+            draw = rng.random()  # drawn for every pair so filtering never shifts later labels
+            if a == b:
+                filtered["identical_completions"] += 1
+                continue
+            if ra == rb:
+                filtered["tied_reward"] += 1
+                continue
+            if data.labels == "deterministic":
+                a_wins = ra > rb
+            else:
+                a_wins = draw < 1 / (1 + math.exp(-(ra - rb) / data.bt_temperature))
+            chosen, rejected = (a, b) if a_wins else (b, a)
+            pairs.append({"prompt": row["prompt"], "chosen": chosen, "rejected": rejected})
+    return pairs, filtered

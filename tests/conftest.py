@@ -1,0 +1,31 @@
+"""Offline, project-local caches for every test; a shared tracking store per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Set before any library import: nothing in the tests may reach the hub or write to $HOME.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", str(ROOT / "results/cache/hf"))
+os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "results/cache/matplotlib"))
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# Built worlds are reused across test sessions (and with `make demo`): building one is the slow part.
+os.environ.setdefault("HARNESS_CACHE", str(ROOT / "results/cache"))
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """A fresh MLflow SQLite store for one test; returns its URI."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
