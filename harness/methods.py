@@ -85,3 +85,42 @@ METHODS.register(
         build=_dpo_family("sigmoid"),
     ),
 )
+
+
+METHODS.register(
+    "ipo",
+    Method(
+        name="ipo",
+        trainer="trl.DPOTrainer (loss ipo)",
+        beta_means="IPO tau: the regulariser; the loss targets a log-ratio margin of 1/(2 tau)",
+        formats=("paired",),
+        uses_reference=True,
+        paper="Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences (arXiv:2310.12036)",
+        build=_dpo_family("ipo"),
+    ),
+)
+METHODS.register(
+    "cdpo",
+    Method(
+        name="cdpo",
+        trainer="trl.DPOTrainer (loss robust, label smoothing)",
+        beta_means="DPO beta, with labels assumed flipped with probability label_smoothing",
+        formats=("paired",),
+        uses_reference=True,
+        paper="Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409); Mitchell 2023, cDPO note",
+        build=_dpo_family("robust"),
+        settings={"label_smoothing": 0.1},  # the cDPO note's example flip rate
+    ),
+)
+METHODS.register(
+    "slic",
+    Method(
+        name="slic",
+        trainer="trl.DPOTrainer (loss hinge)",
+        beta_means="SLiC: the hinge margin is 1/beta on the log-likelihood ratio",
+        formats=("paired",),
+        uses_reference=True,
+        paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback (arXiv:2305.10425)",
+        build=_dpo_family("hinge"),
+    ),
+)

@@ -174,7 +174,10 @@ def validate(exp: Experiment) -> None:
         raise SpecError(f"data.max_pairs must be None or >= 2, got {exp.data.max_pairs}")
     if not 0 < exp.data.eval_fraction < 1:
         raise SpecError(f"data.eval_fraction must be in (0, 1), got {exp.data.eval_fraction}")
-    METHODS.get(exp.method).check_args(exp.method_args)
+    try:
+        METHODS.get(exp.method).check_args(exp.method_args)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
 
 
 def _typed_fields(obj, prefix: str = ""):

@@ -194,6 +194,8 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
         try:
             mlflow.log_params({k: tracking.param_value(v) for k, v in exp.flat_params().items()})
             mlflow.log_text(exp.to_json(), "experiment.json")
+            for artifact, text in (data.world.run_artifacts(exp) if data.world else {}).items():
+                mlflow.log_text(text, artifact)
             data_counts = {
                 "data/train_rows": len(data.train),
                 "data/eval_pairs": len(data.eval_pairs),

@@ -38,6 +38,10 @@ class World(ABC):
         """Metrics only this world can compute (e.g. exact KL); none by default."""
         return {}
 
+    def run_artifacts(self, exp) -> dict[str, str]:
+        """Text artifacts (artifact path -> content) logged at the start of every run in this world."""
+        return {}
+
     def pairs(self, split: str, data: DataSpec) -> tuple[list[dict], Counter]:
         """Preference pairs labelled as `data` says, and the count of what was filtered and why."""
         return label_pairs(self.scored_samples(split), data, seed=SPLITS.index(split))
