@@ -65,6 +65,19 @@ class EvalSpec:
     n_pairs: int = 128  # held-out preference pairs for implicit rewards and accuracies
     max_new_tokens: int = 24
     n_table_rows: int = 16  # sample completions kept in the run's artifact table
+    # Scoring after training (harness.evaluate.scoring; `harness eval` does the same later).
+    winrate: bool = False  # win rates of the policy against the reference and chosen responses
+    temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # DPO paper fig. 3; 0 = greedy
+    judges: tuple[str, ...] = ("rm", "gold")  # gold is skipped where the dataset has no gold reward
+    rm_backbone: str = "world"  # the rm judge's backbone: "world", "minilm", a hub id or a path
+    tasks: tuple[str, ...] = ()  # lm-eval tasks; "world" = the tasks shipped for the world
+    include_path: str | None = None  # a folder of lm-eval task YAMLs searched before lm-eval's own
+    bench_limit: int | None = None  # lm-eval documents per task (None = all)
+
+    def __post_init__(self):
+        for name in ("temperatures", "judges", "tasks"):  # JSON (experiment.json) gives lists
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +160,7 @@ _POSITIVE = {"beta", "train.lr", "train.steps", "train.batch_size", "train.max_l
 _NON_NEGATIVE = {"train.seed", "train.eval_every", "train.log_every", "train.warmup_steps",
                  "eval.n_table_rows"}  # fmt: skip
 LABEL_MODES = ("bradley_terry", "deterministic")
+JUDGES = ("rm", "gold")
 
 
 def validate(exp: Experiment) -> None:
@@ -174,10 +188,25 @@ def validate(exp: Experiment) -> None:
         raise SpecError(f"data.max_pairs must be None or >= 2, got {exp.data.max_pairs}")
     if not 0 < exp.data.eval_fraction < 1:
         raise SpecError(f"data.eval_fraction must be in (0, 1), got {exp.data.eval_fraction}")
+    _validate_scoring(exp.eval)
     try:
         METHODS.get(exp.method).check_args(exp.method_args)
     except ValueError as err:
         raise SpecError(str(err)) from None
+
+
+def _validate_scoring(ev: EvalSpec) -> None:
+    if any(t < 0 for t in ev.temperatures):
+        raise SpecError(f"eval.temperatures must all be >= 0 (0 = greedy), got {ev.temperatures}")
+    for judge in ev.judges:
+        if judge not in JUDGES:
+            raise SpecError(
+                f"eval.judges may hold {JUDGES}, got {judge!r}." + did_you_mean(judge, JUDGES)
+            )
+    if ev.winrate and not (ev.temperatures and ev.judges):
+        raise SpecError("eval.winrate needs at least one of eval.temperatures and eval.judges")
+    if ev.bench_limit is not None and ev.bench_limit < 1:
+        raise SpecError(f"eval.bench_limit must be None or >= 1, got {ev.bench_limit}")
 
 
 def _typed_fields(obj, prefix: str = ""):
@@ -196,6 +225,12 @@ def _typed_fields(obj, prefix: str = ""):
 
 
 def _check_type(path: str, value: Any, hint) -> None:
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a tuple of X
+        if not isinstance(value, tuple):
+            raise SpecError(f"{path} must be a tuple, got {value!r} ({type(value).__name__})")
+        for item in value:
+            _check_type(path, item, typing.get_args(hint)[0])
+        return
     allowed = (
         typing.get_args(hint)
         if typing.get_origin(hint) in (typing.Union, types.UnionType)
@@ -258,6 +293,11 @@ def _parse(value: Any, hint) -> Any:
     """Turn a `--set` string into the field's type; non-strings pass through unchanged."""
     if not isinstance(value, str) or hint is str:
         return value
+    if typing.get_origin(hint) is tuple:  # "0,0.5,1" or "(0.0, 0.5)" as MLflow shows params
+        items = value.strip().strip("()[]").split(",")
+        return tuple(
+            _parse(i.strip().strip("'\""), typing.get_args(hint)[0]) for i in items if i.strip()
+        )
     text = value.strip()
     if text.lower() in ("none", "null"):
         return None

@@ -23,6 +23,7 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 from harness import tracking
 from harness.data import DataError, PreferenceData, load_preference_data
 from harness.evaluate import Evaluator
+from harness.evaluate.scoring import prepare_scoring
 from harness.methods import METHODS, Method
 from harness.models import load_causal_lm, load_tokenizer
 from harness.spec import Experiment
@@ -182,6 +183,7 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
     log(f"[{exp.name}] data: loading {exp.dataset}")
     data = load_preference_data(exp)
     check_method_accepts(method, data)
+    scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
     tokenizer, policy, reference = load_models(exp, data)
     filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
     log(
@@ -209,6 +211,8 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
             stopped_early = run.evaluate(policy, 0)
             if not stopped_early:
                 policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+            if scoring.wanted:
+                scoring.score(policy, reference, tokenizer, step=run.last_step)
             mlflow.log_table(run.sample_table(), artifact_file="samples.json")
             if exp.train.save_policy:
                 save_policy(policy, tokenizer)

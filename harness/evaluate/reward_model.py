@@ -25,7 +25,9 @@ from harness.worlds.cache import cached_dir
 class RewardModelSettings:
     """Training settings; part of the cache key."""
 
-    epochs: float = 2.0  # ~1000 sentiment pairs: accuracy stops improving after two passes
+    epochs: float = (
+        4.0  # ~1000 sentiment pairs: held-out accuracy 0.69 after 2 passes, 0.79 after 4
+    )
     batch_size: int = 16
     lr: float = 1e-3  # the tiny world model's SFT rate; the fresh head needs a large step
     version: int = 1  # bump when training or scoring changes so stale caches are not reused
