@@ -7,6 +7,7 @@ per (reference, tasks) and cached, as `bench/{task}/{metric}_reference`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -37,9 +38,7 @@ class BenchPlan:
     limit: int | None = None
 
     def task_manager(self):
-        from lm_eval.tasks import TaskManager
-
-        return TaskManager(include_path=list(self.folders), include_defaults=self.with_defaults)
+        return task_manager(self.folders, self.with_defaults)
 
     def fingerprint(self) -> str:
         """A hash of the task names and every file in the task folders (the reference cache key)."""
@@ -52,11 +51,17 @@ class BenchPlan:
         return settings_key({"tasks": self.tasks, "limit": self.limit, "files": files})
 
 
+@functools.cache
+def task_manager(folders: tuple[str, ...], with_defaults: bool):
+    """lm-eval's task index over `folders` (and its own tasks: seconds to build, so kept)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=list(folders), include_defaults=with_defaults)
+
+
 def plan_bench(tasks: tuple[str, ...], *, include_path: str | None = None,
                world: str | None = None, limit: int | None = None) -> BenchPlan:  # fmt: skip
     """Expand `world`, check every task name and the user folder; raise BenchError otherwise."""
-    from lm_eval.tasks import TaskManager
-
     folders = [str(TASKS_DIR)]
     if include_path is not None:
         check_task_folder(include_path)
@@ -69,10 +74,10 @@ def plan_bench(tasks: tuple[str, ...], *, include_path: str | None = None,
             names.append(name)
     if not names:
         return BenchPlan(tasks=(), folders=tuple(folders), with_defaults=False, limit=limit)
-    manager = TaskManager(include_path=folders, include_defaults=False)
+    manager = task_manager(tuple(folders), False)
     with_defaults = any(not manager.match_tasks([n]) for n in names)
     if with_defaults:  # indexing lm-eval's own tasks takes seconds: only when a name needs it
-        manager = TaskManager(include_path=folders, include_defaults=True)
+        manager = task_manager(tuple(folders), True)
     for name in names:
         if not manager.match_tasks([name]):
             raise BenchError(
