@@ -81,10 +81,10 @@ class Experiment:
     method_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not self.name:
-            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
         object.__setattr__(self, "method_args", types.MappingProxyType(dict(self.method_args)))
         validate(self)
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
 
     def replace(self, changes: Mapping[str, Any] | None = None, **kwargs) -> Experiment:
         """A copy with fields changed by dotted name: `exp.replace({"train.steps": 200})`."""
@@ -259,6 +259,11 @@ def _parse(value: Any, hint) -> Any:
     if not isinstance(value, str) or hint is str:
         return value
     text = value.strip()
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            return text  # validation then names the field and the type it wants
     if text.lower() in ("none", "null"):
         return None
     if text.lower() in ("true", "false"):
