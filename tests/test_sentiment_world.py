@@ -48,16 +48,9 @@ def test_world_provides_splits_pairs_and_a_reference(world):
     pairs, filtered = world.pairs("train", DataSpec())
     assert len(pairs) + sum(filtered.values()) == 512 * 2
     deterministic, _ = world.pairs("train", DataSpec(labels="deterministic"))
-    gold = dict(
-        zip(
-            *[
-                [p["chosen"] for p in deterministic],
-                world.gold_reward([], [p["chosen"] for p in deterministic]),
-            ]
-        )
-    )
-    rejected = world.gold_reward([], [p["rejected"] for p in deterministic])
-    assert all(gold[p["chosen"]] > r for p, r in zip(deterministic, rejected, strict=True))
+    chosen_gold = world.gold_reward([], [p["chosen"] for p in deterministic])
+    rejected_gold = world.gold_reward([], [p["rejected"] for p in deterministic])
+    assert all(c > r for c, r in zip(chosen_gold, rejected_gold, strict=True))
     # Bradley-Terry labels at T=0.1 disagree with the deterministic ones on some pairs: noise.
     flips = sum(a != b for a, b in zip(pairs, deterministic, strict=True))
     assert 0 < flips < len(pairs) / 3
