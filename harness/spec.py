@@ -56,6 +56,8 @@ class TrainSpec:
     log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
     warmup_steps: int = 0
     grad_accum: int = 1
+    # DPO-family: reference log-probs computed once and cached on disk (harness/refcache.py)
+    reference_cache: bool = True
     save_policy: bool = True  # the trained policy as the run's `policy/` artifact (safetensors)
 
 
