@@ -56,6 +56,8 @@ class TrainSpec:
     log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
     warmup_steps: int = 0
     grad_accum: int = 1
+    # DPO-family: reference log-probs computed once and cached on disk (harness/refcache.py)
+    reference_cache: bool = True
     save_policy: bool = True  # the trained policy as the run's `policy/` artifact (safetensors)
 
 
@@ -94,10 +96,10 @@ class Experiment:
     method_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not self.name:
-            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
         object.__setattr__(self, "method_args", types.MappingProxyType(dict(self.method_args)))
         validate(self)
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
 
     def replace(self, changes: Mapping[str, Any] | None = None, **kwargs) -> Experiment:
         """A copy with fields changed by dotted name: `exp.replace({"train.steps": 200})`."""
@@ -299,6 +301,11 @@ def _parse(value: Any, hint) -> Any:
             _parse(i.strip().strip("'\""), typing.get_args(hint)[0]) for i in items if i.strip()
         )
     text = value.strip()
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            return text  # validation then names the field and the type it wants
     if text.lower() in ("none", "null"):
         return None
     if text.lower() in ("true", "false"):
