@@ -183,8 +183,8 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
     log(f"[{exp.name}] data: loading {exp.dataset}")
     data = load_preference_data(exp)
     check_method_accepts(method, data)
-    scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
     tokenizer, policy, reference = load_models(exp, data)
+    scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
     filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
     log(
         f"[{exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"

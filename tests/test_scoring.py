@@ -66,8 +66,9 @@ def metrics_of(uri: str, run_id: str) -> dict[str, float]:
 def test_run_scores_itself_into_mlflow(scored_run):
     uri, run_id = scored_run
     metrics = metrics_of(uri, run_id)
-    # The bundled choice task is balanced against the reference: it scores exactly chance.
-    assert metrics["bench/sentiment_positive_choice/acc_reference"] == 0.5
+    # The bundled choice task is balanced against the reference (0.5 on the one built here;
+    # a world rebuilt on other hardware may differ by a few items).
+    assert metrics["bench/sentiment_positive_choice/acc_reference"] == pytest.approx(0.5, abs=0.1)
     assert 0 <= metrics["bench/sentiment_positive_choice/acc"] <= 1
     assert "bench/sentiment_positive_choice/acc_stderr" in metrics
     for judge in ("rm", "gold"):

@@ -147,9 +147,8 @@ def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool |
     reward_model = None
     if "rm" in usable:
         reward_model = reward_model_for(data, backbone=ev.rm_backbone, seed=RM_SEED, log=log)
-    source = (
-        data.world.reference_path if exp.model.name_or_path == "world" else exp.model.name_or_path
-    )
+    world_model = exp.model.name_or_path == "world" and data.world is not None
+    source = data.world.reference_path if world_model else exp.model.name_or_path
     for note in notes:
         log(f"[{exp.name}] scoring: {note}")
     return Scoring(exp=exp, data=data, temperatures=temperatures, judges=usable, plan=plan,
