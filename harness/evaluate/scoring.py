@@ -9,12 +9,13 @@ leaves nothing half-logged.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import mlflow
 
-from harness.data import PreferenceData
+from harness.data import DataError, PreferenceData
 from harness.evaluate import bench, winrate
 from harness.evaluate.reward_model import RewardModel, reward_model_for
 from harness.registry import did_you_mean
@@ -32,8 +33,7 @@ class Scoring:
     plan: bench.BenchPlan | None
     reward_model: RewardModel | None
     reference_source: str
-    log: object = print
-    notes: list[str] = field(default_factory=list)
+    log: Callable[[str], None] = print
 
     @property
     def wanted(self) -> bool:
@@ -77,7 +77,9 @@ class Scoring:
             metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
         mlflow.log_metrics(metrics, step=step)
         mlflow.set_tag("scoring", self.describe())
-        if table is not None:
+        if table is not None:  # MLflow appends to an existing table: rows say which scoring
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            table = {"scored_at": [stamp] * len(table["prompt"])} | table
             mlflow.log_table(table, artifact_file="winrate/completions.json")
         for who, result in results.items():
             name = "results.json" if who == "policy" else "results_reference.json"
@@ -136,6 +138,8 @@ def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool |
     notes = [f"{data.source} has no gold reward: judge 'gold' skipped"] if usable != asked else []
     if asked and not usable:
         raise SpecError(f"no judge can score {data.source}: it has no gold reward; use judge 'rm'")
+    if usable and not data.eval_prompts:
+        raise DataError(f"{data.source}: no held-out text prompts to sample win rates from")
     tasks = tuple(ev.tasks if tasks is None else tasks)
     include_path = ev.include_path if include_path is None else include_path
     plan = None
@@ -152,4 +156,4 @@ def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool |
     for note in notes:
         log(f"[{exp.name}] scoring: {note}")
     return Scoring(exp=exp, data=data, temperatures=temperatures, judges=usable, plan=plan,
-                   reward_model=reward_model, reference_source=str(source), log=log, notes=notes)  # fmt: skip
+                   reward_model=reward_model, reference_source=str(source), log=log)  # fmt: skip
