@@ -13,6 +13,7 @@ from harness.spec import Experiment, parse_override
 # Modules that add a subcommand: each has `register(subparsers)` setting `func` on its parser.
 COMMAND_MODULES: list[str] = [
     "harness.sweep.cli",
+    "analysis.cli",
 ]
 
 
