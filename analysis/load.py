@@ -53,6 +53,7 @@ class RunData:
     optimal_frontiers: dict[str, pd.DataFrame] = field(default_factory=dict)
     sweeps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SWEEP_COLUMNS))
     unfinished: int = 0  # runs left out because they failed or are still running
+    superseded: int = 0  # older runs of a name rerun later in the same experiment, left out
 
     def datasets(self) -> list[str]:
         return sorted(self.runs["dataset"].unique()) if len(self.runs) else []
@@ -111,12 +112,24 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
                 unfinished += 1
             else:
                 runs.append((name, run))
-    frame = _run_frame(runs)
-    history = _history(client, runs)
+    latest = _latest_by_name(runs)
+    frame = _run_frame(latest)
+    history = _history(client, latest)
     frontiers = _optimal_frontiers(client, frame)
     sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "storage"])
     sweeps = sweeps.sort_values(["sweep", "storage"], ignore_index=True)
-    return RunData(frame, history, frontiers, sweeps, unfinished)
+    return RunData(frame, history, frontiers, sweeps, unfinished, len(runs) - len(latest))
+
+
+def _latest_by_name(runs):
+    """A rerun (same experiment, same run name: `make demo` twice) replaces the earlier run,
+    so that reruns are not counted as extra seeds."""
+    latest = {}
+    for name, run in runs:
+        key = (name, run.info.run_name)
+        if key not in latest or run.info.start_time > latest[key][1].info.start_time:
+            latest[key] = (name, run)
+    return list(latest.values())
 
 
 def _experiments(client: MlflowClient, names: list[str] | None) -> list[tuple[str, str]]:

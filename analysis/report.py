@@ -73,6 +73,8 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
     data = load_runs(uri, experiments)
     report = Report(Path(out), log)
     unfinished = f" ({data.unfinished} unfinished left out)" if data.unfinished else ""
+    if data.superseded:
+        unfinished += f" ({data.superseded} superseded by a later run of the same name left out)"
     log(f"read {len(data.runs)} finished run(s) and {len(data.sweeps)} sweep(s) from {uri}"
         + unfinished)  # fmt: skip
     colors = method_colors(data.runs["method"])

@@ -96,3 +96,25 @@ def test_markdown_and_latex_render_mean_and_half_width():
 def test_file_name_parts_are_safe():
     assert safe("beta search/v2") == "beta-search-v2"
     assert safe("exact") == "exact"
+
+
+def test_a_rerun_of_the_same_name_replaces_the_earlier_run(tracking):
+    import mlflow
+
+    from analysis.load import load_runs
+
+    mlflow.set_experiment("reruns")
+    for value in (0.1, 0.7):  # `make demo` twice: the same experiment names again
+        with mlflow.start_run(run_name="dpo-b0.1", tags={"method": "dpo", "dataset": "sentiment"}):
+            mlflow.log_metric("eval/gold/reward", value)
+    with mlflow.start_run(run_name="dpo-b0.5", tags={"method": "dpo", "dataset": "sentiment"}):
+        mlflow.log_metric("eval/gold/reward", 0.3)
+    mlflow.flush_async_logging()
+    data = load_runs(tracking, ["reruns"])
+    assert data.superseded == 1
+    assert sorted(
+        zip(data.runs["run_name"], data.runs["metrics.eval/gold/reward"], strict=True)
+    ) == [
+        ("dpo-b0.1", 0.7),
+        ("dpo-b0.5", 0.3),
+    ]
