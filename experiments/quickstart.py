@@ -7,8 +7,7 @@ and the chosen responses at five temperatures, judged by a reward model (trained
 train pairs and cached) and by the gold reward, and the sentiment world's lm-eval tasks.
 """
 
-from harness import Experiment, TrainSpec
-from harness.spec import EvalSpec
+from harness import EvalSpec, Experiment, TrainSpec
 
 TRAIN = TrainSpec(steps=100, eval_every=25)
 SCORE = EvalSpec(winrate=True, tasks=("world",))
@@ -21,8 +20,8 @@ EXPERIMENTS = [
     DPO_SENTIMENT,
     Experiment(
         name="dpo-b0.03", method="dpo", beta=0.03, dataset="sentiment", train=TRAIN, eval=SCORE
-    ),  # fmt: skip
+    ),
     Experiment(
         name="dpo-b0.5", method="dpo", beta=0.5, dataset="sentiment", train=TRAIN, eval=SCORE
-    ),  # fmt: skip
+    ),
 ]

@@ -24,6 +24,10 @@ from harness.worlds.cache import cache_root, settings_key
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
+def cache_dir():
+    return cache_root() / "reference_logps"
+
+
 def model_fingerprint(model) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -58,7 +62,7 @@ def with_reference_cache(trainer_class):
                 "max_length": self.args.max_length,
                 "truncation": self.args.truncation_mode,
             })  # fmt: skip
-            path = cache_root() / "reference_logps" / f"{key}.npz"
+            path = cache_dir() / f"{key}.npz"
             if path.exists():
                 cached = np.load(path)
                 for column in COLUMNS:

@@ -32,8 +32,8 @@ from harness.spec import Experiment
 EvalListener = Callable[[int, dict[str, float]], bool]
 
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+class TrainingDiverged(RuntimeError):
+    """The training loss or the policy's weights became NaN or infinite."""
 
 
 @dataclass
@@ -131,7 +131,9 @@ class EvalCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise NonFiniteLoss(f"training loss became {loss} at step {state.global_step}")
+            raise TrainingDiverged(
+                f"training loss became non-finite ({loss}) at step {state.global_step}"
+            )
 
 
 class ExperimentRun:
@@ -144,6 +146,10 @@ class ExperimentRun:
         self.first_table: dict[str, list] = {}
 
     def evaluate(self, policy, step: int) -> bool:
+        if not all(torch.isfinite(p).all() for p in policy.parameters()):
+            raise TrainingDiverged(
+                f"policy weights became non-finite by step {step}: lower train.lr"
+            )
         was_training = policy.training
         metrics, table = self.evaluator.evaluate(policy)
         policy.train(was_training)
@@ -175,8 +181,11 @@ def summarize(metrics: dict[str, float]) -> str:
 
 
 def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags: dict | None = None,
-                   nested: bool = False, log=print) -> RunResult:  # fmt: skip
-    """Train and evaluate `exp` in a new MLflow run of the current tracking experiment."""
+                   parent_run_id: str | None = None, log=print) -> RunResult:  # fmt: skip
+    """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
+
+    With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    """
     started = time.perf_counter()
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
@@ -192,7 +201,9 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
 
     run_tags = {"method": exp.method, "dataset": exp.dataset, "experiment": exp.name,
                 "git_sha": tracking.git_sha(), **(tags or {})}  # fmt: skip
-    with mlflow.start_run(run_name=exp.name, nested=nested, tags=run_tags) as active:
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
         try:
             mlflow.log_params({k: tracking.param_value(v) for k, v in exp.flat_params().items()})
             mlflow.log_text(exp.to_json(), "experiment.json")
