@@ -33,7 +33,7 @@ def test_dpo_on_many_noisy_pairs_logs_exact_metrics_and_nears_the_frontier(track
         method="dpo",
         beta=1.0,
         dataset="exact",
-        data=DataSpec(bt_temperature=0.5),  # all ~3000 Bradley-Terry pairs
+        data=DataSpec(bt_temperature=0.5),  # all ~3900 Bradley-Terry pairs
         train=TrainSpec(
             steps=100, lr=5e-4, batch_size=16, eval_every=50, log_every=50, save_policy=False
         ),  # fmt: skip
