@@ -5,10 +5,9 @@ L = 4 words: 4680 valid responses per prompt, and the invalid outcomes (EOS firs
 4 words) that complete the space (see `harness.evaluate.exact`). The vocabulary is the eight
 words and EOS, which also pads, so no other token exists. Sampling uses exactly L + 1 new
 tokens (`eval.max_new_tokens` = 5), which makes the sampled `eval/kl` an unbiased estimate of
-`eval/kl_exact`. The reference is a tiny GPT-2 SFT'd (TRL's
-SFTTrainer) on responses from a base distribution that ignores the gold reward; preference
-pairs are sampled from the reference's exact distribution (conditioned on a valid response)
-and labelled by `DataSpec`. Every split uses the same eight prompts: this world asks how well
+`eval/kl_exact`. The reference is a tiny GPT-2 SFT'd (TRL's SFTTrainer) on responses from a
+base distribution that ignores the gold reward; preference pairs are sampled from the
+reference's exact distribution (conditioned on a valid response) and labelled by `DataSpec`. Every split uses the same eight prompts: this world asks how well
 a method optimises the KL-regularised objective, not how it generalises to new prompts; the
 splits differ in their sampled responses.
 
@@ -38,12 +37,11 @@ from harness.worlds.cache import cached_dir
 COLOURS = ("red", "blue", "green", "gold")
 ANIMALS = ("cat", "dog", "fox", "owl")
 WORDS = COLOURS + ANIMALS
-# Each colour and each animal twice, so no word is rewarded by the prompt set itself.
+# Each colour and each animal twice, so no word is favoured across the prompt set.
 PROMPTS = ("red fox", "red owl", "blue cat", "blue fox", "green dog", "green cat", "gold owl",
            "gold dog")  # fmt: skip
-INVALID_REWARD = (
-    -3.0
-)  # below every valid response (the lowest, "cat cat cat cat" to a fox, is -2.9)
+# Below every valid response: the lowest, "cat cat cat cat" to a fox, earns -2.9.
+INVALID_REWARD = -3.0
 EOS = "</s>"
 FRONTIER_BETAS = [10 ** (k / 10) for k in range(-20, 21)]  # 0.01 .. 100, 10 points per decade
 
