@@ -7,9 +7,10 @@ words and EOS, which also pads, so no other token exists. Sampling uses exactly 
 tokens (`eval.max_new_tokens` = 5), which makes the sampled `eval/kl` an unbiased estimate of
 `eval/kl_exact`. The reference is a tiny GPT-2 SFT'd (TRL's SFTTrainer) on responses from a
 base distribution that ignores the gold reward; preference pairs are sampled from the
-reference's exact distribution (conditioned on a valid response) and labelled by `DataSpec`. Every split uses the same eight prompts: this world asks how well
-a method optimises the KL-regularised objective, not how it generalises to new prompts; the
-splits differ in their sampled responses.
+reference's exact distribution (conditioned on a valid response) and labelled by `DataSpec`.
+Every split uses the same eight prompts: this world asks how well a method optimises the
+KL-regularised objective, not how it generalises to new prompts; the splits differ in their
+sampled responses.
 
 Every run logs the exact KL(pi || pi_ref), the exact expected gold reward, the invalid mass and
 the frontier gap (optimal reward at the policy's KL minus its reward), and saves the optimal
