@@ -55,6 +55,8 @@ class TrainSpec:
     )
     log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
     warmup_steps: int = 0
+    # transformers' default; "constant" keeps pushing, as long-training overfitting studies need.
+    lr_scheduler: str = "linear"
     grad_accum: int = 1
     # DPO-family: reference log-probs computed once and cached on disk (harness/refcache.py)
     reference_cache: bool = True
@@ -163,6 +165,7 @@ _NON_NEGATIVE = {"train.seed", "train.eval_every", "train.log_every", "train.war
                  "eval.n_table_rows"}  # fmt: skip
 LABEL_MODES = ("bradley_terry", "deterministic")
 JUDGES = ("rm", "gold")
+LR_SCHEDULERS = ("linear", "constant", "cosine", "constant_with_warmup")
 
 
 def validate(exp: Experiment) -> None:
@@ -185,6 +188,11 @@ def validate(exp: Experiment) -> None:
         raise SpecError(
             f"data.labels must be one of {LABEL_MODES}, got {exp.data.labels!r}"
             + did_you_mean(exp.data.labels, LABEL_MODES)
+        )
+    if exp.train.lr_scheduler not in LR_SCHEDULERS:
+        raise SpecError(
+            f"train.lr_scheduler must be one of {LR_SCHEDULERS}, got {exp.train.lr_scheduler!r}"
+            + did_you_mean(exp.train.lr_scheduler, LR_SCHEDULERS)
         )
     if exp.data.max_pairs is not None and exp.data.max_pairs < 2:
         raise SpecError(f"data.max_pairs must be None or >= 2, got {exp.data.max_pairs}")

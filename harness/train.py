@@ -59,6 +59,7 @@ class TrainingJob:
             gradient_accumulation_steps=t.grad_accum,
             learning_rate=t.lr,
             warmup_steps=t.warmup_steps,
+            lr_scheduler_type=t.lr_scheduler,
             seed=t.seed,
             data_seed=t.seed,
             logging_steps=t.log_every or t.steps,

@@ -295,3 +295,23 @@ def test_non_finite_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path, trackin
     assert failed and all(
         r.info.status == "FAILED" and "TrainingDiverged" in r.data.tags["error"] for r in failed
     )
+
+
+def test_world_specific_objectives_are_accepted_where_the_world_logs_them():
+    exact = Experiment(method="dpo", beta=0.1, dataset="exact", eval=EvalSpec(max_new_tokens=5))
+    Sweep(
+        name="gap",
+        base=exact,
+        space={"beta": LogUniform(0.05, 1.0)},
+        objective="eval/frontier_gap",
+        direction="minimize",
+    )
+    with pytest.raises(
+        SweepError, match="objective 'eval/frontier_gap' is not logged by dpo runs on 'sentiment'"
+    ):
+        Sweep(
+            name="gap",
+            base=Experiment(**TINY),
+            space={"beta": LogUniform(0.05, 1.0)},
+            objective="eval/frontier_gap",
+        )
