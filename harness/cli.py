@@ -11,7 +11,7 @@ from pathlib import Path
 from harness.spec import Experiment, parse_override
 
 # Modules that add a subcommand: each has `register(subparsers)` setting `func` on its parser.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["harness.methods"]
 
 
 def quiet_libraries() -> None:
