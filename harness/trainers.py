@@ -185,12 +185,30 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
     return build
 
 
+def continuations(tokenizer, prompts: list, completions: list, completion_ids: list) -> list:
+    """Each sampled completion as the text that continues its prompt, as in the data's pairs.
+
+    TRL decodes the completion tokens alone, which drops the space a word-level tokenizer puts
+    between prompt and completion ("the movie was" + "great ." would be scored as "wasgreat .").
+    decode(prompt + completion) minus the prompt gives back " great .". Chat prompts (message
+    lists) pass through unchanged.
+    """
+    out = []
+    for prompt, text, ids in zip(prompts, completions, completion_ids, strict=True):
+        if isinstance(prompt, str):
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            full = tokenizer.decode(prompt_ids + list(ids), skip_special_tokens=True)
+            text = full[len(prompt) :] if full.startswith(prompt) else text
+        out.append(text)
+    return out
+
+
 def gold_reward(job: TrainingJob) -> Callable:
     """The world's gold reward of each sampled completion."""
-    score = job.data.gold
+    score, tokenizer = job.data.gold, job.tokenizer
 
-    def gold(prompts, completions, **_):
-        return score(prompts, completions)
+    def gold(prompts, completions, completion_ids, **_):
+        return score(prompts, continuations(tokenizer, prompts, completions, completion_ids))
 
     return gold
 
@@ -198,16 +216,19 @@ def gold_reward(job: TrainingJob) -> Callable:
 def learned_reward(job: TrainingJob) -> Callable:
     """A reward model trained with RewardTrainer on the experiment's own preference pairs.
 
-    Its held-out pair accuracy is logged as `rm/accuracy`, so a weak reward model shows.
+    Its backbone is the experiment's model (the world's reference model by default), as RLHF
+    initialises the reward model from the SFT model. Its held-out pair accuracy is logged as
+    `rm/accuracy`, so a weak judge shows beside the run it trained.
     """
     import mlflow
 
     from harness.evaluate.reward_model import reward_model_for
 
-    model = reward_model_for(job.data, seed=job.exp.train.seed)
+    model = reward_model_for(job.data, backbone=job.exp.model.name_or_path, seed=job.exp.train.seed)
     mlflow.log_metric("rm/accuracy", model.accuracy, step=0)
+    tokenizer = job.tokenizer
 
-    def reward_model(prompts, completions, **_):
-        return model.score(prompts, completions)
+    def reward_model(prompts, completions, completion_ids, **_):
+        return model.score(prompts, continuations(tokenizer, prompts, completions, completion_ids))
 
     return reward_model
