@@ -1,20 +1,32 @@
-"""The default study (`make demo`): DPO at three strengths on the built-in sentiment world.
+"""The default study (`make demo`): the DPO family against the preferred-FT baseline.
 
-The reference is the world's tiny SFT model; each run logs training metrics, the harness's
-held-out implicit rewards, a sampled KL to the reference and the gold (VADER) reward of its
-samples every 25 steps.
+dpo, ipo, kto and orpo at two strengths each and sft, on the built-in sentiment world. The
+reference is the world's tiny SFT model; every run logs its trainer's metrics under train/
+and the same harness yardstick under eval/ (held-out implicit rewards against the reference,
+sampled KL to the reference, gold VADER reward, length) every 25 steps, so the MLflow UI
+compares them like with like. sft runs once: beta does not enter its training (it would only
+rescale its eval/ implicit rewards), so a second strength would train the same policy twice.
 """
 
 from harness import Experiment, TrainSpec
 
 TRAIN = TrainSpec(steps=100, eval_every=25)
 
-DPO_SENTIMENT = Experiment(
-    name="dpo-b0.1", method="dpo", beta=0.1, dataset="sentiment", train=TRAIN
-)
+
+def _experiment(method: str, beta: float) -> Experiment:
+    return Experiment(method=method, beta=beta, dataset="sentiment", train=TRAIN)
+
+
+DPO_SENTIMENT = _experiment("dpo", 0.1)
 
 EXPERIMENTS = [
     DPO_SENTIMENT,
-    Experiment(name="dpo-b0.03", method="dpo", beta=0.03, dataset="sentiment", train=TRAIN),
-    Experiment(name="dpo-b0.5", method="dpo", beta=0.5, dataset="sentiment", train=TRAIN),
+    _experiment("dpo", 0.5),
+    _experiment("ipo", 0.1),  # IPO tau: targets a log-ratio margin of 1/(2 tau) = 5 nats
+    _experiment("ipo", 0.5),  # ... and 1 nat
+    _experiment("kto", 0.1),  # TRL's and the KTO paper's default beta
+    _experiment("kto", 0.5),
+    _experiment("orpo", 0.1),  # ORPO lambda: the paper's 0.1
+    _experiment("orpo", 1.0),
+    _experiment("sft", 0.1),
 ]

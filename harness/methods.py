@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from harness.train import TrainingJob
 
 
-
 @dataclass(frozen=True)
 class Method:
     name: str
@@ -193,7 +192,9 @@ def method_table() -> str:
 
 
 def _wrapped(label: str, text: str) -> list[str]:
-    return textwrap.wrap(text, 100, initial_indent=f"  {label + ':':<10}", subsequent_indent=" " * 12)
+    return textwrap.wrap(
+        text, 100, initial_indent=f"  {label + ':':<10}", subsequent_indent=" " * 12
+    )
 
 
 def cmd_methods(args) -> int:

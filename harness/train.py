@@ -93,11 +93,14 @@ def check_method_accepts(method: Method, data: PreferenceData) -> None:
     if data.format not in method.formats:
         takes = " or ".join(f"{f} ({columns(f)})" for f in method.formats)
         others = [name for name, m in METHODS.items() if data.format in m.formats]
-        convert = [CONVERSIONS[data.format, f] for f in method.formats if (data.format, f) in CONVERSIONS]
+        convert = [
+            CONVERSIONS[data.format, f] for f in method.formats if (data.format, f) in CONVERSIONS
+        ]
         raise DataError(
             f"method {method.name!r} trains on {takes} rows, but {data.source!r} has "
             f"{data.format} rows ({columns(data.format)}). Methods that take {data.format} rows: "
-            f"{', '.join(others) or 'none'}." + (f" To convert: {'; or '.join(convert)}." if convert else "")
+            f"{', '.join(others) or 'none'}."
+            + (f" To convert: {'; or '.join(convert)}." if convert else "")
         )
     if method.needs_gold and data.gold is None:
         from harness.worlds import WORLDS

@@ -46,7 +46,9 @@ def chosen_rows(data: PreferenceData):
     if data.format == PAIRED:
         rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in data.train]
     else:  # unpaired: the desirable completions
-        rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in data.train if r["label"]]
+        rows = [
+            {"prompt": r["prompt"], "completion": r["completion"]} for r in data.train if r["label"]
+        ]
     return Dataset.from_list(rows)
 
 
@@ -110,7 +112,9 @@ def kto_trainer(job: TrainingJob):
 def orpo_trainer(job: TrainingJob):
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    config = ORPOConfig(**job.trainer_args(), beta=job.exp.beta, max_length=job.exp.train.max_length)
+    config = ORPOConfig(
+        **job.trainer_args(), beta=job.exp.beta, max_length=job.exp.train.max_length
+    )
     return ORPOTrainer(
         model=job.policy,
         args=config,

@@ -29,3 +29,15 @@ def tracking(tmp_path, monkeypatch):
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture(scope="module")
+def module_tracking(tmp_path_factory):
+    """One MLflow SQLite store shared by a module's tests (creating one costs ~3 s of CPU)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
