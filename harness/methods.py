@@ -3,7 +3,7 @@
 Each entry says which TRL trainer runs it, what the experiment's `beta` means for it, which
 data formats it takes, whether training uses a reference model, its paper, and the
 method-specific settings (with the paper's defaults) that `Experiment.method_args` may set.
-Adding a method is one `METHODS.register(...)` call here and one test; nothing else branches
+Adding a method is one `_register(Method(...))` entry here and one test; nothing else branches
 on the method name. `harness methods` prints the table.
 """
 
@@ -20,6 +20,7 @@ from harness.data import PAIRED, PROMPT_ONLY, UNPAIRED
 from harness.registry import Registry, did_you_mean
 
 if TYPE_CHECKING:
+    from harness.spec import Experiment
     from harness.train import TrainingJob
 
 
@@ -34,18 +35,25 @@ class Method:
     build: Callable[[TrainingJob], Any]  # job -> a transformers Trainer ready to .train()
     settings: Mapping[str, Any] = field(default_factory=dict)  # method_args defaults
     needs_gold: bool = False  # trains on the world's gold reward (built-in worlds only)
+    # Constraints between the method's settings and the experiment, checked at construction:
+    # experiment -> an error message naming the dotted fields, or None.
+    validate: Callable[[Experiment], str | None] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
 
-    def check_args(self, args: Mapping[str, Any]) -> None:
-        for key in args:
+    def check(self, exp: Experiment) -> None:
+        """Raise ValueError for an unknown method_args key or a violated constraint."""
+        for key in exp.method_args:
             if key not in self.settings:
                 known = ", ".join(self.settings) or "none"
                 raise ValueError(
                     f"method_args.{key}: method {self.name!r} has no setting {key!r} "
                     f"(its settings: {known})." + did_you_mean(key, self.settings)
                 )
+        problem = self.validate and self.validate(exp)
+        if problem:
+            raise ValueError(problem)
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -141,6 +149,21 @@ _register(Method(
     paper="Rafailov et al. 2023 (arXiv:2305.18290), sec. 6: the Preferred-FT baseline",
     build=trainers.sft_trainer,
 ))  # fmt: skip
+
+
+def _rloo_groups(exp: Experiment) -> str | None:
+    """RLOO's leave-one-out baseline needs k >= 2 samples per prompt, whole groups per batch."""
+    k = exp.resolved_method_args()["num_generations"]
+    batch = exp.train.batch_size * exp.train.grad_accum
+    if k < 2 or batch % k:
+        return (
+            f"method_args.num_generations must be >= 2 and divide train.batch_size * "
+            f"train.grad_accum ({batch}): each step samples whole groups of k completions per "
+            f"prompt; got {k}"
+        )
+    return None
+
+
 _RLOO_SETTINGS = {
     "num_generations": 4,  # k samples per prompt: the RLOO paper's best k (it compares 2 and 4)
     "max_completion_length": 24,  # tokens sampled per completion: the built-in worlds' length
@@ -154,6 +177,7 @@ _register(Method(
     paper="Ahmadian et al. 2024, Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs (arXiv:2402.14740)",
     build=trainers.rloo_trainer(trainers.learned_reward),
     settings=_RLOO_SETTINGS,
+    validate=_rloo_groups,
 ))  # fmt: skip
 _register(Method(
     name="rloo_gold",
@@ -165,6 +189,7 @@ _register(Method(
     build=trainers.rloo_trainer(trainers.gold_reward),
     settings=_RLOO_SETTINGS,
     needs_gold=True,
+    validate=_rloo_groups,
 ))  # fmt: skip
 
 

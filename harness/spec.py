@@ -175,7 +175,7 @@ def validate(exp: Experiment) -> None:
     if not 0 < exp.data.eval_fraction < 1:
         raise SpecError(f"data.eval_fraction must be in (0, 1), got {exp.data.eval_fraction}")
     try:
-        METHODS.get(exp.method).check_args(exp.method_args)
+        METHODS.get(exp.method).check(exp)
     except ValueError as err:
         raise SpecError(str(err)) from None
 

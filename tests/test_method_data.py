@@ -152,6 +152,18 @@ def test_unknown_method_setting_names_the_methods_settings(method, key, named):
     assert named in str(e.value)
 
 
+@pytest.mark.parametrize(("batch_size", "k"), [(6, 4), (4, 1)])
+def test_rloo_groups_must_fit_the_batch(batch_size, k):
+    with pytest.raises(
+        SpecError, match=r"num_generations must be >= 2 and divide train.batch_size"
+    ):
+        Experiment(method="rloo_gold", beta=0.1, dataset="sentiment",
+                   train=TrainSpec(batch_size=batch_size), method_args={"num_generations": k})  # fmt: skip
+    exp = Experiment(method="rloo", beta=0.1, dataset="sentiment")  # 16 = 4 groups of 4
+    with pytest.raises(SpecError, match="divide"):
+        exp.replace({"train.batch_size": "6"})
+
+
 def test_method_settings_are_params_with_their_defaults():
     exp = Experiment(method="kto", beta=0.1, dataset="sentiment",
                      method_args={"undesirable_weight": 1.33})  # fmt: skip
