@@ -37,6 +37,9 @@ TLDR = [
     _tldr("kto", 0.1),  # paired data, unpaired and shuffled by the harness
     _tldr("orpo", 0.1),
     _tldr("sft", 0.5),  # preferred-FT; beta only scales the eval/ implicit rewards
+    # RLHF baseline: a reward model fine-tuned from the same SFT model on the same pairs, then
+    # RLOO with TRL's default KL coefficient; completions as long as the evaluated ones.
+    _tldr("rloo", 0.05, max_completion_length=64),
 ]
 
 # ---- UltraFeedback chat alignment with Qwen2.5-0.5B-Instruct ---------------------------------

@@ -22,6 +22,15 @@ Builder = Callable[["TrainingJob"], Any]
 # ---- data in each trainer's format -------------------------------------------------------------
 
 
+def explicit_prompts(data: PreferenceData) -> list[dict]:
+    """Training rows with a prompt: an implicit one (pairs whose chosen and rejected both start
+    with it, as in Anthropic HH) is split off by TRL's maybe_extract_prompt, as TRL's paired
+    trainers do themselves."""
+    from trl import maybe_extract_prompt
+
+    return [maybe_extract_prompt(r) for r in data.train] if data.format == PAIRED else data.train
+
+
 def unpaired_rows(data: PreferenceData, seed: int):
     """{prompt, completion, label} rows for KTO, shuffled with the experiment's seed.
 
@@ -33,7 +42,7 @@ def unpaired_rows(data: PreferenceData, seed: int):
     from datasets import Dataset
     from trl import unpair_preference_dataset
 
-    rows = Dataset.from_list(data.train)
+    rows = Dataset.from_list(explicit_prompts(data))
     if data.format == PAIRED:
         rows = unpair_preference_dataset(rows)
     return rows.shuffle(seed=seed)
@@ -44,7 +53,7 @@ def chosen_rows(data: PreferenceData):
     from datasets import Dataset
 
     if data.format == PAIRED:
-        rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in data.train]
+        rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in explicit_prompts(data)]
     else:  # unpaired: the desirable completions
         rows = [
             {"prompt": r["prompt"], "completion": r["completion"]} for r in data.train if r["label"]
@@ -56,7 +65,7 @@ def prompt_rows(data: PreferenceData):
     """{prompt} rows, each distinct training prompt once, for on-policy sampling."""
     from datasets import Dataset
 
-    prompts = {repr(r["prompt"]): r["prompt"] for r in data.train}  # repr: chat prompts are lists
+    prompts = {repr(r["prompt"]): r["prompt"] for r in explicit_prompts(data)}  # chats are lists
     return Dataset.from_list([{"prompt": p} for p in prompts.values()])
 
 

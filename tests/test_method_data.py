@@ -23,6 +23,7 @@ PAIRS = [{"prompt": f"p{i}", "chosen": f" good {i}", "rejected": f" bad {i}"} fo
 UNPAIRED_ROWS = [{"prompt": "p0", "completion": " good", "label": True},
                  {"prompt": "p0", "completion": " bad", "label": False},
                  {"prompt": "p1", "completion": " fine", "label": True}]  # fmt: skip
+CHAT = [{"role": "user", "content": "Hi?"}]
 ROWS = {PAIRED: PAIRS, UNPAIRED: UNPAIRED_ROWS, PROMPT_ONLY: [{"prompt": "p0"}, {"prompt": "p1"}]}
 
 
@@ -61,6 +62,24 @@ def test_sft_trains_on_the_preferred_completions_only():
         {"prompt": "p0", "completion": " good"},
         {"prompt": "p1", "completion": " fine"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("chosen", "rejected", "prompt", "completion"),
+    [
+        (CHAT + [{"role": "assistant", "content": "Hello."}],
+         CHAT + [{"role": "assistant", "content": "Go away."}],
+         CHAT, [{"role": "assistant", "content": "Hello."}]),
+        ("Human: hi Assistant: hello", "Human: hi Assistant: no", "Human: hi Assistant:", " hello"),
+    ],
+)  # fmt: skip
+def test_implicit_prompts_are_split_off_the_pairs(chosen, rejected, prompt, completion):
+    """Anthropic-HH style rows: chosen and rejected both begin with the dialogue so far."""
+    implicit = PreferenceData(source="hh", format=PAIRED, eval_pairs=[], eval_prompts=[],
+                              train=[{"chosen": chosen, "rejected": rejected}])  # fmt: skip
+    assert list(chosen_rows(implicit)) == [{"prompt": prompt, "completion": completion}]
+    assert list(prompt_rows(implicit)) == [{"prompt": prompt}]
+    assert [r["prompt"] for r in unpaired_rows(implicit, seed=0)] == [prompt, prompt]
 
 
 def test_on_policy_methods_sample_each_prompt_once():

