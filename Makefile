@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/harness run experiments/quickstart.py
+	$(VENV)/bin/harness figures --experiment quickstart --out results/figures
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -4,17 +4,21 @@ dpo, ipo, kto and orpo at two strengths each and sft, on the built-in sentiment 
 reference is the world's tiny SFT model; every run logs its trainer's metrics under train/
 and the same harness yardstick under eval/ (held-out implicit rewards against the reference,
 sampled KL to the reference, gold VADER reward, length) every 20 steps, so the MLflow UI
-compares them like with like. sft runs once: beta does not enter its training (it would only
-rescale its eval/ implicit rewards), so a second strength would train the same policy twice.
+compares them like with like. After training each run is scored: win rates against the
+reference and the chosen responses at five temperatures, judged by a reward model (trained
+once on the train pairs and cached) and by the gold reward, and the sentiment world's lm-eval
+tasks. sft runs once: beta does not enter its training (it would only rescale its eval/
+implicit rewards), so a second strength would train the same policy twice.
 """
 
-from harness import Experiment, TrainSpec
+from harness import EvalSpec, Experiment, TrainSpec
 
 TRAIN = TrainSpec(steps=80, eval_every=20)  # 80 steps: 9 runs in under 5 minutes on 2 cores
+SCORE = EvalSpec(winrate=True, tasks=("world",))
 
 
 def _experiment(method: str, beta: float) -> Experiment:
-    return Experiment(method=method, beta=beta, dataset="sentiment", train=TRAIN)
+    return Experiment(method=method, beta=beta, dataset="sentiment", train=TRAIN, eval=SCORE)
 
 
 DPO_SENTIMENT = _experiment("dpo", 0.1)

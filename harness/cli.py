@@ -11,19 +11,27 @@ from pathlib import Path
 from harness.spec import Experiment, parse_override
 
 # Modules that add a subcommand: each has `register(subparsers)` setting `func` on its parser.
-COMMAND_MODULES: list[str] = ["harness.methods"]
+COMMAND_MODULES: list[str] = [
+    "harness.sweep.cli",
+    "analysis.cli",
+    "harness.evaluate.command",
+    "harness.methods",
+]
 
 
 def quiet_libraries() -> None:
     """The harness prints a line per stage; silence the libraries' per-call progress bars."""
     import datasets
+    import optuna
     import transformers
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's own bars (reference log-probs) read it
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:

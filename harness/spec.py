@@ -55,7 +55,11 @@ class TrainSpec:
     )
     log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
     warmup_steps: int = 0
+    # transformers' default; "constant" keeps pushing, as long-training overfitting studies need.
+    lr_scheduler: str = "linear"
     grad_accum: int = 1
+    # DPO-family: reference log-probs computed once and cached on disk (harness/refcache.py)
+    reference_cache: bool = True
     save_policy: bool = True  # the trained policy as the run's `policy/` artifact (safetensors)
 
 
@@ -65,6 +69,19 @@ class EvalSpec:
     n_pairs: int = 128  # held-out preference pairs for implicit rewards and accuracies
     max_new_tokens: int = 24
     n_table_rows: int = 16  # sample completions kept in the run's artifact table
+    # Scoring after training (harness.evaluate.scoring; `harness eval` does the same later).
+    winrate: bool = False  # win rates of the policy against the reference and chosen responses
+    temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # DPO paper fig. 3; 0 = greedy
+    judges: tuple[str, ...] = ("rm", "gold")  # gold is skipped where the dataset has no gold reward
+    rm_backbone: str = "world"  # the rm judge's backbone: "world", "minilm", a hub id or a path
+    tasks: tuple[str, ...] = ()  # lm-eval tasks; "world" = the tasks shipped for the world
+    include_path: str | None = None  # a folder of lm-eval task YAMLs searched before lm-eval's own
+    bench_limit: int | None = None  # lm-eval documents per task (None = all)
+
+    def __post_init__(self):
+        for name in ("temperatures", "judges", "tasks"):  # JSON (experiment.json) gives lists
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,10 +98,10 @@ class Experiment:
     method_args: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
-        if not self.name:
-            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
         object.__setattr__(self, "method_args", types.MappingProxyType(dict(self.method_args)))
         validate(self)
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
 
     def replace(self, changes: Mapping[str, Any] | None = None, **kwargs) -> Experiment:
         """A copy with fields changed by dotted name: `exp.replace({"train.steps": 200})`."""
@@ -147,6 +164,8 @@ _POSITIVE = {"beta", "train.lr", "train.steps", "train.batch_size", "train.max_l
 _NON_NEGATIVE = {"train.seed", "train.eval_every", "train.log_every", "train.warmup_steps",
                  "eval.n_table_rows"}  # fmt: skip
 LABEL_MODES = ("bradley_terry", "deterministic")
+JUDGES = ("rm", "gold")
+LR_SCHEDULERS = ("linear", "constant", "cosine", "constant_with_warmup")
 
 
 def validate(exp: Experiment) -> None:
@@ -170,14 +189,34 @@ def validate(exp: Experiment) -> None:
             f"data.labels must be one of {LABEL_MODES}, got {exp.data.labels!r}"
             + did_you_mean(exp.data.labels, LABEL_MODES)
         )
+    if exp.train.lr_scheduler not in LR_SCHEDULERS:
+        raise SpecError(
+            f"train.lr_scheduler must be one of {LR_SCHEDULERS}, got {exp.train.lr_scheduler!r}"
+            + did_you_mean(exp.train.lr_scheduler, LR_SCHEDULERS)
+        )
     if exp.data.max_pairs is not None and exp.data.max_pairs < 2:
         raise SpecError(f"data.max_pairs must be None or >= 2, got {exp.data.max_pairs}")
     if not 0 < exp.data.eval_fraction < 1:
         raise SpecError(f"data.eval_fraction must be in (0, 1), got {exp.data.eval_fraction}")
+    _validate_scoring(exp.eval)
     try:
         METHODS.get(exp.method).check(exp)
     except ValueError as err:
         raise SpecError(str(err)) from None
+
+
+def _validate_scoring(ev: EvalSpec) -> None:
+    if any(t < 0 for t in ev.temperatures):
+        raise SpecError(f"eval.temperatures must all be >= 0 (0 = greedy), got {ev.temperatures}")
+    for judge in ev.judges:
+        if judge not in JUDGES:
+            raise SpecError(
+                f"eval.judges may hold {JUDGES}, got {judge!r}." + did_you_mean(judge, JUDGES)
+            )
+    if ev.winrate and not (ev.temperatures and ev.judges):
+        raise SpecError("eval.winrate needs at least one of eval.temperatures and eval.judges")
+    if ev.bench_limit is not None and ev.bench_limit < 1:
+        raise SpecError(f"eval.bench_limit must be None or >= 1, got {ev.bench_limit}")
 
 
 def _typed_fields(obj, prefix: str = ""):
@@ -196,6 +235,12 @@ def _typed_fields(obj, prefix: str = ""):
 
 
 def _check_type(path: str, value: Any, hint) -> None:
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a tuple of X
+        if not isinstance(value, tuple):
+            raise SpecError(f"{path} must be a tuple, got {value!r} ({type(value).__name__})")
+        for item in value:
+            _check_type(path, item, typing.get_args(hint)[0])
+        return
     allowed = (
         typing.get_args(hint)
         if typing.get_origin(hint) in (typing.Union, types.UnionType)
@@ -258,7 +303,17 @@ def _parse(value: Any, hint) -> Any:
     """Turn a `--set` string into the field's type; non-strings pass through unchanged."""
     if not isinstance(value, str) or hint is str:
         return value
+    if typing.get_origin(hint) is tuple:  # "0,0.5,1" or "(0.0, 0.5)" as MLflow shows params
+        items = value.strip().strip("()[]").split(",")
+        return tuple(
+            _parse(i.strip().strip("'\""), typing.get_args(hint)[0]) for i in items if i.strip()
+        )
     text = value.strip()
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            return text  # validation then names the field and the type it wants
     if text.lower() in ("none", "null"):
         return None
     if text.lower() in ("true", "false"):

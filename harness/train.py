@@ -23,6 +23,7 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 from harness import tracking
 from harness.data import CONVERSIONS, REQUIRED, DataError, PreferenceData, load_preference_data
 from harness.evaluate import Evaluator
+from harness.evaluate.scoring import prepare_scoring
 from harness.methods import METHODS, Method
 from harness.models import load_causal_lm, load_tokenizer
 from harness.spec import Experiment
@@ -31,8 +32,8 @@ from harness.spec import Experiment
 EvalListener = Callable[[int, dict[str, float]], bool]
 
 
-class NonFiniteLoss(RuntimeError):
-    """The training loss became NaN or infinite."""
+class TrainingDiverged(RuntimeError):
+    """The training loss or the policy's weights became NaN or infinite."""
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TrainingJob:
             gradient_accumulation_steps=t.grad_accum,
             learning_rate=t.lr,
             warmup_steps=t.warmup_steps,
+            lr_scheduler_type=t.lr_scheduler,
             seed=t.seed,
             data_seed=t.seed,
             logging_steps=t.log_every or t.steps,
@@ -147,7 +149,9 @@ class EvalCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise NonFiniteLoss(f"training loss became {loss} at step {state.global_step}")
+            raise TrainingDiverged(
+                f"training loss became non-finite ({loss}) at step {state.global_step}"
+            )
 
 
 class ExperimentRun:
@@ -160,6 +164,10 @@ class ExperimentRun:
         self.first_table: dict[str, list] = {}
 
     def evaluate(self, policy, step: int) -> bool:
+        if not all(torch.isfinite(p).all() for p in policy.parameters()):
+            raise TrainingDiverged(
+                f"policy weights became non-finite by step {step}: lower train.lr"
+            )
         was_training = policy.training
         metrics, table = self.evaluator.evaluate(policy)
         policy.train(was_training)
@@ -191,8 +199,11 @@ def summarize(metrics: dict[str, float]) -> str:
 
 
 def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags: dict | None = None,
-                   nested: bool = False, log=print) -> RunResult:  # fmt: skip
-    """Train and evaluate `exp` in a new MLflow run of the current tracking experiment."""
+                   parent_run_id: str | None = None, log=print) -> RunResult:  # fmt: skip
+    """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
+
+    With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    """
     started = time.perf_counter()
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
@@ -200,6 +211,7 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
     data = load_preference_data(exp)
     check_method_accepts(method, data)
     tokenizer, policy, reference = load_models(exp, data)
+    scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
     filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
     log(
         f"[{exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"
@@ -207,7 +219,9 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
 
     run_tags = {"method": exp.method, "dataset": exp.dataset, "experiment": exp.name,
                 "git_sha": tracking.git_sha(), **(tags or {})}  # fmt: skip
-    with mlflow.start_run(run_name=exp.name, nested=nested, tags=run_tags) as active:
+    if parent_run_id:
+        run_tags["mlflow.parentRunId"] = parent_run_id
+    with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
         try:
             mlflow.log_params({k: tracking.param_value(v) for k, v in exp.flat_params().items()})
             mlflow.log_text(exp.to_json(), "experiment.json")
@@ -226,6 +240,8 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
             stopped_early = run.evaluate(policy, 0)
             if not stopped_early:
                 policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+            if scoring.wanted:
+                scoring.score(policy, reference, tokenizer, step=run.last_step)
             mlflow.log_table(run.sample_table(), artifact_file="samples.json")
             if exp.train.save_policy:
                 save_policy(policy, tokenizer)

@@ -78,14 +78,19 @@ def dpo_trainer(loss_type: str) -> Builder:
     def build(job: TrainingJob):
         from trl import DPOConfig, DPOTrainer
 
+        from harness.refcache import with_reference_cache
+
+        cached = job.exp.train.reference_cache
         config = DPOConfig(
             **job.trainer_args(),
             beta=job.exp.beta,
             loss_type=[loss_type],
             label_smoothing=job.method_args.get("label_smoothing", 0.0),
             max_length=job.exp.train.max_length,
+            precompute_ref_log_probs=cached,
         )
-        return DPOTrainer(
+        trainer_class = with_reference_cache(DPOTrainer) if cached else DPOTrainer
+        return trainer_class(
             model=job.policy,
             ref_model=job.reference,
             args=config,

@@ -13,6 +13,24 @@ from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_me
 from harness.sequences import sample_completions, sequence_logps, tokenize_completion
 from harness.spec import Experiment
 
+PAIR_METRICS = tuple(
+    f"eval/rewards/{n}" for n in ("chosen", "rejected", "margins", "accuracies")
+) + (
+    "eval/logps/chosen",
+    "eval/logps/rejected",
+)
+SAMPLE_METRICS = ("eval/kl", "eval/kl_stderr", "eval/length")
+
+
+def expected_metrics(exp: Experiment) -> set[str]:
+    """The eval/... names every evaluation of `exp` logs (checked by sweeps before they start)."""
+    from harness.worlds import WORLDS, get_world
+
+    names = set(PAIR_METRICS + SAMPLE_METRICS)
+    if exp.dataset in WORLDS:
+        names |= {"eval/gold/reward", *get_world(exp.dataset).extra_metrics}
+    return names
+
 
 class Evaluator:
     """Held-out implicit rewards, sampled KL, gold reward and length of a policy."""

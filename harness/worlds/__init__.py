@@ -18,7 +18,14 @@ def _sentiment() -> World:
     return SentimentWorld()
 
 
+def _exact() -> World:
+    from harness.worlds.exact import ExactWorld
+
+    return ExactWorld()
+
+
 WORLDS.register("sentiment", _sentiment)
+WORLDS.register("exact", _exact)
 
 
 @cache

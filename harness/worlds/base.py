@@ -18,6 +18,7 @@ class World(ABC):
 
     name: str
     description: str
+    extra_metrics: tuple[str, ...] = ()  # the names `extra_eval` logs
 
     @property
     @abstractmethod

@@ -147,8 +147,9 @@ def train_word_tokenizer(texts: list[str]):
     )
 
 
-def sft_tiny_model(tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path):
-    """Train a tiny GPT-2 from scratch on `texts` with TRL's SFTTrainer (CPU-safe settings)."""
+def sft_tiny_model(tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path,
+                   **model_size):  # fmt: skip
+    """Train a tiny GPT-2 (`model_size`: build_tiny_gpt2's sizes) on `texts` with TRL's SFTTrainer."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -172,7 +173,7 @@ def sft_tiny_model(tokenizer, texts: list[str], *, steps: int, lr: float, seed: 
         use_cpu=True,
     )
     trainer = SFTTrainer(
-        model=build_tiny_gpt2(tokenizer, seed=seed),
+        model=build_tiny_gpt2(tokenizer, seed=seed, **model_size),
         args=config,
         train_dataset=Dataset.from_dict({"text": texts}),
         processing_class=tokenizer,

@@ -1,0 +1,51 @@
+"""`harness figures` and `python -m analysis`: regenerate the paper's figures and tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_OUT = Path("results/figures")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                        "or sqlite:///results/mlflow.db)")  # fmt: skip
+    parser.add_argument("--experiment", dest="experiments", action="extend", nargs="+",
+                        metavar="NAME", help="MLflow experiment(s) to read (default: all)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"folder for the figures and tables (default: {DEFAULT_OUT})")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never open a window, whatever the platform's default
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per file
+    from analysis.load import resolve_tracking_uri
+    from analysis.report import generate
+
+    generate(resolve_tracking_uri(args.tracking_uri), args.experiments, args.out)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "figures", help="regenerate paper figures and tables from the runs in MLflow"
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as err:  # an unknown experiment, a missing store
+        print(f"analysis: error: {err}", file=sys.stderr)
+        return 2

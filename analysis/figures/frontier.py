@@ -1,0 +1,45 @@
+"""Gold reward against KL (DPO paper, Figure 2 left): a point per evaluation, a front per method.
+
+In a world with exact metrics (the `exact` world) the exact KL and exact expected gold reward
+are plotted, with the analytic optimal frontier of the KL-regularised objective as a black line.
+"""
+
+from __future__ import annotations
+
+from analysis.figures import Plot, Skip, new_figure
+from analysis.load import RunData
+from analysis.stats import pareto_front
+from analysis.style import OPTIMAL_COLOR
+
+SAMPLED = ("eval/kl", "eval/gold/reward")
+EXACT = ("eval/kl_exact", "eval/gold/reward_exact")
+
+
+def plot(data: RunData, colors: dict[str, str]) -> Plot:
+    exact = all(data.has_metric(key) for key in EXACT)
+    kl_key, reward_key = EXACT if exact else SAMPLED
+    points = data.curves([kl_key, reward_key]).dropna(subset=[kl_key, reward_key])
+    if points.empty:
+        raise Skip(f"no run logs both {SAMPLED[0]} and {SAMPLED[1]}")
+    points = points.rename(columns={kl_key: "kl", reward_key: "reward"})
+    points["on_front"] = False
+
+    fig, (ax,) = new_figure(panel_height=2.3)
+    for method, group in points.groupby("method", sort=True):
+        color = colors[method]
+        ax.scatter(group["kl"], group["reward"], s=9, color=color, alpha=0.55, linewidths=0,
+                   label=method, gid=f"points:{method}")  # fmt: skip
+        front = group.index[pareto_front(group["kl"], group["reward"])]
+        points.loc[front, "on_front"] = True
+        ax.plot(points.loc[front, "kl"], points.loc[front, "reward"], color=color,
+                gid=f"front:{method}")  # fmt: skip
+    for optimal in data.optimal_frontiers.values():
+        # Not rescaling the axes: the analytic curve may run far beyond the trained policies.
+        ax.plot(optimal["kl"], optimal["reward"], color=OPTIMAL_COLOR, linewidth=1.0,
+                label="optimal (analytic)", gid="optimal", scalex=False, scaley=False)  # fmt: skip
+    prefix = "exact " if exact else "sampled "
+    ax.set_xlabel(prefix + r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ [nats]")
+    ax.set_ylabel("exact expected gold reward" if exact else "gold reward of samples")
+    ax.legend(loc="best")
+    return Plot(fig, points[["run_id", "run_name", "method", "beta", "seed", "step", "kl",
+                             "reward", "on_front"]])  # fmt: skip

@@ -1,0 +1,230 @@
+"""Runs, params, tags and metric histories from an MLflow store, as tidy pandas tables.
+
+analysis reads the tracking store only (DESIGN.md): nothing here imports `harness`. Column
+names follow `mlflow.search_runs`: `params.<dotted name>`, `tags.<name>`, `metrics.<name>`
+(a metric's latest value, which for the harness is its value at the final step).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"  # the same default as harness.tracking
+
+# Metrics the figures plot against step; only these histories are fetched (one call each).
+HISTORY_KEYS = (
+    "eval/gold/reward",
+    "eval/gold/reward_exact",
+    "eval/kl",
+    "eval/kl_exact",
+    "eval/rewards/chosen",
+    "eval/rewards/rejected",
+    "eval/rewards/margins",
+    "eval/rewards/accuracies",
+)
+# Written by the exact world (World.run_artifacts) into every run: columns beta, kl, reward.
+FRONTIER_ARTIFACT = "frontier/optimal_frontier.csv"
+FRONTIER_COLUMNS = ("beta", "kl", "reward")
+LABELS = ["method", "beta", "seed", "run_name"]  # run columns joined onto history tables
+SWEEP_COLUMNS = ["sweep", "storage", "experiment"]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What the figures and tables are drawn from.
+
+    runs: one row per finished run (sweep parents excluded), sorted by experiment, run name,
+        start time: run_id, experiment, run_name, method, dataset, beta, seed, then
+        params.*, tags.*, metrics.* columns.
+    history: long table run_id, key, step, value of the HISTORY_KEYS, sorted.
+    optimal_frontiers: dataset -> the analytic frontier (beta, kl, reward sorted by kl).
+    sweeps: one row per sweep parent run: sweep, storage, experiment.
+    """
+
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    optimal_frontiers: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sweeps: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SWEEP_COLUMNS))
+    unfinished: int = 0  # runs left out because they failed or are still running
+    superseded: int = 0  # older runs of a name rerun later in the same experiment, left out
+
+    def datasets(self) -> list[str]:
+        return sorted(self.runs["dataset"].unique()) if len(self.runs) else []
+
+    def for_dataset(self, dataset: str) -> RunData:
+        runs = self.runs[self.runs["dataset"] == dataset]
+        history = self.history[self.history["run_id"].isin(runs["run_id"])]
+        frontiers = {k: v for k, v in self.optimal_frontiers.items() if k == dataset}
+        return RunData(runs=runs, history=history, optimal_frontiers=frontiers)
+
+    def has_metric(self, key: str) -> bool:
+        column = f"metrics.{key}"
+        return column in self.runs and self.runs[column].notna().any()
+
+    def curves(self, keys: list[str]) -> pd.DataFrame:
+        """History of `keys` as one row per (run, step), a column per key, with run labels."""
+        long = self.history[self.history["key"].isin(keys)]
+        if long.empty:
+            return pd.DataFrame(columns=["run_id", "step", *keys, *LABELS])
+        wide = long.pivot_table(index=["run_id", "step"], columns="key", values="value")
+        wide = wide.reset_index().rename_axis(columns=None)
+        for key in keys:
+            if key not in wide:
+                wide[key] = np.nan
+        return wide.merge(self.runs[["run_id", *LABELS]], on="run_id").sort_values(
+            ["method", "beta", "run_id", "step"], ignore_index=True
+        )
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
+    """Read the runs of `experiments` (default: every experiment in the store)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise FileNotFoundError(
+            f"no MLflow store at {uri}: run `harness run ...` first or pass --tracking-uri"
+        )
+    client = MlflowClient(uri)
+    chosen = _experiments(client, experiments)
+    runs, parents, unfinished = [], [], 0
+    for name, experiment_id in chosen:
+        for run in _search(client, experiment_id):
+            tags = run.data.tags
+            if tags.get("role") == "sweep_parent":
+                parents.append(
+                    {
+                        "sweep": tags.get("sweep"),
+                        "storage": tags.get("optuna_storage"),
+                        "experiment": name,
+                    }  # fmt: skip
+                )
+            elif run.info.status != "FINISHED":
+                unfinished += 1
+            else:
+                runs.append((name, run))
+    latest = _latest_by_name(runs)
+    frame = _run_frame(latest)
+    history = _history(client, latest)
+    frontiers = _optimal_frontiers(client, frame)
+    sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "storage"])
+    sweeps = sweeps.sort_values(["sweep", "storage"], ignore_index=True)
+    return RunData(frame, history, frontiers, sweeps, unfinished, len(runs) - len(latest))
+
+
+def _latest_by_name(runs):
+    """A rerun (same experiment, same run name: `make demo` twice) replaces the earlier run,
+    so that reruns are not counted as extra seeds."""
+    latest = {}
+    for name, run in runs:
+        key = (name, run.info.run_name)
+        if key not in latest or run.info.start_time > latest[key][1].info.start_time:
+            latest[key] = (name, run)
+    return list(latest.values())
+
+
+def _experiments(client: MlflowClient, names: list[str] | None) -> list[tuple[str, str]]:
+    existing = {e.name: e.experiment_id for e in client.search_experiments()}
+    if not names:
+        return sorted(existing.items())
+    missing = [n for n in names if n not in existing]
+    if missing:
+        raise ValueError(
+            f"no MLflow experiment named {', '.join(map(repr, missing))}; "
+            f"the store has: {', '.join(sorted(existing)) or 'none'}"
+        )
+    return [(n, existing[n]) for n in sorted(set(names))]
+
+
+def _search(client: MlflowClient, experiment_id: str):
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _run_frame(runs) -> pd.DataFrame:
+    rows = []
+    for experiment, run in runs:
+        params, tags = run.data.params, run.data.tags
+        row = {
+            "run_id": run.info.run_id,
+            "experiment": experiment,
+            "run_name": run.info.run_name,
+            "start_time": run.info.start_time,
+            "method": tags.get("method") or params.get("method") or "unknown",
+            "dataset": tags.get("dataset") or params.get("dataset") or "unknown",
+            "beta": _float(params.get("beta")),
+            "seed": _float(params.get("train.seed")),
+        }
+        row |= {f"params.{k}": v for k, v in params.items()}
+        row |= {f"tags.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")}
+        row |= {f"metrics.{k}": v for k, v in run.data.metrics.items()}
+        rows.append(row)
+    fixed = ["run_id", "experiment", "run_name", "start_time", "method", "dataset", "beta", "seed"]
+    frame = pd.DataFrame(rows, columns=None if rows else fixed)
+    rest = sorted(c for c in frame.columns if c not in fixed)
+    frame = frame[fixed + rest].sort_values(["experiment", "run_name", "start_time", "run_id"])
+    return frame.reset_index(drop=True)
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _history(client: MlflowClient, runs) -> pd.DataFrame:
+    rows = []
+    for _, run in runs:
+        for key in HISTORY_KEYS:
+            if key not in run.data.metrics:
+                continue
+            # A step logged twice keeps its latest value.
+            points = sorted(client.get_metric_history(run.info.run_id, key),
+                            key=lambda m: (m.step, m.timestamp))  # fmt: skip
+            latest = {m.step: m.value for m in points}
+            rows += [(run.info.run_id, key, step, value) for step, value in latest.items()]
+    history = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+    return history.sort_values(["run_id", "key", "step"], ignore_index=True)
+
+
+def _optimal_frontiers(client: MlflowClient, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per dataset, the frontier artifact of its first run (in table order) that has one."""
+    frontiers: dict[str, pd.DataFrame] = {}
+    if "metrics.eval/kl_exact" not in runs:
+        return frontiers
+    exact = runs[runs["metrics.eval/kl_exact"].notna()]
+    for dataset, group in exact.groupby("dataset", sort=True):
+        for run_id in group["run_id"]:
+            folder = FRONTIER_ARTIFACT.rsplit("/", 1)[0]
+            if FRONTIER_ARTIFACT in {a.path for a in client.list_artifacts(run_id, folder)}:
+                frontiers[dataset] = read_frontier(client, run_id)
+                break
+    return frontiers
+
+
+def read_frontier(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory(prefix="analysis-") as folder:
+        path = client.download_artifacts(run_id, FRONTIER_ARTIFACT, folder)
+        frame = pd.read_csv(path)
+    missing = [c for c in FRONTIER_COLUMNS if c not in frame]
+    if missing:
+        raise ValueError(
+            f"run {run_id} artifact {FRONTIER_ARTIFACT}: missing column(s) {', '.join(missing)}; "
+            f"expected {', '.join(FRONTIER_COLUMNS)}"
+        )
+    return frame[list(FRONTIER_COLUMNS)].sort_values("kl", ignore_index=True)

@@ -1,0 +1,169 @@
+"""Harness overhead: one DPO experiment through the harness vs bare TRL on the same work.
+
+Both sides train the sentiment world's reference with DPOTrainer on the same pairs, steps,
+batch size, learning rate and seed. Each side runs in its own subprocess (so each has its own
+peak memory), alternating, `--repeats` times; medians are reported. The harness's evaluation
+(step 0 and final: sampling, KL, gold reward, held-out rewards) is timed on its own and
+reported as its share, apart from the training overhead.
+
+    python benchmarks/bench_overhead.py [--steps 100] [--repeats 3]
+writes results/benchmarks/overhead.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path("results/benchmarks/overhead.md")
+
+
+def experiment(steps: int):
+    from harness import Experiment, TrainSpec
+
+    return Experiment(method="dpo", beta=0.1, dataset="sentiment",
+                      train=TrainSpec(steps=steps, eval_every=0, save_policy=False))  # fmt: skip
+
+
+def bare(steps: int) -> dict:
+    """What a user writes with TRL alone: load, build the dataset, DPOTrainer(...).train()."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from harness.data import load_preference_data
+
+    exp = experiment(steps)
+    started = time.perf_counter()
+    data = load_preference_data(exp)
+    path = data.world.reference_path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    t = exp.train
+    with tempfile.TemporaryDirectory() as out:
+        config = DPOConfig(output_dir=out, max_steps=t.steps, per_device_train_batch_size=t.batch_size,
+                           learning_rate=t.lr, seed=t.seed, data_seed=t.seed, logging_steps=t.log_every,
+                           beta=exp.beta, max_length=t.max_length, bf16=False,
+                           gradient_checkpointing=False, report_to="none", save_strategy="no",
+                           disable_tqdm=True, use_cpu=True)  # fmt: skip
+        trainer = DPOTrainer(model=model, ref_model=reference, args=config,
+                             train_dataset=Dataset.from_list(data.train), processing_class=tokenizer)  # fmt: skip
+        train_started = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - train_started
+    return {"total_s": time.perf_counter() - started, "train_s": train_seconds,
+            "final_loss": trainer.state.log_history[-2].get("loss")}  # fmt: skip
+
+
+def harness(steps: int) -> dict:
+    """The harness's run_experiment into a throwaway SQLite MLflow store."""
+    import transformers
+
+    from harness import train as harness_train
+    from harness.evaluate.core import Evaluator
+    from harness.tracking import use_tracking
+
+    eval_seconds = []
+    evaluate = Evaluator.evaluate
+
+    def timed_evaluate(self, policy):
+        started = time.perf_counter()
+        try:
+            return evaluate(self, policy)
+        finally:
+            eval_seconds.append(time.perf_counter() - started)
+
+    Evaluator.evaluate = timed_evaluate  # measure evaluation apart from training
+    train_seconds = []
+    train = transformers.Trainer.train
+
+    def timed_train(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return train(self, *args, **kwargs)
+        finally:
+            train_seconds.append(time.perf_counter() - started)
+
+    transformers.Trainer.train = timed_train
+    with tempfile.TemporaryDirectory() as folder:
+        use_tracking(f"sqlite:///{folder}/mlflow.db", "bench")
+        started = time.perf_counter()
+        harness_train.run_experiment(experiment(steps), log=lambda _: None)
+        total = time.perf_counter() - started
+    return {"total_s": total, "train_s": train_seconds[0], "eval_s": sum(eval_seconds)}
+
+
+def child(mode: str, steps: int) -> None:
+    from harness.cli import quiet_libraries
+
+    quiet_libraries()
+    result = {"bare": bare, "harness": harness}[mode](steps)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(result))
+
+
+def run_child(mode: str, steps: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(
+        next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", choices=["bare", "harness"])
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.steps)
+    run_child("harness", 2)  # build (or load) the world once so neither side pays for it
+    results = {"bare": [], "harness": []}
+    for i in range(args.repeats):
+        for mode in results:
+            results[mode].append(run_child(mode, args.steps))
+            print(f"repeat {i + 1}/{args.repeats} {mode}: {results[mode][-1]}")
+    med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], float)}
+           for mode, rs in results.items()}  # fmt: skip
+    b, h = med["bare"], med["harness"]
+    train_ratio = h["train_s"] / b["train_s"]
+    lines = [
+        "# Harness overhead vs bare TRL (DPO, sentiment world)",
+        "",
+        f"Command: `python benchmarks/bench_overhead.py --steps {args.steps} --repeats {args.repeats}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"medians of {args.repeats} alternating runs, each in its own process.",
+        "",
+        "| | bare TRL | harness | ratio |",
+        "|---|---:|---:|---:|",
+        f"| `trainer.train()` wall time ({args.steps} steps) | {b['train_s']:.2f} s | {h['train_s']:.2f} s | {train_ratio:.3f} |",
+        f"| whole run (data, models, train; harness: + eval, MLflow) | {b['total_s']:.2f} s | {h['total_s']:.2f} s | {h['total_s'] / b['total_s']:.3f} |",
+        f"| peak RSS | {b['peak_rss_mb']:.0f} MB | {h['peak_rss_mb']:.0f} MB | {h['peak_rss_mb'] / b['peak_rss_mb']:.3f} |",
+        "",
+        f"Training overhead of the harness (its callbacks, MLflow logging every "
+        f"{experiment(args.steps).train.log_every} steps): **{(train_ratio - 1) * 100:+.1f}%** (target: at most +10%).  ",
+        f"Harness evaluation (step 0 and final: {experiment(args.steps).eval.n_prompts} samples, KL, gold reward, "
+        f"{experiment(args.steps).eval.n_pairs} held-out pairs): {h['eval_s']:.2f} s, "
+        f"{h['eval_s'] / h['total_s']:.0%} of the harness run; the rest of the whole-run difference is "
+        "MLflow run set-up, params and artifacts.",
+    ]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

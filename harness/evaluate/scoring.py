@@ -1,0 +1,159 @@
+"""Scoring a trained policy: win rates and lm-eval benchmarks, logged into its MLflow run.
+
+`prepare_scoring` checks everything a user can get wrong (task names, task folder, judges,
+temperatures) and trains or loads the reward model before any run is opened or written;
+`Scoring.score` computes every number first and logs them together at the end, so a failure
+leaves nothing half-logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import mlflow
+
+from harness.data import DataError, PreferenceData
+from harness.evaluate import bench, winrate
+from harness.evaluate.reward_model import RewardModel, reward_model_for
+from harness.registry import did_you_mean
+from harness.spec import JUDGES, Experiment, SpecError
+
+RM_SEED = 0  # one judge per study: every run (any training seed) is judged by the same model
+
+
+@dataclass
+class Scoring:
+    exp: Experiment
+    data: PreferenceData
+    temperatures: tuple[float, ...]
+    judges: tuple[str, ...]  # those this dataset allows
+    plan: bench.BenchPlan | None
+    reward_model: RewardModel | None
+    reference_source: str
+    log: Callable[[str], None] = print
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.judges and self.temperatures) or bool(self.plan and self.plan.tasks)
+
+    def describe(self) -> str:
+        parts = []
+        if self.judges:
+            temps = ",".join(f"{t:g}" for t in self.temperatures)
+            parts.append(f"winrate judges={','.join(self.judges)} temperatures={temps}")
+        if self.plan and self.plan.tasks:
+            parts.append(f"bench tasks={','.join(self.plan.tasks)}")
+        return "; ".join(parts) or "nothing"
+
+    def score(self, policy, reference, tokenizer, *, step: int) -> dict[str, float]:
+        """Compute win rates and benchmarks, then log them into the active run at `step`."""
+        started = time.perf_counter()
+        metrics: dict[str, float] = {}
+        table, results = None, {}
+        if self.judges:
+            judges = {}
+            if "rm" in self.judges:
+                judges["rm"] = self.reward_model.score
+                metrics["rm/accuracy"] = self.reward_model.accuracy
+            if "gold" in self.judges:
+                judges["gold"] = self.data.gold
+            prompts = self.data.eval_prompts[: self.exp.eval.n_prompts]
+            rates, table = winrate.win_rates(
+                policy, reference, tokenizer, prompts=prompts,
+                chosen=winrate.chosen_responses(self.data, prompts), judges=judges,
+                temperatures=self.temperatures, max_new_tokens=self.exp.eval.max_new_tokens,
+                seed=self.exp.train.seed,
+            )  # fmt: skip
+            metrics |= rates
+        if self.plan and self.plan.tasks:
+            results["policy"] = bench.run_bench(self.plan, policy, tokenizer)
+            results["reference"] = bench.reference_results(
+                self.plan, reference, tokenizer, self.reference_source, log=self.log
+            )
+            metrics |= bench.bench_metrics(results["policy"])
+            metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
+        mlflow.log_metrics(metrics, step=step)
+        mlflow.set_tag("scoring", self.describe())
+        if table is not None:  # MLflow appends to an existing table: rows say which scoring
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            table = {"scored_at": [stamp] * len(table["prompt"])} | table
+            mlflow.log_table(table, artifact_file="winrate/completions.json")
+        for who, result in results.items():
+            name = "results.json" if who == "policy" else "results_reference.json"
+            mlflow.log_dict(result, f"bench/{name}")
+        mlflow.flush_async_logging()
+        seconds = time.perf_counter() - started
+        self.log(f"[{self.exp.name}] scored in {seconds:.1f}s: " + summarize(metrics))
+        return metrics
+
+
+def summarize(metrics: dict[str, float]) -> str:
+    parts = [
+        f"{name.removeprefix('winrate/')} {value:.2f}"
+        for name, value in metrics.items()
+        if name.startswith("winrate/") and name.count("/") == 2 and not name.endswith("_ci_low")
+        and not name.endswith("_ci_high")
+    ]  # fmt: skip
+    if "rm/accuracy" in metrics:
+        parts.append(f"rm acc {metrics['rm/accuracy']:.2f}")
+    parts += [
+        f"{name.removeprefix('bench/')} {value:.3g}"
+        for name, value in metrics.items()
+        if name.startswith("bench/") and not name.endswith(("_stderr", "_reference"))
+    ]
+    return "  ".join(parts)
+
+
+def parse_temperatures(text: str) -> tuple[float, ...]:
+    """'0,0.5,1' -> (0.0, 0.5, 1.0); a temperature below 0 or a non-number is an error."""
+    try:
+        temps = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise SpecError(f"--temperatures expects numbers like 0,0.5,1, got {text!r}") from None
+    if not temps or any(t < 0 for t in temps):
+        raise SpecError(f"--temperatures must all be >= 0 (0 = greedy), got {text!r}")
+    return temps
+
+
+def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool | None = None,
+                    temperatures: Sequence[float] | None = None,
+                    judges: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
+                    include_path: str | None = None, log=print) -> Scoring:  # fmt: skip
+    """What to score for `exp` (arguments override its eval settings), checked up front."""
+    ev = exp.eval
+    winrate_on = ev.winrate if winrate_on is None else winrate_on
+    temperatures = tuple(ev.temperatures if temperatures is None else temperatures)
+    if any(t < 0 for t in temperatures):
+        raise SpecError(f"temperatures must all be >= 0 (0 = greedy), got {temperatures}")
+    asked = tuple(ev.judges if judges is None else judges) if winrate_on else ()
+    for judge in asked:
+        if judge not in JUDGES:
+            raise SpecError(
+                f"unknown judge {judge!r}; known: {JUDGES}." + did_you_mean(judge, JUDGES)
+            )
+    usable = tuple(j for j in asked if j != "gold" or data.gold is not None)
+    notes = [f"{data.source} has no gold reward: judge 'gold' skipped"] if usable != asked else []
+    if asked and not usable:
+        raise SpecError(f"no judge can score {data.source}: it has no gold reward; use judge 'rm'")
+    if usable and not data.eval_prompts:
+        raise DataError(f"{data.source}: no held-out text prompts to sample win rates from")
+    tasks = tuple(ev.tasks if tasks is None else tasks)
+    include_path = ev.include_path if include_path is None else include_path
+    plan = None
+    if tasks:
+        world = getattr(data.world, "name", None)
+        plan = bench.plan_bench(tasks, include_path=include_path, world=world, limit=ev.bench_limit)
+        if not plan.tasks:
+            notes.append(f"{data.source} ships no lm-eval tasks: 'world' expanded to none")
+    reward_model = None
+    if "rm" in usable:
+        reward_model = reward_model_for(data, backbone=ev.rm_backbone, seed=RM_SEED, log=log)
+    world_model = exp.model.name_or_path == "world" and data.world is not None
+    source = data.world.reference_path if world_model else exp.model.name_or_path
+    for note in notes:
+        log(f"[{exp.name}] scoring: {note}")
+    return Scoring(exp=exp, data=data, temperatures=temperatures, judges=usable, plan=plan,
+                   reward_model=reward_model, reference_source=str(source), log=log)  # fmt: skip

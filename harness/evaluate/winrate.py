@@ -1,0 +1,146 @@
+"""Win rates of a policy against baselines across sampling temperatures (DPO paper, figs. 2-3).
+
+On held-out prompts the policy and each baseline answer once per prompt; a judge (a reward
+model or the world's gold reward) scores both; the policy wins a prompt when its score is
+higher, and a tie counts half. Names: `winrate/{judge}/vs_{baseline}/t{T:g}` per temperature,
+and the headline `winrate/{judge}/vs_{baseline}` at temperature 1 (samples from pi itself), or
+at the highest temperature evaluated; each with `_ci_low` and `_ci_high` (95% bootstrap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from harness.data import PreferenceData
+from harness.sequences import Samples, sample_completions
+
+Judge = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> scores
+
+
+@dataclass(frozen=True)
+class WinRate:
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+def outcomes(policy: Sequence[float], baseline: Sequence[float]) -> np.ndarray:
+    """Per prompt: 1 if the policy's score is higher, 0.5 on a tie, 0 if lower."""
+    diff = np.asarray(policy, dtype=float) - np.asarray(baseline, dtype=float)
+    return 0.5 + 0.5 * np.sign(diff)
+
+
+def win_rate(policy: Sequence[float], baseline: Sequence[float], *, confidence: float = 0.95,
+             n_resamples: int = 2000, seed: int = 0) -> WinRate:  # fmt: skip
+    """mean_i w_i with w_i = 1[s_i > b_i] + 0.5 * 1[s_i = b_i], and a bootstrap CI over prompts.
+
+    The percentile bootstrap resamples prompts with replacement (scipy.stats.bootstrap);
+    BCa is scipy's default but its acceleration is undefined when every prompt has the same
+    outcome, which a small evaluation often has (a policy that wins everywhere).
+    """
+    w = outcomes(policy, baseline)
+    value = float(w.mean())
+    if len(w) < 2 or np.all(w == w[0]):
+        return WinRate(value, value, value)
+    ci = stats.bootstrap((w,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                         method="percentile", rng=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    return WinRate(value, float(ci.low), float(ci.high))
+
+
+def metric_names(judge: str, baseline: str, temperature: float | None) -> dict[str, str]:
+    """MLflow names of a win rate and its CI; temperature None = the headline."""
+    base = f"winrate/{judge}/vs_{baseline}" + ("" if temperature is None else f"/t{temperature:g}")
+    return {"value": base, "ci_low": f"{base}_ci_low", "ci_high": f"{base}_ci_high"}
+
+
+def headline_temperature(temperatures: Sequence[float]) -> float:
+    """1.0 (samples from pi) when evaluated, else the highest temperature evaluated."""
+    return 1.0 if 1.0 in temperatures else max(temperatures)
+
+
+def completion_texts(tokenizer, samples: Samples) -> list[str]:
+    """Decoded completions as they continue the prompt text (leading space kept).
+
+    Decoding prompt + completion together and cutting the decoded prompt keeps the joining
+    space that word-level tokenizers drop when a completion is decoded alone.
+    """
+    eos = tokenizer.eos_token_id
+    texts = []
+    for prompt_ids, completion_ids in zip(samples.prompt_ids, samples.completion_ids, strict=True):
+        ids = [t for t in completion_ids if t != eos]
+        prompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+        full = tokenizer.decode(prompt_ids + ids, skip_special_tokens=True)
+        texts.append(full[len(prompt) :] if full.startswith(prompt) else " " + full)
+    return texts
+
+
+def chosen_responses(data: PreferenceData, prompts: list[str]) -> dict[str, str]:
+    """The first held-out chosen response of each prompt that has one (text data only)."""
+    chosen: dict[str, str] = {}
+    for row in data.eval_pairs:
+        prompt, response = row.get("prompt"), row.get("chosen")
+        if isinstance(prompt, str) and isinstance(response, str) and prompt not in chosen:
+            chosen[prompt] = response
+    return {p: chosen[p] for p in prompts if p in chosen}
+
+
+def win_rates(policy, reference, tokenizer, *, prompts: list[str], chosen: Mapping[str, str],
+              judges: Mapping[str, Judge], temperatures: Sequence[float], max_new_tokens: int,
+              seed: int = 0) -> tuple[dict[str, float], dict[str, list]]:  # fmt: skip
+    """(metrics, table): every judge x baseline x temperature, and the judged completions.
+
+    Baselines: `reference` (the reference model sampled at the same temperature) and
+    `chosen` (the dataset's chosen response, where held-out prompts have one).
+    """
+    chosen_prompts = [p for p in prompts if p in chosen]
+    chosen_scores = {
+        name: judge(chosen_prompts, [chosen[p] for p in chosen_prompts])
+        for name, judge in judges.items()
+    }
+    metrics: dict[str, float] = {}
+    table: dict[str, list] = {"temperature": [], "prompt": [], "policy": [], "reference": []}
+    table |= {"chosen": []} if chosen_prompts else {}
+    top = headline_temperature(temperatures)
+    for i, temperature in enumerate(temperatures):
+        answers = {
+            name: completion_texts(
+                tokenizer,
+                sample_completions(
+                    model,
+                    tokenizer,
+                    prompts,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    seed=seed + i,
+                ),
+            )  # fmt: skip
+            for name, model in (("policy", policy), ("reference", reference))
+        }
+        table["temperature"] += [temperature] * len(prompts)
+        table["prompt"] += prompts
+        table["policy"] += answers["policy"]
+        table["reference"] += answers["reference"]
+        if chosen_prompts:
+            table["chosen"] += [chosen.get(p) for p in prompts]
+        for name, judge in judges.items():
+            scores = {side: judge(prompts, texts) for side, texts in answers.items()}
+            on_chosen = [s for p, s in zip(prompts, scores["policy"], strict=True) if p in chosen]
+            contests = {"reference": (scores["policy"], scores["reference"])}
+            if chosen_prompts:
+                contests["chosen"] = (on_chosen, chosen_scores[name])
+            for baseline, (ours, theirs) in contests.items():
+                result = win_rate(ours, theirs, seed=seed)
+                at = [temperature] + ([None] if temperature == top else [])
+                for t in at:
+                    for field, name_ in metric_names(name, baseline, t).items():
+                        metrics[name_] = getattr(result, field)
+            for side in scores:
+                table.setdefault(f"{side}_{name}", []).extend(scores[side])
+            if chosen_prompts:
+                by_prompt = dict(zip(chosen_prompts, chosen_scores[name], strict=True))
+                table.setdefault(f"chosen_{name}", []).extend(by_prompt.get(p) for p in prompts)
+    return metrics, table

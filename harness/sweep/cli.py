@@ -1,0 +1,144 @@
+"""`harness sweep`: run a Sweep's Optuna study with one or several worker processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from pathlib import Path
+
+from harness.sweep.space import Sweep, SweepError
+
+DEFAULT_STORAGE = "sqlite:///results/optuna.db"
+
+
+def register(subparsers) -> None:
+    from harness.cli import add_override_args, add_tracking_args
+
+    p = subparsers.add_parser("sweep", help="run an Optuna sweep over experiments (resumable)")
+    p.add_argument("target", help="experiments/FILE.py or module:OBJECT naming Sweep objects")
+    p.add_argument("--trials", type=int, help="trial budget (default: the sweep's n_trials)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on the study")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help="Optuna storage, any SQLAlchemy URL (default: %(default)s)")  # fmt: skip
+    p.add_argument("--study", help="study name (default: the sweep's name)")
+    p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the file's stem)")
+    p.add_argument(
+        "--heartbeat-interval", type=int, default=10, help="seconds between trial heartbeats"
+    )
+    p.add_argument("--grace-period", type=int, default=60,
+                   help="seconds without heartbeat after which a trial's worker counts as dead")  # fmt: skip
+    add_override_args(p)
+    add_tracking_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+
+def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[list[Sweep], str]:
+    """The target's sweeps with `--set` applied to each base experiment, validated."""
+    from harness.cli import apply_overrides
+    from harness.loader import load_objects
+
+    sweeps, stem = load_objects(target, Sweep)
+    out = []
+    for sweep in sweeps:
+        changes = {"base": apply_overrides([sweep.base], overrides)[0]}
+        if trials is not None:
+            changes["n_trials"] = trials
+        out.append(dataclasses.replace(sweep, **changes))
+    return out, stem
+
+
+def cmd_sweep(args) -> int:
+    from harness import tracking
+    from harness.cli import mlflow_ui_hint, quiet_libraries
+
+    if args.workers < 1:
+        raise SweepError(f"--workers must be >= 1, got {args.workers}")
+    sweeps, stem = load_sweeps(args.target, args.overrides, args.trials)
+    if args.study and len(sweeps) > 1:
+        raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
+    quiet_libraries()
+    from harness.sweep.study import StudySettings, finish, prepare_study
+
+    storage = args.storage
+    if storage == DEFAULT_STORAGE:
+        Path("results").mkdir(exist_ok=True)
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    for sweep in sweeps:
+        settings = StudySettings(storage=storage, study_name=args.study or sweep.name, n_trials=sweep.n_trials,
+                                 tracking_uri=uri, mlflow_experiment=args.mlflow_experiment or stem,
+                                 heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)  # fmt: skip
+        study, parent = prepare_study(sweep, settings)
+        print(f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
+              f"{args.workers} worker(s), storage {storage}")  # fmt: skip
+        run_workers(args, settings, sweep)
+        summary = finish(study, settings, parent)
+        print(summary_text(study, settings, summary))
+    print(f"\nCompare trials (nested under each sweep's parent run) with:\n  {mlflow_ui_hint(uri)}")
+    return 0
+
+
+def run_workers(args, settings, sweep: Sweep) -> None:
+    from harness.sweep.study import work
+
+    if args.workers == 1:
+        work(sweep, settings)
+        return
+    # spawn, not fork: torch and SQLite connections do not survive a fork safely.
+    context = multiprocessing.get_context("spawn")
+    target = (
+        f"{args.target}"
+        if ":" in args.target
+        else f"{args.target}:{_attr_name(args.target, sweep)}"
+    )
+    processes = [
+        context.Process(
+            target=_worker_main, args=(target, args.overrides, args.trials, settings, f"[w{i}] ")
+        )
+        for i in range(args.workers)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        print(
+            f"warning: {len(failed)} worker(s) exited with codes {failed}; rerun the command to resume"
+        )
+
+
+def _attr_name(target: str, sweep: Sweep) -> str:
+    from harness.loader import load_module
+
+    module = load_module(target)
+    return next(
+        name
+        for name, value in vars(module).items()
+        if value == sweep or getattr(value, "name", None) == sweep.name
+    )
+
+
+def _worker_main(
+    target: str, overrides: list[str], trials: int | None, settings, prefix: str
+) -> None:
+    from harness.cli import quiet_libraries
+    from harness.sweep.study import work
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    quiet_libraries()
+    sweep = load_sweeps(target, overrides, trials)[0][0]
+    work(sweep, settings, worker=prefix)
+
+
+def summary_text(study, settings, summary) -> str:
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in summary["counts"].items() if n)
+    lines = [f"\nstudy {settings.study_name!r}: {counts}"]
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        value = "" if t.value is None else f"{t.value:+.4f}"
+        lines.append(f"  trial {t.number:>3} {t.state.name.lower():<9} {value:>9}  {t.params}")
+    if summary["best"] is not None:
+        best = summary["best"]
+        lines.append(f"best: trial {best.number}, value {best.value:+.4f}, params {best.params}")
+    lines.append(f"Optuna storage: {settings.storage} (study {settings.study_name!r})")
+    return "\n".join(lines)

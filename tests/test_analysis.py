@@ -1,0 +1,120 @@
+"""analysis: the numbers it computes itself, checked by hand; table formats; colours; imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+import analysis
+from analysis import stats, style, tables
+from analysis.report import safe
+
+
+def test_every_analysis_module_imports_and_none_imports_harness():
+    root = Path(analysis.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n.split(".")[0] == "harness" for n in names), path  # DESIGN.md
+        module = ".".join(path.relative_to(root.parent).with_suffix("").parts)
+        if not module.endswith(("__init__", "__main__")):  # __main__ would run the command
+            importlib.import_module(module)
+
+
+def test_mean_ci_is_the_student_t_interval():
+    # values 1, 2, 3: mean 2, s = 1, s / sqrt(3) = 0.57735; t_{0.975, 2} = 4.302653
+    mean, low, high = stats.mean_ci([1.0, 2.0, 3.0])
+    half = 4.302653 * 1 / math.sqrt(3)
+    assert_allclose([mean, low, high], [2.0, 2 - half, 2 + half], rtol=1e-6)
+
+
+def test_mean_ci_of_one_value_has_no_bounds_and_ignores_nan():
+    mean, low, high = stats.mean_ci([0.4, np.nan])
+    assert mean == 0.4 and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(v) for v in stats.mean_ci([]))
+
+
+def test_pareto_front_keeps_points_nothing_beats():
+    #        kl:  0.0  1.0  0.5  2.0  1.0  3.0
+    #    reward:  0.1  0.5  0.3  0.4  0.2  0.9
+    # by kl: (0,.1) front; (.5,.3) front; (1,.5) front; (1,.2) beaten; (2,.4) beaten; (3,.9) front
+    kl = [0.0, 1.0, 0.5, 2.0, 1.0, 3.0]
+    reward = [0.1, 0.5, 0.3, 0.4, 0.2, 0.9]
+    assert stats.pareto_front(kl, reward).tolist() == [0, 2, 1, 5]
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_gao_fit_recovers_the_parameters_of_its_form(form):
+    d = np.array([0.5, 1.0, 2.0, 3.0, 4.0])
+    gain = stats.GAO_FORMS[form](d, 0.3, 0.05)
+    assert_allclose(stats.fit_gao(form, d, gain), (0.3, 0.05), rtol=1e-6)
+
+
+def test_gao_forms_are_the_papers_formulas():
+    # d = 2, alpha = 1, beta = 0.25: bon 2 * (1 - 0.5) = 1; rl 2 * (1 - 0.25 log 2) = 1.65343
+    assert stats.bon_form(2.0, 1.0, 0.25) == pytest.approx(1.0)
+    assert stats.rl_form(2.0, 1.0, 0.25) == pytest.approx(2 * (1 - 0.25 * math.log(2)))
+
+
+def test_method_colours_are_fixed_for_known_methods_and_stable_for_others():
+    assert style.method_colors(["ipo", "dpo"])["dpo"] == style.method_colors(["dpo"])["dpo"]
+    colors = style.method_colors(["zeta", "dpo", "alpha"])
+    assert colors["alpha"] == style.EXTRA_COLORS[0] and colors["zeta"] == style.EXTRA_COLORS[1]
+    many = style.method_colors([f"m{i}" for i in range(20)])
+    assert len(many) == 20
+
+
+def test_markdown_and_latex_render_mean_and_half_width():
+    table = pd.DataFrame({"dataset": ["toy_set"], "method": ["dpo"], "beta": [0.1], "n": [2],
+                          "eval/kl": [5.5], "eval/kl_ci_low": [-0.85], "eval/kl_ci_high": [11.85],
+                          "winrate/gold/vs_reference": [0.7],
+                          "winrate/gold/vs_reference_ci_low": [np.nan],
+                          "winrate/gold/vs_reference_ci_high": [np.nan]})  # fmt: skip
+    header, cells, n_labels = tables.formatted(table)
+    assert header == ["dataset", "method", "beta", "n", "KL", "win rate gold vs reference"]
+    assert cells == [["toy_set", "dpo", "0.1", "2", "5.500 ± 6.350", "0.700"]]
+    md = tables.markdown(header, cells, n_labels)
+    assert md.splitlines()[2] == "| toy_set | dpo | 0.1 | 2 | 5.500 ± 6.350 | 0.700 |"
+    tex = tables.latex(header, cells, n_labels)
+    assert r"\begin{tabular}{llllrr}" in tex
+    assert r"toy\_set & dpo & 0.1 & 2 & 5.500 $\pm$ 6.350 & 0.700 \\" in tex
+
+
+def test_file_name_parts_are_safe():
+    assert safe("beta search/v2") == "beta-search-v2"
+    assert safe("exact") == "exact"
+
+
+def test_a_rerun_of_the_same_name_replaces_the_earlier_run(tracking):
+    import mlflow
+
+    from analysis.load import load_runs
+
+    mlflow.set_experiment("reruns")
+    for value in (0.1, 0.7):  # `make demo` twice: the same experiment names again
+        with mlflow.start_run(run_name="dpo-b0.1", tags={"method": "dpo", "dataset": "sentiment"}):
+            mlflow.log_metric("eval/gold/reward", value)
+    with mlflow.start_run(run_name="dpo-b0.5", tags={"method": "dpo", "dataset": "sentiment"}):
+        mlflow.log_metric("eval/gold/reward", 0.3)
+    mlflow.flush_async_logging()
+    data = load_runs(tracking, ["reruns"])
+    assert data.superseded == 1
+    assert sorted(
+        zip(data.runs["run_name"], data.runs["metrics.eval/gold/reward"], strict=True)
+    ) == [
+        ("dpo-b0.1", 0.7),
+        ("dpo-b0.5", 0.3),
+    ]

@@ -1,0 +1,102 @@
+"""The `exact` world: gold reward, enumeration against TRL-style scoring, data and refusals."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from harness.data import load_preference_data
+from harness.models import load_causal_lm, load_tokenizer
+from harness.sequences import sequence_logps, tokenize_completion
+from harness.spec import DataSpec, EvalSpec, Experiment, SpecError
+from harness.worlds import get_world
+from harness.worlds.exact import PROMPTS, WORDS, gold_reward_of, parse_response
+
+
+def test_gold_reward_by_hand():
+    assert gold_reward_of("red fox", ("red", "fox")) == pytest.approx(1.0 + 0.5 - 0.2)
+    assert gold_reward_of("red fox", ("fox",)) == pytest.approx(1.0 - 0.1)
+    assert gold_reward_of("red fox", ("fox", "fox")) == pytest.approx(1.0 - 0.5 - 0.2)
+    assert gold_reward_of("red fox", ("cat", "dog", "red", "fox")) == pytest.approx(1.5 - 0.5 - 0.4)
+    assert gold_reward_of("red fox", ("fox", "red")) == pytest.approx(1.0 - 0.2)  # wrong order
+    assert gold_reward_of("red fox", None) == -3.0
+    assert parse_response(" red fox", 4) == ("red", "fox")
+    assert parse_response("", 4) is None
+    assert parse_response("red fox red fox red", 4) is None
+    assert parse_response("red zebra", 4) is None
+
+
+@pytest.fixture(scope="module")
+def world():
+    return get_world("exact")
+
+
+@pytest.fixture(scope="module")
+def reference(world):
+    return load_causal_lm(world.reference_path), load_tokenizer(world.reference_path)
+
+
+def test_every_prompts_best_response_is_its_colour_then_animal(world):
+    best = world.rewards[:, : len(world.responses)].argmax(-1)
+    assert [" ".join(world.responses[i]) for i in best] == list(PROMPTS)
+    assert world.rewards.shape == (8, 4680 + 1 + 8**5)
+
+
+def test_enumeration_sums_to_one_and_matches_trl_style_scoring(world, reference):
+    """log pi of responses, EOS-first and overflows equal harness.sequences' (TRL's) sums."""
+    model, tokenizer = reference
+    logps = world.outcome_logps(model, tokenizer)
+    torch.testing.assert_close(logps.exp().sum(-1), torch.ones(8, dtype=torch.float64))
+    rng = random.Random(0)
+    n_valid, eos = len(world.responses), tokenizer.eos_token_id
+    word_ids = tokenizer.convert_tokens_to_ids(list(WORDS))
+    prompts, completions, expected = [], [], []
+    for i in [
+        *rng.sample(range(n_valid), 40),
+        n_valid,
+        *rng.sample(range(n_valid + 1, logps.shape[1]), 20),
+    ]:
+        x = rng.randrange(8)
+        prompt_ids = tokenizer(PROMPTS[x], add_special_tokens=False)["input_ids"]
+        if i < n_valid:  # tokenized exactly as TRL does: prompt + completion + EOS
+            prompt_ids, ids = tokenize_completion(
+                tokenizer, PROMPTS[x], " " + " ".join(world.responses[i])
+            )
+        elif i == n_valid:
+            ids = [eos]
+        else:  # overflow k: 4-word prefix k // 8 followed by word k % 8
+            k = i - n_valid - 1
+            prefix = world.responses[8 + 64 + 512 + k // 8]
+            ids = tokenizer.convert_tokens_to_ids(list(prefix)) + [word_ids[k % 8]]
+        prompts.append(prompt_ids)
+        completions.append(ids)
+        expected.append(logps[x, i].item())
+    scored = sequence_logps(model, prompts, completions, tokenizer.pad_token_id).double()
+    torch.testing.assert_close(
+        scored, torch.tensor(expected, dtype=torch.float64), atol=1e-5, rtol=0
+    )
+
+
+def test_pairs_cover_every_prompt_under_a_small_cap(world):
+    exp = Experiment(method="dpo", beta=0.1, dataset="exact",
+                     data=DataSpec(labels="deterministic", max_pairs=16))  # fmt: skip
+    data = load_preference_data(exp)
+    assert len(data.train) == 16
+    assert {row["prompt"] for row in data.train} == set(PROMPTS)
+    for row in data.train:
+        chosen, rejected = (
+            world.gold_reward([row["prompt"]], [row[k]])[0] for k in ("chosen", "rejected")
+        )
+        assert chosen > rejected
+    assert data.eval_prompts[:16] == list(PROMPTS) * 2
+
+
+def test_settings_that_break_exactness_are_refused(world):
+    base = Experiment(method="dpo", beta=0.1, dataset="exact", eval=EvalSpec(max_new_tokens=5))
+    assert "frontier/optimal_frontier.csv" in world.run_artifacts(base)
+    with pytest.raises(SpecError, match="eval.max_new_tokens must be 5"):
+        world.run_artifacts(base.replace({"eval.max_new_tokens": 24}))
+    with pytest.raises(SpecError, match="model.name_or_path"):
+        world.run_artifacts(base.replace({"model.name_or_path": "gpt2"}))

@@ -1,0 +1,86 @@
+"""The sentiment world: its gold reward is VADER, its data and models build once and load by path."""
+
+import pytest
+import torch
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from harness import DataSpec
+from harness.models import load_causal_lm, load_tokenizer
+from harness.sequences import sequence_logps, tokenize_completion
+from harness.worlds import get_world
+from harness.worlds.sentiment import make_review, vader_scores
+
+SENTENCES = {
+    "the movie was really great .": "positive",
+    "the plot was terrible and boring .": "negative",
+    "the film was long .": "neutral",
+    "the acting was not bad .": "positive",  # VADER reads the negation
+}
+
+
+@pytest.fixture(scope="module")
+def world():
+    return get_world("sentiment")
+
+
+def test_gold_reward_is_vader_compound():
+    analyzer = SentimentIntensityAnalyzer()
+    expected = [analyzer.polarity_scores(s)["compound"] for s in SENTENCES]
+    assert vader_scores(list(SENTENCES)) == expected
+    for score, polarity in zip(expected, SENTENCES.values(), strict=True):
+        assert {"positive": score > 0.05, "negative": score < -0.05, "neutral": score == 0.0}[
+            polarity
+        ]
+
+
+def test_reviews_use_real_words_with_mixed_sentiment():
+    import random
+
+    rng = random.Random(1)
+    scores = vader_scores([make_review(rng) for _ in range(300)])
+    assert min(scores) < -0.5 and max(scores) > 0.5
+    assert 0.2 < sum(s > 0 for s in scores) / len(scores) < 0.8
+
+
+def test_world_provides_splits_pairs_and_a_reference(world):
+    prompts = {split: world.prompts(split) for split in ("train", "eval", "test")}
+    assert [len(p) for p in prompts.values()] == [512, 128, 128]
+    pairs, filtered = world.pairs("train", DataSpec())
+    assert len(pairs) + sum(filtered.values()) == 512 * 2
+    deterministic, _ = world.pairs("train", DataSpec(labels="deterministic"))
+    chosen_gold = world.gold_reward([], [p["chosen"] for p in deterministic])
+    rejected_gold = world.gold_reward([], [p["rejected"] for p in deterministic])
+    assert all(c > r for c, r in zip(chosen_gold, rejected_gold, strict=True))
+    # Bradley-Terry labels at T=0.1 disagree with the deterministic ones on some pairs: noise.
+    flips = sum(a != b for a, b in zip(pairs, deterministic, strict=True))
+    assert 0 < flips < len(pairs) / 3
+
+
+def test_reference_loads_by_path_and_is_fluent(world):
+    tokenizer = load_tokenizer(world.reference_path)
+    model = load_causal_lm(world.reference_path)
+    assert 3e5 < sum(p.numel() for p in model.parameters()) < 3e6
+    prompt, completion = tokenize_completion(tokenizer, "the movie was", " really great .")
+    assert tokenizer.convert_ids_to_tokens(completion) == ["really", "great", ".", "</s>"]
+    # the SFT model prefers its grammar to the same words scrambled
+    good = sequence_logps(model, [prompt], [completion], tokenizer.pad_token_id)
+    _, scrambled = tokenize_completion(tokenizer, "the movie was", " . great really")
+    bad = sequence_logps(model, [prompt], [scrambled], tokenizer.pad_token_id)
+    assert good.item() > bad.item() + 3
+
+
+def test_sequence_logps_is_the_sum_of_token_log_probs(world):
+    tokenizer = load_tokenizer(world.reference_path)
+    model = load_causal_lm(world.reference_path)
+    prompt, completion = tokenize_completion(tokenizer, "the plot", " was dull .")
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0].log_softmax(-1)
+    by_hand = sum(logits[len(prompt) - 1 + i, tok].item() for i, tok in enumerate(completion))
+    # batched with a longer, padded row beside it: padding must not change the result
+    other_prompt, other = tokenize_completion(
+        tokenizer, "the film was very", " good and fun . i liked the cast ."
+    )
+    batched = sequence_logps(
+        model, [prompt, other_prompt], [completion, other], tokenizer.pad_token_id
+    )
+    torch.testing.assert_close(batched[0].item(), by_hand, atol=1e-5, rtol=1e-5)

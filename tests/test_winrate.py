@@ -1,0 +1,79 @@
+"""Win rates and their bootstrap CIs on constructed cases with known answers; scoring settings."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from harness import Experiment
+from harness.evaluate.scoring import parse_temperatures
+from harness.evaluate.winrate import headline_temperature, metric_names, outcomes, win_rate
+from harness.spec import SpecError
+
+MLFLOW_NAME = re.compile(r"^[/\w.\- ]*$")
+
+
+def test_ties_count_half():
+    torch.testing.assert_close(outcomes([2, 1, 1, 0], [1, 1, 2, 0]), np.array([1, 0.5, 0, 0.5]))
+
+
+def test_win_rate_and_ci_known_answer():
+    # 400 prompts: 240 wins, 80 ties, 80 losses -> (240 + 0.5 * 80) / 400 = 0.7.
+    # Outcomes w in {1, 0.5, 0}: E[w^2] = (240 + 0.25 * 80) / 400 = 0.65, var = 0.65 - 0.49 =
+    # 0.16, sd = 0.4, standard error = 0.4 / sqrt(400) = 0.02; the bootstrap's 95% interval of
+    # the mean matches the normal one, 0.7 -+ 1.96 * 0.02 = (0.6608, 0.7392), to sampling noise.
+    policy = [1.0] * 240 + [0.0] * 80 + [0.0] * 80
+    baseline = [0.0] * 240 + [0.0] * 80 + [1.0] * 80
+    result = win_rate(policy, baseline, seed=0)
+    assert result.value == pytest.approx(0.7)
+    assert result.ci_low == pytest.approx(0.7 - 1.96 * 0.02, abs=0.006)
+    assert result.ci_high == pytest.approx(0.7 + 1.96 * 0.02, abs=0.006)
+
+
+def test_unanimous_outcome_has_a_point_interval():
+    result = win_rate([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
+    assert (result.value, result.ci_low, result.ci_high) == (1.0, 1.0, 1.0)
+
+
+def test_names_are_mlflow_valid_and_headline_is_temperature_one():
+    names = metric_names("gold", "reference", 0.25)
+    assert names == {
+        "value": "winrate/gold/vs_reference/t0.25",
+        "ci_low": "winrate/gold/vs_reference/t0.25_ci_low",
+        "ci_high": "winrate/gold/vs_reference/t0.25_ci_high",
+    }
+    assert metric_names("rm", "chosen", None)["value"] == "winrate/rm/vs_chosen"
+    assert all(MLFLOW_NAME.match(n) for n in names.values())
+    assert headline_temperature((0.0, 0.5, 1.0, 1.5)) == 1.0
+    assert headline_temperature((0.0, 0.25)) == 0.25
+
+
+def test_scoring_settings_by_dotted_name():
+    exp = Experiment(method="dpo", beta=0.1, dataset="sentiment")
+    changed = exp.replace({"eval.temperatures": "0,0.5,1", "eval.tasks": "world,hellaswag"})
+    assert changed.eval.temperatures == (0, 0.5, 1)
+    assert changed.eval.tasks == ("world", "hellaswag")
+    assert Experiment.from_dict(changed.to_dict() | {"eval": {**changed.to_dict()["eval"],
+                                "temperatures": [0, 0.5, 1]}}) == changed  # fmt: skip
+    assert changed.flat_params()["eval.temperatures"] == (0, 0.5, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"eval.temperatures": "0,-0.5"}, "eval.temperatures must all be >= 0"),
+        ({"eval.judges": "rm,gld"}, "Did you mean 'gold'"),
+        ({"eval.bench_limit": 0}, "eval.bench_limit"),
+    ],
+)
+def test_bad_scoring_settings_name_the_field(change, message):
+    with pytest.raises(SpecError, match=message):
+        Experiment(method="dpo", beta=0.1, dataset="sentiment").replace(change)
+
+
+def test_parse_temperatures():
+    assert parse_temperatures("0, 0.5,1") == (0.0, 0.5, 1.0)
+    for bad in ("-0.1,1", "hot", ""):
+        with pytest.raises(SpecError, match="--temperatures"):
+            parse_temperatures(bad)
