@@ -32,12 +32,15 @@ def tracking(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def module_tracking(tmp_path_factory):
-    """One MLflow SQLite store shared by a module's tests (creating one costs ~3 s of CPU)."""
+def module_tracking(tmp_path_factory, request):
+    """One MLflow SQLite store shared by a module's tests (creating one costs ~3 s of CPU), with
+    an MLflow experiment named after the module made active; returns the store's URI."""
     import mlflow
 
+    from harness.tracking import use_tracking
+
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
+    use_tracking(uri, request.module.__name__.rsplit(".", 1)[-1])
     yield uri
     while mlflow.active_run():
         mlflow.end_run()

@@ -138,7 +138,9 @@ def test_gold_reward_methods_refuse_data_without_one():
 
 def test_unusable_data_fails_before_any_run_starts(tmp_path, module_tracking):
     reference = str(get_world("sentiment").reference_path)
-    runs_before = len(MlflowClient(module_tracking).search_runs(["0"]))
+    client = MlflowClient(module_tracking)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs_before = len(client.search_runs(experiments))
     cases = [
         (UNPAIRED_ROWS, "dpo", "trains on paired"),
         ([{"prompt": f"p{i}"} for i in range(10)], "dpo", "has prompt_only rows"),
@@ -151,7 +153,7 @@ def test_unusable_data_fails_before_any_run_starts(tmp_path, module_tracking):
                          model=ModelSpec(name_or_path=reference))  # fmt: skip
         with pytest.raises(DataError, match=match):
             run_experiment(exp, log=lambda _: None)
-    assert len(MlflowClient(module_tracking).search_runs(["0"])) == runs_before
+    assert len(client.search_runs(experiments)) == runs_before
 
 
 @pytest.mark.parametrize(
