@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "harness.sweep.cli",
     "analysis.cli",
     "harness.evaluate.command",
+    "harness.methods",
 ]
 
 

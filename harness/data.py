@@ -152,6 +152,17 @@ def row_format(row: dict) -> str:
 
 REQUIRED = {PAIRED: ("chosen", "rejected"), UNPAIRED: ("prompt", "completion", "label"),
             PROMPT_ONLY: ("prompt",)}  # fmt: skip
+# How to turn rows of one format into another, for the error when a method cannot use a dataset.
+CONVERSIONS = {
+    (PAIRED, UNPAIRED): "trl.unpair_preference_dataset(dataset) makes each pair a desirable and "
+    "an undesirable row",
+    (UNPAIRED, PAIRED): "pair a desirable (label true) with an undesirable (label false) "
+    "completion of the same prompt into {prompt, chosen, rejected}",
+    (PROMPT_ONLY, PAIRED): "sample two completions per prompt and label the preferred one, "
+    "into {prompt, chosen, rejected}",
+    (PROMPT_ONLY, UNPAIRED): "sample completions per prompt and label each desirable or not, "
+    "into {prompt, completion, label}",
+}
 
 
 def check_rows(rows: list[dict], source: str) -> str:

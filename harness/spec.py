@@ -200,7 +200,7 @@ def validate(exp: Experiment) -> None:
         raise SpecError(f"data.eval_fraction must be in (0, 1), got {exp.data.eval_fraction}")
     _validate_scoring(exp.eval)
     try:
-        METHODS.get(exp.method).check_args(exp.method_args)
+        METHODS.get(exp.method).check(exp)
     except ValueError as err:
         raise SpecError(str(err)) from None
 

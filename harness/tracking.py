@@ -66,7 +66,8 @@ def use_tracking(uri: str, experiment_name: str) -> str:
 def train_metric_name(method: str, key: str) -> str:
     if key in TRAIN_NAMES:
         return TRAIN_NAMES[key]
-    if key.startswith(SHARED_FAMILIES):
+    # rewards/chosen is shared; RLOO's per-reward-function rewards/{name}/mean is its own
+    if key.startswith(SHARED_FAMILIES) and key.count("/") == 1:
         return f"train/{key}"
     if key in SUMMARY_KEYS:
         return f"train/summary/{key.removeprefix('train_')}"

@@ -21,7 +21,7 @@ import torch
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from harness import tracking
-from harness.data import DataError, PreferenceData, load_preference_data
+from harness.data import CONVERSIONS, REQUIRED, DataError, PreferenceData, load_preference_data
 from harness.evaluate import Evaluator
 from harness.evaluate.scoring import prepare_scoring
 from harness.methods import METHODS, Method
@@ -87,12 +87,29 @@ class RunResult:
 
 
 def check_method_accepts(method: Method, data: PreferenceData) -> None:
+    """Fail before training when `method` cannot train on `data`, saying how to convert it."""
+
+    def columns(fmt: str) -> str:
+        return ", ".join(dict.fromkeys(("prompt", *REQUIRED[fmt])))
+
     if data.format not in method.formats:
+        takes = " or ".join(f"{f} ({columns(f)})" for f in method.formats)
+        others = [name for name, m in METHODS.items() if data.format in m.formats]
+        convert = [
+            CONVERSIONS[data.format, f] for f in method.formats if (data.format, f) in CONVERSIONS
+        ]
         raise DataError(
-            f"method {method.name!r} trains on {' or '.join(method.formats)} data, but "
-            f"{data.source!r} is {data.format}. Paired rows have prompt/chosen/rejected; unpaired "
-            "rows prompt/completion/label (trl.unpair_preference_dataset converts paired to "
-            "unpaired); prompt-only rows suit on-policy methods."
+            f"method {method.name!r} trains on {takes} rows, but {data.source!r} has "
+            f"{data.format} rows ({columns(data.format)}). Methods that take {data.format} rows: "
+            f"{', '.join(others) or 'none'}."
+            + (f" To convert: {'; or '.join(convert)}." if convert else "")
+        )
+    if method.needs_gold and data.gold is None:
+        from harness.worlds import WORLDS
+
+        raise DataError(
+            f"method {method.name!r} trains on a gold reward, which {data.source!r} does not have: "
+            f"only the built-in worlds ({', '.join(WORLDS)}) have one."
         )
 
 
