@@ -38,7 +38,9 @@ class PreferenceData:
     format: str
     train: list[dict]
     eval_pairs: list[dict]  # held-out paired rows (for implicit rewards); empty when not paired
-    eval_prompts: list[str]  # held-out prompts to sample from
+    eval_prompts: (
+        list  # held-out prompts to sample from: strings, or message lists (conversational)
+    )
     gold: Callable[[list[str], list[str]], list[float]] | None = None
     world: object | None = None
     filtered: Counter = field(default_factory=Counter)
@@ -224,9 +226,11 @@ def split_rows(source: str, fmt: str, rows: list[dict], eval_fraction: float) ->
         (held if json.dumps(row.get("prompt"), sort_keys=True) in held_out else train).append(row)
     if not train:
         raise DataError(f"{source}: too few prompts to hold out {eval_fraction:.0%} for evaluation")
-    eval_prompts = list(
-        dict.fromkeys(r["prompt"] for r in held if isinstance(r.get("prompt"), str))
-    )
+    # Conversational prompts stay message lists here; prompt_text renders them for a model.
+    unique = {json.dumps(held_prompt(r), sort_keys=True): held_prompt(r) for r in held}
+    eval_prompts = [p for p in unique.values() if p]
+    if not eval_prompts:
+        raise DataError(f"{source}: the held-out rows have no prompts to sample from")
     return PreferenceData(
         source=source,
         format=fmt,
@@ -234,3 +238,20 @@ def split_rows(source: str, fmt: str, rows: list[dict], eval_fraction: float) ->
         eval_pairs=held if fmt == PAIRED else [],
         eval_prompts=eval_prompts,
     )
+
+
+def held_prompt(row: dict):
+    """A row's prompt; for conversational pairs without one, the messages before the answer."""
+    if row.get("prompt"):
+        return row["prompt"]
+    chosen = row.get("chosen")
+    return chosen[:-1] if isinstance(chosen, list) and len(chosen) > 1 else None
+
+
+def prompt_text(prompt, tokenizer) -> str:
+    """A prompt as the model reads it: strings unchanged, message lists via the chat template."""
+    if isinstance(prompt, str):
+        return prompt
+    if tokenizer.chat_template is None:
+        raise DataError("conversational prompts need a tokenizer with a chat template")
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)

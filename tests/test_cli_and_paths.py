@@ -105,3 +105,31 @@ def test_world_model_needs_a_world_dataset(tracking, tmp_path):
     )
     with pytest.raises(DataError, match="model.name_or_path='world' needs a built-in world"):
         run_experiment(Experiment(method="dpo", beta=0.1, dataset=str(data_file)))
+
+
+CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant : {% endif %}"
+
+
+def test_conversational_data_is_evaluated_through_the_chat_template(tmp_path):
+    from harness.data import load_preference_data
+    from harness.evaluate import Evaluator
+
+    rows = [{"prompt": [{"role": "user", "content": f"movie {i} ?"}],
+             "chosen": [{"role": "assistant", "content": "great ."}],
+             "rejected": [{"role": "assistant", "content": "awful ."}]} for i in range(40)]  # fmt: skip
+    data_file = tmp_path / "chat.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = train_word_tokenizer(
+        [f"user : movie {i} ? assistant : great . awful ." for i in range(40)]
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = build_tiny_gpt2(tokenizer, n_embd=32, n_layer=1, n_head=2)
+    exp = Experiment(method="dpo", beta=0.1, dataset=str(data_file), model=ModelSpec(name_or_path="unused"),
+                     eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4))  # fmt: skip
+    data = load_preference_data(exp)
+    evaluator = Evaluator(exp, data, tokenizer, model)
+    assert all(
+        p.startswith("user : movie ") and p.endswith("assistant : ") for p in evaluator.prompts
+    )
+    metrics, _ = evaluator.evaluate(model)
+    assert metrics["eval/kl"] == 0.0 and metrics["eval/rewards/margins"] == 0.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 
-from harness.data import PreferenceData
+from harness.data import PreferenceData, prompt_text
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
 from harness.sequences import sample_completions, sequence_logps, tokenize_completion
 from harness.spec import Experiment
@@ -48,7 +48,7 @@ class Evaluator:
         self.reference_logps = {
             k: sequence_logps(reference, *v, self.pad) for k, v in self.pairs.items()
         }
-        self.prompts = data.eval_prompts[: exp.eval.n_prompts]
+        self.prompts = [prompt_text(p, tokenizer) for p in data.eval_prompts[: exp.eval.n_prompts]]
 
     def evaluate(self, policy) -> tuple[dict[str, float], dict[str, list]]:
         """(metrics by eval/... name, a table of sample completions for the run's artifacts)."""

@@ -138,8 +138,9 @@ def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool |
     notes = [f"{data.source} has no gold reward: judge 'gold' skipped"] if usable != asked else []
     if asked and not usable:
         raise SpecError(f"no judge can score {data.source}: it has no gold reward; use judge 'rm'")
-    if usable and not data.eval_prompts:
-        raise DataError(f"{data.source}: no held-out text prompts to sample win rates from")
+    if usable and not all(isinstance(p, str) for p in data.eval_prompts):
+        raise DataError(f"{data.source}: win rates on conversational prompts are not supported yet; "
+                        "set eval.winrate=False (the eval/... metrics work on them)")  # fmt: skip
     tasks = tuple(ev.tasks if tasks is None else tasks)
     include_path = ev.include_path if include_path is None else include_path
     plan = None
