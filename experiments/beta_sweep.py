@@ -13,7 +13,7 @@ BETA_SWEEP = Sweep(
         method="dpo", beta=0.1, dataset="sentiment", train=TrainSpec(steps=100, eval_every=25)
     ),
     space={
-        "method": Choice(["dpo", "ipo", "cdpo", "slic"]),
+        "method": Choice(["dpo", "ipo", "kto", "orpo"]),
         "beta": LogUniform(0.01, 1.0),
         "train.lr": LogUniform(1e-5, 1e-3),
     },
