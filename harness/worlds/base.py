@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from abc import ABC, abstractmethod
 from collections import Counter
+from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 from harness.spec import DataSpec
@@ -46,6 +49,34 @@ class World(ABC):
     def pairs(self, split: str, data: DataSpec) -> tuple[list[dict], Counter]:
         """Preference pairs labelled as `data` says, and the count of what was filtered and why."""
         return label_pairs(self.scored_samples(split), data, seed=SPLITS.index(split))
+
+
+class CachedWorld(World):
+    """A world built once by `_build(folder)` into results/cache/worlds/{name}/{settings key}/.
+
+    The folder holds `reference/` (model and tokenizer) and `samples_{split}.jsonl` (rows of
+    reference samples with their gold rewards); `self.settings` is a dataclass of everything
+    the build depends on.
+    """
+
+    settings: object
+
+    @abstractmethod
+    def _build(self, out: Path) -> None: ...
+
+    @cached_property
+    def folder(self) -> Path:
+        from harness.worlds.cache import cached_dir
+
+        return cached_dir(f"worlds/{self.name}", asdict(self.settings), self._build)
+
+    @property
+    def reference_path(self) -> Path:
+        return self.folder / "reference"
+
+    def scored_samples(self, split: str) -> list[dict]:
+        with open(self.folder / f"samples_{split}.jsonl") as f:
+            return [json.loads(line) for line in f]
 
 
 def label_pairs(rows: list[dict], data: DataSpec, seed: int) -> tuple[list[dict], Counter]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import random
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -32,8 +32,7 @@ import torch
 
 from harness.evaluate import exact
 from harness.spec import SpecError
-from harness.worlds.base import SPLITS, World
-from harness.worlds.cache import cached_dir
+from harness.worlds.base import SPLITS, CachedWorld
 
 COLOURS = ("red", "blue", "green", "gold")
 ANIMALS = ("cat", "dog", "fox", "owl")
@@ -126,7 +125,7 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=EOS, pad_token=EOS)
 
 
-class ExactWorld(World):
+class ExactWorld(CachedWorld):
     name = "exact"
     description = "8 words, responses of <= 4: exact KL, gold reward and optimal frontier"
     extra_metrics = (
@@ -144,21 +143,9 @@ class ExactWorld(World):
         ]
         self._reference_logps = weakref.WeakKeyDictionary()  # frozen reference -> its outcome table
 
-    @cached_property
-    def folder(self) -> Path:
-        return cached_dir("worlds/exact", asdict(self.settings), self._build)
-
-    @property
-    def reference_path(self) -> Path:
-        return self.folder / "reference"
-
     def prompts(self, split: str) -> list[str]:
         """The eight prompts cycled 128 times: any first n of them weighs the prompts evenly."""
         return list(PROMPTS) * 128
-
-    def scored_samples(self, split: str) -> list[dict]:
-        with open(self.folder / f"samples_{split}.jsonl") as f:
-            return [json.loads(line) for line in f]
 
     def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]:
         L = self.settings.max_words

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
 
-from harness.worlds.base import SPLITS, World
-from harness.worlds.cache import cached_dir
+from harness.worlds.base import SPLITS, CachedWorld
 
 SUBJECTS = ["movie", "film", "story", "plot", "acting", "cast", "script", "ending", "music",
             "dialogue", "director", "pacing", "characters", "scenes", "camera", "lead"]  # fmt: skip
@@ -82,27 +80,15 @@ def make_prompt(rng: random.Random, review: str) -> str:
     return " ".join(review.split()[: rng.randint(2, 4)])
 
 
-class SentimentWorld(World):
+class SentimentWorld(CachedWorld):
     name = "sentiment"
     description = "synthetic movie reviews; gold reward = VADER sentiment of the completion"
 
     def __init__(self, settings: SentimentSettings | None = None):
         self.settings = settings or SentimentSettings()
 
-    @cached_property
-    def folder(self) -> Path:
-        return cached_dir("worlds/sentiment", asdict(self.settings), self._build)
-
-    @property
-    def reference_path(self) -> Path:
-        return self.folder / "reference"
-
     def prompts(self, split: str) -> list[str]:
         return [row["prompt"] for row in self.scored_samples(split)]
-
-    def scored_samples(self, split: str) -> list[dict]:
-        with open(self.folder / f"samples_{split}.jsonl") as f:
-            return [json.loads(line) for line in f]
 
     def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]:
         return vader_scores(completions)
