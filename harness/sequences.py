@@ -58,6 +58,19 @@ def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]]
     return torch.cat(out) if out else torch.zeros(0)
 
 
+def continuation_text(tokenizer, prompt_ids: list[int], completion_ids: list[int]) -> str:
+    """A completion as the text that continues its prompt (leading space kept), EOS removed.
+
+    Decoding the completion alone drops the space a word-level tokenizer puts between prompt
+    and completion ("the movie was" + "great ." would read "wasgreat ."); decoding prompt +
+    completion and cutting the decoded prompt keeps it.
+    """
+    ids = [t for t in completion_ids if t != tokenizer.eos_token_id]
+    prompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full = tokenizer.decode(list(prompt_ids) + ids, skip_special_tokens=True)
+    return full[len(prompt) :] if full.startswith(prompt) else " " + full
+
+
 @dataclass
 class Samples:
     prompt_ids: list[list[int]]
@@ -67,6 +80,11 @@ class Samples:
     @property
     def lengths(self) -> list[int]:
         return [len(c) for c in self.completion_ids]
+
+    def continuations(self, tokenizer) -> list[str]:
+        """Every completion as the text continuing its prompt (see continuation_text)."""
+        return [continuation_text(tokenizer, p, c)
+                for p, c in zip(self.prompt_ids, self.completion_ids, strict=True)]  # fmt: skip
 
 
 @torch.no_grad()

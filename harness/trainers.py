@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from harness.data import PAIRED, PreferenceData
+from harness.sequences import continuation_text
 
 if TYPE_CHECKING:
     from harness.train import TrainingJob
@@ -206,17 +207,14 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
 def continuations(tokenizer, prompts: list, completions: list, completion_ids: list) -> list:
     """Each sampled completion as the text that continues its prompt, as in the data's pairs.
 
-    TRL decodes the completion tokens alone, which drops the space a word-level tokenizer puts
-    between prompt and completion ("the movie was" + "great ." would be scored as "wasgreat .").
-    decode(prompt + completion) minus the prompt gives back " great .". Chat prompts (message
-    lists) pass through unchanged.
+    TRL decodes the completion tokens alone; harness.sequences.continuation_text keeps the
+    space between prompt and completion. Chat prompts (message lists) pass through unchanged.
     """
     out = []
     for prompt, text, ids in zip(prompts, completions, completion_ids, strict=True):
         if isinstance(prompt, str):
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            full = tokenizer.decode(prompt_ids + list(ids), skip_special_tokens=True)
-            text = full[len(prompt) :] if full.startswith(prompt) else text
+            text = continuation_text(tokenizer, prompt_ids, ids)
         out.append(text)
     return out
 

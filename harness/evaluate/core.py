@@ -74,7 +74,7 @@ class Evaluator:
         metrics["eval/length"] = statistics.fmean(samples.lengths)
         table = {"prompt": self.prompts, "completion": samples.texts}
         if self.data.gold is not None:
-            gold = self.data.gold(self.prompts, [" " + t for t in samples.texts])
+            gold = self.data.gold(self.prompts, samples.continuations(self.tokenizer))
             metrics["eval/gold/reward"] = statistics.fmean(gold)
             table["gold_reward"] = gold
         if self.data.world is not None:

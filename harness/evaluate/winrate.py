@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from harness.data import PreferenceData
-from harness.sequences import Samples, sample_completions
+from harness.sequences import sample_completions
 
 Judge = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> scores
 
@@ -62,22 +62,6 @@ def headline_temperature(temperatures: Sequence[float]) -> float:
     return 1.0 if 1.0 in temperatures else max(temperatures)
 
 
-def completion_texts(tokenizer, samples: Samples) -> list[str]:
-    """Decoded completions as they continue the prompt text (leading space kept).
-
-    Decoding prompt + completion together and cutting the decoded prompt keeps the joining
-    space that word-level tokenizers drop when a completion is decoded alone.
-    """
-    eos = tokenizer.eos_token_id
-    texts = []
-    for prompt_ids, completion_ids in zip(samples.prompt_ids, samples.completion_ids, strict=True):
-        ids = [t for t in completion_ids if t != eos]
-        prompt = tokenizer.decode(prompt_ids, skip_special_tokens=True)
-        full = tokenizer.decode(prompt_ids + ids, skip_special_tokens=True)
-        texts.append(full[len(prompt) :] if full.startswith(prompt) else " " + full)
-    return texts
-
-
 def chosen_responses(data: PreferenceData, prompts: list[str]) -> dict[str, str]:
     """The first held-out chosen response of each prompt that has one (text data only)."""
     chosen: dict[str, str] = {}
@@ -107,17 +91,14 @@ def win_rates(policy, reference, tokenizer, *, prompts: list[str], chosen: Mappi
     top = headline_temperature(temperatures)
     for i, temperature in enumerate(temperatures):
         answers = {
-            name: completion_texts(
+            name: sample_completions(
+                model,
                 tokenizer,
-                sample_completions(
-                    model,
-                    tokenizer,
-                    prompts,
-                    max_new_tokens=max_new_tokens,
-                    temperature=temperature,
-                    seed=seed + i,
-                ),
-            )  # fmt: skip
+                prompts,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed + i,
+            ).continuations(tokenizer)
             for name, model in (("policy", policy), ("reference", reference))
         }
         table["temperature"] += [temperature] * len(prompts)
