@@ -10,12 +10,24 @@ DEFAULT_OUT = Path("results/figures")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                        "or sqlite:///results/mlflow.db)")  # fmt: skip
-    parser.add_argument("--experiment", dest="experiments", action="extend", nargs="+",
-                        metavar="NAME", help="MLflow experiment(s) to read (default: all)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"folder for the figures and tables (default: {DEFAULT_OUT})")  # fmt: skip
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)",
+    )
+    parser.add_argument(
+        "--experiment",
+        dest="experiments",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="MLflow experiment(s) to read (default: all)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for the figures and tables (default: {DEFAULT_OUT})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

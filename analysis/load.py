@@ -106,7 +106,7 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
                         "sweep": tags.get("sweep"),
                         "storage": tags.get("optuna_storage"),
                         "experiment": name,
-                    }  # fmt: skip
+                    }
                 )
             elif run.info.status != "FINISHED":
                 unfinished += 1
@@ -194,8 +194,9 @@ def _history(client: MlflowClient, runs) -> pd.DataFrame:
             if key not in run.data.metrics:
                 continue
             # A step logged twice keeps its latest value.
-            points = sorted(client.get_metric_history(run.info.run_id, key),
-                            key=lambda m: (m.step, m.timestamp))  # fmt: skip
+            points = sorted(
+                client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp)
+            )
             latest = {m.step: m.value for m in points}
             rows += [(run.info.run_id, key, step, value) for step, value in latest.items()]
     history = pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])

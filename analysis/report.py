@@ -75,8 +75,10 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
     unfinished = f" ({data.unfinished} unfinished left out)" if data.unfinished else ""
     if data.superseded:
         unfinished += f" ({data.superseded} superseded by a later run of the same name left out)"
-    log(f"read {len(data.runs)} finished run(s) and {len(data.sweeps)} sweep(s) from {uri}"
-        + unfinished)  # fmt: skip
+    log(
+        f"read {len(data.runs)} finished run(s) and {len(data.sweeps)} sweep(s) from {uri}"
+        + unfinished
+    )
     colors = method_colors(data.runs["method"])
     if data.runs.empty:
         report.skip("figures", "no finished runs in the selected experiments")
@@ -98,8 +100,10 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
         report.skip("summary", "no finished runs in the selected experiments")
     else:
         report.write_table("summary", summary)
-    log(f"{len(report.plots)} figure(s) as PNG and PDF and {len(report.tables)} table(s) as "
-        f"CSV, Markdown and LaTeX in {report.out}/")  # fmt: skip
+    log(
+        f"{len(report.plots)} figure(s) as PNG and PDF and {len(report.tables)} table(s) as "
+        f"CSV, Markdown and LaTeX in {report.out}/"
+    )
     return report
 
 

@@ -31,8 +31,9 @@ ALWAYS = ["dataset", "method", "beta"]
 def metric_keys(runs: pd.DataFrame) -> list[str]:
     """The table's metrics that some run logged: METRICS in order, then headline win rates."""
     logged = {c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}
-    winrates = sorted(k for k in logged
-                      if HEADLINE_WINRATE.match(k) and not k.endswith(("_ci_low", "_ci_high")))  # fmt: skip
+    winrates = sorted(
+        k for k in logged if HEADLINE_WINRATE.match(k) and not k.endswith(("_ci_low", "_ci_high"))
+    )
     return [k for k in METRICS if k in logged] + winrates
 
 
@@ -51,8 +52,12 @@ def summary(data: RunData) -> pd.DataFrame:
     )
     keyed = runs.assign(**{c: runs[c].fillna("") for c in params})
     groups = keyed.groupby(["dataset", *params], sort=False)
-    shown = [c for c in params if c not in ("params.method", "params.beta", "params.dataset")
-             and runs[c].dropna().nunique() > 1]  # fmt: skip
+    shown = [
+        c
+        for c in params
+        if c not in ("params.method", "params.beta", "params.dataset")
+        and runs[c].dropna().nunique() > 1
+    ]
     metrics = metric_keys(runs)
     rows = []
     for _, group in groups:
@@ -116,9 +121,20 @@ def markdown(header: list[str], cells: list[list[str]], n_labels: int) -> str:
     return "".join("| " + " | ".join(row) + " |\n" for row in rows)
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#",
-                  "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                  "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--"}  # fmt: skip
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "–": "--",
+}
 
 
 def latex(header: list[str], cells: list[list[str]], n_labels: int) -> str:

@@ -30,9 +30,14 @@ OUT = Path("results/benchmarks/overhead.md")
 def experiment(steps: int, reference_cache: bool = False):
     from harness import Experiment, TrainSpec
 
-    return Experiment(method="dpo", beta=0.1, dataset="sentiment",
-                      train=TrainSpec(steps=steps, eval_every=0, save_policy=False,
-                                      reference_cache=reference_cache))  # fmt: skip
+    return Experiment(
+        method="dpo",
+        beta=0.1,
+        dataset="sentiment",
+        train=TrainSpec(
+            steps=steps, eval_every=0, save_policy=False, reference_cache=reference_cache
+        ),
+    )
 
 
 def bare(steps: int) -> dict:
@@ -53,18 +58,38 @@ def bare(steps: int) -> dict:
     reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     t = exp.train
     with tempfile.TemporaryDirectory() as out:
-        config = DPOConfig(output_dir=out, max_steps=t.steps, per_device_train_batch_size=t.batch_size,
-                           learning_rate=t.lr, seed=t.seed, data_seed=t.seed, logging_steps=t.log_every,
-                           beta=exp.beta, max_length=t.max_length, bf16=False,
-                           gradient_checkpointing=False, report_to="none", save_strategy="no",
-                           disable_tqdm=True, use_cpu=True)  # fmt: skip
-        trainer = DPOTrainer(model=model, ref_model=reference, args=config,
-                             train_dataset=Dataset.from_list(data.train), processing_class=tokenizer)  # fmt: skip
+        config = DPOConfig(
+            output_dir=out,
+            max_steps=t.steps,
+            per_device_train_batch_size=t.batch_size,
+            learning_rate=t.lr,
+            seed=t.seed,
+            data_seed=t.seed,
+            logging_steps=t.log_every,
+            beta=exp.beta,
+            max_length=t.max_length,
+            bf16=False,
+            gradient_checkpointing=False,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            use_cpu=True,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=reference,
+            args=config,
+            train_dataset=Dataset.from_list(data.train),
+            processing_class=tokenizer,
+        )
         train_started = time.perf_counter()
         trainer.train()
         train_seconds = time.perf_counter() - train_started
-    return {"total_s": time.perf_counter() - started, "train_s": train_seconds,
-            "final_loss": trainer.state.log_history[-2].get("loss")}  # fmt: skip
+    return {
+        "total_s": time.perf_counter() - started,
+        "train_s": train_seconds,
+        "final_loss": trainer.state.log_history[-2].get("loss"),
+    }
 
 
 def harness(steps: int, reference_cache: bool = False) -> dict:
@@ -120,8 +145,12 @@ def child(mode: str, steps: int) -> None:
 
 
 def run_child(mode: str, steps: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps)],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--steps", str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(
         next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))[7:]
     )
@@ -141,8 +170,10 @@ def main() -> None:
         for mode in results:
             results[mode].append(run_child(mode, args.steps))
             print(f"repeat {i + 1}/{args.repeats} {mode}: {results[mode][-1]}")
-    med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], float)}
-           for mode, rs in results.items()}  # fmt: skip
+    med = {
+        mode: {k: statistics.median(r[k] for r in rs) for k in rs[0] if isinstance(rs[0][k], float)}
+        for mode, rs in results.items()
+    }
     b, h, c = med["bare"], med["harness"], med["harness_cached"]
     train_ratio = h["train_s"] / b["train_s"]
     lines = [

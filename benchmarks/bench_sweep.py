@@ -27,11 +27,20 @@ OUT = Path("results/benchmarks/sweep.md")
 def make_sweep(trials: int, steps: int, cache: bool):
     from harness import Choice, EvalSpec, Experiment, LogUniform, Sweep, TrainSpec
 
-    base = Experiment(method="dpo", beta=0.1, dataset="sentiment",
-                      train=TrainSpec(steps=steps, eval_every=0, save_policy=False, reference_cache=cache),
-                      eval=EvalSpec(n_prompts=16, n_pairs=16, max_new_tokens=16))  # fmt: skip
-    return Sweep(name=f"bench-cache-{cache}", base=base, n_trials=trials, pruner="none",
-                 space={"method": Choice(["dpo", "ipo"]), "beta": LogUniform(0.05, 1.0)})  # fmt: skip
+    base = Experiment(
+        method="dpo",
+        beta=0.1,
+        dataset="sentiment",
+        train=TrainSpec(steps=steps, eval_every=0, save_policy=False, reference_cache=cache),
+        eval=EvalSpec(n_prompts=16, n_pairs=16, max_new_tokens=16),
+    )
+    return Sweep(
+        name=f"bench-cache-{cache}",
+        base=base,
+        n_trials=trials,
+        pruner="none",
+        space={"method": Choice(["dpo", "ipo"]), "beta": LogUniform(0.05, 1.0)},
+    )
 
 
 def run_variant(trials: int, steps: int, cache: bool) -> dict:
@@ -42,8 +51,13 @@ def run_variant(trials: int, steps: int, cache: bool) -> dict:
     if cache:
         shutil.rmtree(cache_dir(), ignore_errors=True)
     with tempfile.TemporaryDirectory() as folder:
-        settings = StudySettings(storage=f"sqlite:///{folder}/optuna.db", study_name=sweep.name, n_trials=trials,
-                                 tracking_uri=f"sqlite:///{folder}/mlflow.db", mlflow_experiment="bench")  # fmt: skip
+        settings = StudySettings(
+            storage=f"sqlite:///{folder}/optuna.db",
+            study_name=sweep.name,
+            n_trials=trials,
+            tracking_uri=f"sqlite:///{folder}/mlflow.db",
+            mlflow_experiment="bench",
+        )
         study, parent = prepare_study(sweep, settings)
         started = time.perf_counter()
         work(sweep, settings, log=lambda _: None)
@@ -72,8 +86,10 @@ def main() -> None:
         ("harness reference cache", on),
     ):
         per = r["per_trial"]
-        rows.append(f"| {label} | {statistics.mean(per):.2f} s | {per[0]:.2f} s | "
-                    f"{statistics.mean(per[1:]):.2f} s | {3600 * len(per) / r['wall_s']:.0f} |")  # fmt: skip
+        rows.append(
+            f"| {label} | {statistics.mean(per):.2f} s | {per[0]:.2f} s | "
+            f"{statistics.mean(per[1:]):.2f} s | {3600 * len(per) / r['wall_s']:.0f} |"
+        )
     lines = [
         "# Sweep throughput: shared reference log-prob cache",
         "",

@@ -26,9 +26,16 @@ TLDR_EVAL = EvalSpec(n_prompts=256, n_pairs=512, max_new_tokens=64)
 
 
 def _tldr(method: str, beta: float, **method_args) -> Experiment:
-    return Experiment(method=method, beta=beta, dataset="trl-lib/tldr-preference",
-                      name=f"tldr-{method}-b{beta:g}", model=PYTHIA_TLDR_SFT, train=TLDR_TRAIN,
-                      eval=TLDR_EVAL, method_args=method_args)  # fmt: skip
+    return Experiment(
+        method=method,
+        beta=beta,
+        dataset="trl-lib/tldr-preference",
+        name=f"tldr-{method}-b{beta:g}",
+        model=PYTHIA_TLDR_SFT,
+        train=TLDR_TRAIN,
+        eval=TLDR_EVAL,
+        method_args=method_args,
+    )
 
 
 TLDR = [
@@ -45,19 +52,40 @@ TLDR = [
 # ---- UltraFeedback chat alignment with Qwen2.5-0.5B-Instruct ---------------------------------
 # Conversational pairs (message lists), rendered with the model's chat template by TRL.
 QWEN = ModelSpec(name_or_path="Qwen/Qwen2.5-0.5B-Instruct")
-CHAT_TRAIN = TrainSpec(lr=5e-7, steps=1000, batch_size=8, grad_accum=16, max_length=1024,
-                       warmup_steps=100, eval_every=100, log_every=10)  # fmt: skip
+CHAT_TRAIN = TrainSpec(
+    lr=5e-7,
+    steps=1000,
+    batch_size=8,
+    grad_accum=16,
+    max_length=1024,
+    warmup_steps=100,
+    eval_every=100,
+    log_every=10,
+)
 CHAT_EVAL = EvalSpec(n_prompts=256, n_pairs=512, max_new_tokens=256)
 # UltraFeedback ships test splits, but the harness holds out its own share of prompts so that
 # every dataset is split the same way.
 CHAT_DATA = DataSpec(eval_fraction=0.02)
 
 
-def _chat(method: str, beta: float, study: str = "ultrafeedback",
-          dataset: str = "trl-lib/ultrafeedback_binarized", **method_args) -> Experiment:  # fmt: skip
-    return Experiment(method=method, beta=beta, dataset=dataset,
-                      name=f"{study}-{method}-b{beta:g}", model=QWEN, data=CHAT_DATA,
-                      train=CHAT_TRAIN, eval=CHAT_EVAL, method_args=method_args)  # fmt: skip
+def _chat(
+    method: str,
+    beta: float,
+    study: str = "ultrafeedback",
+    dataset: str = "trl-lib/ultrafeedback_binarized",
+    **method_args,
+) -> Experiment:
+    return Experiment(
+        method=method,
+        beta=beta,
+        dataset=dataset,
+        name=f"{study}-{method}-b{beta:g}",
+        model=QWEN,
+        data=CHAT_DATA,
+        train=CHAT_TRAIN,
+        eval=CHAT_EVAL,
+        method_args=method_args,
+    )
 
 
 ULTRAFEEDBACK = [

@@ -19,8 +19,9 @@ BETAS = (0.1, 0.3, 1.0)
 DATA = DataSpec(labels="deterministic", max_pairs=32)
 # Constant lr: a decaying schedule would stop DPO's drift by itself and hide the effect.
 # lr 1e-4: at 5e-4 both methods reach their end state within 200 steps, hiding the drift.
-TRAIN = TrainSpec(steps=800, lr=1e-4, lr_scheduler="constant", batch_size=16, eval_every=100,
-                  log_every=20)  # fmt: skip
+TRAIN = TrainSpec(
+    steps=800, lr=1e-4, lr_scheduler="constant", batch_size=16, eval_every=100, log_every=20
+)
 EVAL = EvalSpec(n_prompts=256, n_pairs=128, max_new_tokens=5)
 
 EXPERIMENTS = [

@@ -13,6 +13,18 @@ from harness.sweep.space import (
 )
 
 __all__ = [
-    "Choice", "DataSpec", "EvalSpec", "Experiment", "Grid", "IntUniform", "LogUniform", "ModelSpec",
-    "SpecError", "Sweep", "SweepError", "TrainSpec", "Uniform", "When",
-]  # fmt: skip
+    "Choice",
+    "DataSpec",
+    "EvalSpec",
+    "Experiment",
+    "Grid",
+    "IntUniform",
+    "LogUniform",
+    "ModelSpec",
+    "SpecError",
+    "Sweep",
+    "SweepError",
+    "TrainSpec",
+    "Uniform",
+    "When",
+]

@@ -35,13 +35,21 @@ def quiet_libraries() -> None:
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
-                        "or sqlite:///results/mlflow.db)")  # fmt: skip
+    parser.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)",
+    )
 
 
 def add_override_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                        help="override an experiment field by dotted name, e.g. train.steps=200")  # fmt: skip
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an experiment field by dotted name, e.g. train.steps=200",
+    )
 
 
 def apply_overrides(experiments: list[Experiment], overrides: list[str]) -> list[Experiment]:
@@ -74,8 +82,10 @@ def cmd_run(args) -> int:
     results = [run_experiment(exp) for exp in experiments]
     print()
     print(summary_table(results))
-    print(f"\n{len(results)} run(s) logged to MLflow experiment {name!r}. Compare them with:\n"
-          f"  {mlflow_ui_hint(uri)}")  # fmt: skip
+    print(
+        f"\n{len(results)} run(s) logged to MLflow experiment {name!r}. Compare them with:\n"
+        f"  {mlflow_ui_hint(uri)}"
+    )
     return 0
 
 
@@ -86,8 +96,10 @@ def summary_table(results) -> str:
         m = r.metrics
         gold = f"{m['eval/gold/reward']:+.3f}" if "eval/gold/reward" in m else "-"
         acc = f"{m['eval/rewards/accuracies']:.2f}" if "eval/rewards/accuracies" in m else "-"
-        lines.append(f"{r.experiment.name:<24} {r.experiment.method:<7} {r.experiment.beta:>6g} "
-                     f"{gold:>7} {m['eval/kl']:>7.3f} {acc:>8} {r.seconds:>6.1f}s")  # fmt: skip
+        lines.append(
+            f"{r.experiment.name:<24} {r.experiment.method:<7} {r.experiment.beta:>6g} "
+            f"{gold:>7} {m['eval/kl']:>7.3f} {acc:>8} {r.seconds:>6.1f}s"
+        )
     return "\n".join(lines)
 
 

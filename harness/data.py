@@ -38,9 +38,8 @@ class PreferenceData:
     format: str
     train: list[dict]
     eval_pairs: list[dict]  # held-out paired rows (for implicit rewards); empty when not paired
-    eval_prompts: (
-        list  # held-out prompts to sample from: strings, or message lists (conversational)
-    )
+    # Held-out prompts to sample from: strings, or message lists (conversational).
+    eval_prompts: list
     gold: Callable[[list[str], list[str]], list[float]] | None = None
     world: object | None = None
     filtered: Counter = field(default_factory=Counter)
@@ -152,8 +151,11 @@ def row_format(row: dict) -> str:
     return PROMPT_ONLY
 
 
-REQUIRED = {PAIRED: ("chosen", "rejected"), UNPAIRED: ("prompt", "completion", "label"),
-            PROMPT_ONLY: ("prompt",)}  # fmt: skip
+REQUIRED = {
+    PAIRED: ("chosen", "rejected"),
+    UNPAIRED: ("prompt", "completion", "label"),
+    PROMPT_ONLY: ("prompt",),
+}
 # How to turn rows of one format into another, for the error when a method cannot use a dataset.
 CONVERSIONS = {
     (PAIRED, UNPAIRED): "trl.unpair_preference_dataset(dataset) makes each pair a desirable and "

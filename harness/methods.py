@@ -65,90 +65,106 @@ def _register(method: Method) -> None:
 
 # ---- the DPO family: DPOTrainer losses -----------------------------------------------------
 
-_register(Method(
-    name="dpo",
-    trainer="trl.DPOTrainer (loss sigmoid)",
-    beta_means="DPO beta: KL strength in the implicit reward beta*log(pi/pi_ref)",
-    formats=(PAIRED,),
-    uses_reference=True,
-    paper="Rafailov et al. 2023, Direct Preference Optimization (arXiv:2305.18290)",
-    build=trainers.dpo_trainer("sigmoid"),
-))  # fmt: skip
-_register(Method(
-    name="ipo",
-    trainer="trl.DPOTrainer (loss ipo)",
-    beta_means="IPO tau: the regulariser; the loss targets a log-ratio margin of 1/(2 tau)",
-    formats=(PAIRED,),
-    uses_reference=True,
-    paper="Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences (arXiv:2310.12036)",
-    build=trainers.dpo_trainer("ipo"),
-))  # fmt: skip
-_register(Method(
-    name="cdpo",
-    trainer="trl.DPOTrainer (loss robust, label smoothing)",
-    beta_means="DPO beta, with labels assumed flipped with probability label_smoothing",
-    formats=(PAIRED,),
-    uses_reference=True,
-    paper="Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409); Mitchell 2023, cDPO note",
-    build=trainers.dpo_trainer("robust"),
-    settings={"label_smoothing": 0.1},  # the cDPO note's example flip rate
-))  # fmt: skip
-_register(Method(
-    name="slic",
-    trainer="trl.DPOTrainer (loss hinge)",
-    beta_means="SLiC: the hinge margin is 1/beta on the log-likelihood ratio",
-    formats=(PAIRED,),
-    uses_reference=True,
-    paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback (arXiv:2305.10425)",
-    build=trainers.dpo_trainer("hinge"),
-))  # fmt: skip
+_register(
+    Method(
+        name="dpo",
+        trainer="trl.DPOTrainer (loss sigmoid)",
+        beta_means="DPO beta: KL strength in the implicit reward beta*log(pi/pi_ref)",
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper="Rafailov et al. 2023, Direct Preference Optimization (arXiv:2305.18290)",
+        build=trainers.dpo_trainer("sigmoid"),
+    )
+)
+_register(
+    Method(
+        name="ipo",
+        trainer="trl.DPOTrainer (loss ipo)",
+        beta_means="IPO tau: the regulariser; the loss targets a log-ratio margin of 1/(2 tau)",
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper="Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences (arXiv:2310.12036)",
+        build=trainers.dpo_trainer("ipo"),
+    )
+)
+_register(
+    Method(
+        name="cdpo",
+        trainer="trl.DPOTrainer (loss robust, label smoothing)",
+        beta_means="DPO beta, with labels assumed flipped with probability label_smoothing",
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper="Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409); Mitchell 2023, cDPO note",
+        build=trainers.dpo_trainer("robust"),
+        settings={"label_smoothing": 0.1},  # the cDPO note's example flip rate
+    )
+)
+_register(
+    Method(
+        name="slic",
+        trainer="trl.DPOTrainer (loss hinge)",
+        beta_means="SLiC: the hinge margin is 1/beta on the log-likelihood ratio",
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback (arXiv:2305.10425)",
+        build=trainers.dpo_trainer("hinge"),
+    )
+)
 
 # ---- other offline preference losses -------------------------------------------------------
 
-_register(Method(
-    name="kto",
-    trainer="trl.KTOTrainer",
-    beta_means="KTO beta: scale of the implied reward beta*log(pi/pi_ref) inside the value function",
-    formats=(PAIRED, UNPAIRED),  # paired data is unpaired and shuffled (trainers.unpaired_rows)
-    uses_reference=True,
-    paper="Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization (arXiv:2402.01306)",
-    build=trainers.kto_trainer,
-    # lambda_D = lambda_U = 1: the paper's default for balanced data (paired data is balanced).
-    settings={"desirable_weight": 1.0, "undesirable_weight": 1.0},
-))  # fmt: skip
-_register(Method(
-    name="orpo",
-    trainer="trl.experimental.orpo.ORPOTrainer",
-    beta_means="ORPO lambda: weight of the odds-ratio term added to the SFT loss (no reference)",
-    formats=(PAIRED,),
-    uses_reference=False,
-    paper="Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model (arXiv:2403.07691)",
-    build=trainers.orpo_trainer,
-))  # fmt: skip
-_register(Method(
-    name="simpo",
-    trainer="trl.experimental.cpo.CPOTrainer (loss simpo, cpo_alpha 0)",
-    beta_means="SimPO beta: scale of the length-normalised reward beta*mean log pi (no reference)",
-    formats=(PAIRED,),
-    uses_reference=False,
-    paper="Meng et al. 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward (arXiv:2405.14734)",
-    build=trainers.simpo_trainer,
-    # gamma = TRL's simpo_gamma, the target reward margin; 1.0 is the paper's Llama-3-Base
-    # setting (beta 2.0, gamma/beta 0.5, the ratio its authors suggest starting from).
-    settings={"gamma": 1.0},
-))  # fmt: skip
+_register(
+    Method(
+        name="kto",
+        trainer="trl.KTOTrainer",
+        beta_means="KTO beta: scale of the implied reward beta*log(pi/pi_ref) inside the value function",
+        formats=(PAIRED, UNPAIRED),  # paired data is unpaired and shuffled (trainers.unpaired_rows)
+        uses_reference=True,
+        paper="Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization (arXiv:2402.01306)",
+        build=trainers.kto_trainer,
+        # lambda_D = lambda_U = 1: the paper's default for balanced data (paired data is balanced).
+        settings={"desirable_weight": 1.0, "undesirable_weight": 1.0},
+    )
+)
+_register(
+    Method(
+        name="orpo",
+        trainer="trl.experimental.orpo.ORPOTrainer",
+        beta_means="ORPO lambda: weight of the odds-ratio term added to the SFT loss (no reference)",
+        formats=(PAIRED,),
+        uses_reference=False,
+        paper="Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model (arXiv:2403.07691)",
+        build=trainers.orpo_trainer,
+    )
+)
+_register(
+    Method(
+        name="simpo",
+        trainer="trl.experimental.cpo.CPOTrainer (loss simpo, cpo_alpha 0)",
+        beta_means="SimPO beta: scale of the length-normalised reward beta*mean log pi (no reference)",
+        formats=(PAIRED,),
+        uses_reference=False,
+        paper="Meng et al. 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward (arXiv:2405.14734)",
+        build=trainers.simpo_trainer,
+        # gamma = TRL's simpo_gamma, the target reward margin; 1.0 is the paper's Llama-3-Base
+        # setting (beta 2.0, gamma/beta 0.5, the ratio its authors suggest starting from).
+        settings={"gamma": 1.0},
+    )
+)
 
 # ---- baselines -----------------------------------------------------------------------------
 
-_register(Method(
-    name="sft",
-    trainer="trl.SFTTrainer (prompt + preferred completion)",
-    beta_means="unused in training (preferred-FT); only scales the eval/ implicit rewards",
-    formats=(PAIRED, UNPAIRED),  # the chosen, or the desirable (label true), completions
-    uses_reference=False,
-    paper="Rafailov et al. 2023 (arXiv:2305.18290), sec. 6: the Preferred-FT baseline",
-    build=trainers.sft_trainer,
-))  # fmt: skip
+_register(
+    Method(
+        name="sft",
+        trainer="trl.SFTTrainer (prompt + preferred completion)",
+        beta_means="unused in training (preferred-FT); only scales the eval/ implicit rewards",
+        formats=(PAIRED, UNPAIRED),  # the chosen, or the desirable (label true), completions
+        uses_reference=False,
+        paper="Rafailov et al. 2023 (arXiv:2305.18290), sec. 6: the Preferred-FT baseline",
+        build=trainers.sft_trainer,
+    )
+)
 
 
 def _rloo_groups(exp: Experiment) -> str | None:
@@ -168,29 +184,33 @@ _RLOO_SETTINGS = {
     "num_generations": 4,  # k samples per prompt: the RLOO paper's best k (it compares 2 and 4)
     "max_completion_length": 24,  # tokens sampled per completion: the built-in worlds' length
 }
-_register(Method(
-    name="rloo",
-    trainer="trl.RLOOTrainer + reward model (trl.RewardTrainer, same pairs)",
-    beta_means="KL coefficient: maximises r(x, y) - beta*log(pi/pi_ref), the objective DPO solves",
-    formats=(PAIRED,),  # the pairs train the reward model; their prompts are sampled on-policy
-    uses_reference=True,
-    paper="Ahmadian et al. 2024, Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs (arXiv:2402.14740)",
-    build=trainers.rloo_trainer(trainers.learned_reward),
-    settings=_RLOO_SETTINGS,
-    validate=_rloo_groups,
-))  # fmt: skip
-_register(Method(
-    name="rloo_gold",
-    trainer="trl.RLOOTrainer + the world's gold reward",
-    beta_means="KL coefficient: maximises gold(x, y) - beta*log(pi/pi_ref) (DPO paper's PPO-GT analogue)",
-    formats=(PAIRED, UNPAIRED, PROMPT_ONLY),  # only the prompts are used
-    uses_reference=True,
-    paper="Ahmadian et al. 2024 (arXiv:2402.14740); Rafailov et al. 2023, sec. 6.1 (PPO-GT)",
-    build=trainers.rloo_trainer(trainers.gold_reward),
-    settings=_RLOO_SETTINGS,
-    needs_gold=True,
-    validate=_rloo_groups,
-))  # fmt: skip
+_register(
+    Method(
+        name="rloo",
+        trainer="trl.RLOOTrainer + reward model (trl.RewardTrainer, same pairs)",
+        beta_means="KL coefficient: maximises r(x, y) - beta*log(pi/pi_ref), the objective DPO solves",
+        formats=(PAIRED,),  # the pairs train the reward model; their prompts are sampled on-policy
+        uses_reference=True,
+        paper="Ahmadian et al. 2024, Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs (arXiv:2402.14740)",
+        build=trainers.rloo_trainer(trainers.learned_reward),
+        settings=_RLOO_SETTINGS,
+        validate=_rloo_groups,
+    )
+)
+_register(
+    Method(
+        name="rloo_gold",
+        trainer="trl.RLOOTrainer + the world's gold reward",
+        beta_means="KL coefficient: maximises gold(x, y) - beta*log(pi/pi_ref) (DPO paper's PPO-GT analogue)",
+        formats=(PAIRED, UNPAIRED, PROMPT_ONLY),  # only the prompts are used
+        uses_reference=True,
+        paper="Ahmadian et al. 2024 (arXiv:2402.14740); Rafailov et al. 2023, sec. 6.1 (PPO-GT)",
+        build=trainers.rloo_trainer(trainers.gold_reward),
+        settings=_RLOO_SETTINGS,
+        needs_gold=True,
+        validate=_rloo_groups,
+    )
+)
 
 
 # ---- `harness methods` ---------------------------------------------------------------------

@@ -8,8 +8,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 
-def build_tiny_gpt2(tokenizer, *, n_embd: int = 128, n_layer: int = 3, n_head: int = 4,
-                    n_positions: int = 96, seed: int = 0) -> GPT2LMHeadModel:  # fmt: skip
+def build_tiny_gpt2(
+    tokenizer,
+    *,
+    n_embd: int = 128,
+    n_layer: int = 3,
+    n_head: int = 4,
+    n_positions: int = 96,
+    seed: int = 0,
+) -> GPT2LMHeadModel:
     """A randomly initialised GPT-2 sized to the tokenizer (about 0.6M parameters by default)."""
     torch.manual_seed(seed)
     config = GPT2Config(

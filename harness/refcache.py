@@ -55,13 +55,15 @@ def with_reference_cache(trainer_class):
 
     class CachedReferenceTrainer(trainer_class):
         def _precompute_ref_logps(self, dataset, name, batch_size):
-            key = settings_key({
-                "model": model_fingerprint(self.ref_model or self.model),
-                "tokenizer": tokenizer_fingerprint(self.processing_class),
-                "data": dataset_fingerprint(dataset),
-                "max_length": self.args.max_length,
-                "truncation": self.args.truncation_mode,
-            })  # fmt: skip
+            key = settings_key(
+                {
+                    "model": model_fingerprint(self.ref_model or self.model),
+                    "tokenizer": tokenizer_fingerprint(self.processing_class),
+                    "data": dataset_fingerprint(dataset),
+                    "max_length": self.args.max_length,
+                    "truncation": self.args.truncation_mode,
+                }
+            )
             path = cache_dir() / f"{key}.npz"
             if path.exists():
                 cached = np.load(path)

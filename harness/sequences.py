@@ -38,8 +38,9 @@ def _right_padded(prompts: list[list[int]], completions: list[list[int]], pad_id
 
 
 @torch.no_grad()
-def sequence_logps(model, prompts: list[list[int]], completions: list[list[int]],
-                   pad_id: int, batch_size: int = 64) -> torch.Tensor:  # fmt: skip
+def sequence_logps(
+    model, prompts: list[list[int]], completions: list[list[int]], pad_id: int, batch_size: int = 64
+) -> torch.Tensor:
     """Summed log pi(completion | prompt) per row, shape (n,). Rows are token-id lists."""
     model.eval()
     out = []
@@ -83,13 +84,23 @@ class Samples:
 
     def continuations(self, tokenizer) -> list[str]:
         """Every completion as the text continuing its prompt (see continuation_text)."""
-        return [continuation_text(tokenizer, p, c)
-                for p, c in zip(self.prompt_ids, self.completion_ids, strict=True)]  # fmt: skip
+        return [
+            continuation_text(tokenizer, p, c)
+            for p, c in zip(self.prompt_ids, self.completion_ids, strict=True)
+        ]
 
 
 @torch.no_grad()
-def sample_completions(model, tokenizer, prompts: list[str], *, max_new_tokens: int,
-                       temperature: float = 1.0, seed: int = 0, batch_size: int = 64) -> Samples:  # fmt: skip
+def sample_completions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> Samples:
     """Sample one completion per prompt; temperature 0 means greedy decoding.
 
     Runs under a forked RNG so that evaluating in the middle of training never changes the

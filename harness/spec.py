@@ -50,9 +50,8 @@ class TrainSpec:
     batch_size: int = 16
     max_length: int = 64  # prompt + completion tokens; the sentiment world's pairs fit in 40
     seed: int = 0
-    eval_every: int = (
-        25  # harness eval (KL, gold reward, held-out rewards) every N steps and at the end
-    )
+    # Harness evaluation (KL, gold reward, held-out rewards) every N steps and at the end.
+    eval_every: int = 25
     log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
     warmup_steps: int = 0
     # transformers' default; "constant" keeps pushing, as long-training overfitting studies need.
@@ -158,11 +157,25 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # ---- validation ------------------------------------------------------------------------------
 
-_POSITIVE = {"beta", "train.lr", "train.steps", "train.batch_size", "train.max_length",
-             "train.grad_accum", "data.bt_temperature", "eval.n_prompts", "eval.n_pairs",
-             "eval.max_new_tokens"}  # fmt: skip
-_NON_NEGATIVE = {"train.seed", "train.eval_every", "train.log_every", "train.warmup_steps",
-                 "eval.n_table_rows"}  # fmt: skip
+_POSITIVE = {
+    "beta",
+    "train.lr",
+    "train.steps",
+    "train.batch_size",
+    "train.max_length",
+    "train.grad_accum",
+    "data.bt_temperature",
+    "eval.n_prompts",
+    "eval.n_pairs",
+    "eval.max_new_tokens",
+}
+_NON_NEGATIVE = {
+    "train.seed",
+    "train.eval_every",
+    "train.log_every",
+    "train.warmup_steps",
+    "eval.n_table_rows",
+}
 LABEL_MODES = ("bradley_terry", "deterministic")
 JUDGES = ("rm", "gold")
 LR_SCHEDULERS = ("linear", "constant", "cosine", "constant_with_warmup")

@@ -29,8 +29,13 @@ TRAIN_NAMES = {
 }
 SHARED_FAMILIES = ("rewards/", "logps/", "logits/")
 # End-of-training summaries from transformers.Trainer, kept once under train/summary/.
-SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second",
-                "total_flos", "train_loss"}  # fmt: skip
+SUMMARY_KEYS = {
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "total_flos",
+    "train_loss",
+}
 _INVALID = re.compile(r"[^\w./\- ]")
 
 
@@ -80,8 +85,13 @@ def param_value(value: Any) -> str:
 
 def git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

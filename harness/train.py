@@ -198,8 +198,14 @@ def summarize(metrics: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
-def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags: dict | None = None,
-                   parent_run_id: str | None = None, log=print) -> RunResult:  # fmt: skip
+def run_experiment(
+    exp: Experiment,
+    *,
+    listeners: list[EvalListener] = (),
+    tags: dict | None = None,
+    parent_run_id: str | None = None,
+    log=print,
+) -> RunResult:
     """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
 
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
@@ -217,8 +223,13 @@ def run_experiment(exp: Experiment, *, listeners: list[EvalListener] = (), tags:
         f"[{exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"
     )
 
-    run_tags = {"method": exp.method, "dataset": exp.dataset, "experiment": exp.name,
-                "git_sha": tracking.git_sha(), **(tags or {})}  # fmt: skip
+    run_tags = {
+        "method": exp.method,
+        "dataset": exp.dataset,
+        "experiment": exp.name,
+        "git_sha": tracking.git_sha(),
+        **(tags or {}),
+    }
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:

@@ -78,11 +78,20 @@ def test_method_colours_are_fixed_for_known_methods_and_stable_for_others():
 
 
 def test_markdown_and_latex_render_mean_and_half_width():
-    table = pd.DataFrame({"dataset": ["toy_set"], "method": ["dpo"], "beta": [0.1], "n": [2],
-                          "eval/kl": [5.5], "eval/kl_ci_low": [-0.85], "eval/kl_ci_high": [11.85],
-                          "winrate/gold/vs_reference": [0.7],
-                          "winrate/gold/vs_reference_ci_low": [np.nan],
-                          "winrate/gold/vs_reference_ci_high": [np.nan]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "dataset": ["toy_set"],
+            "method": ["dpo"],
+            "beta": [0.1],
+            "n": [2],
+            "eval/kl": [5.5],
+            "eval/kl_ci_low": [-0.85],
+            "eval/kl_ci_high": [11.85],
+            "winrate/gold/vs_reference": [0.7],
+            "winrate/gold/vs_reference_ci_low": [np.nan],
+            "winrate/gold/vs_reference_ci_high": [np.nan],
+        }
+    )
     header, cells, n_labels = tables.formatted(table)
     assert header == ["dataset", "method", "beta", "n", "KL", "win rate gold vs reference"]
     assert cells == [["toy_set", "dpo", "0.1", "2", "5.500 ± 6.350", "0.700"]]

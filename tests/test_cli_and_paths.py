@@ -14,8 +14,20 @@ from harness.train import run_experiment
 from harness.worlds.sentiment import train_word_tokenizer
 from tests.readback import metric_history
 
-TINY = ["--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.eval_every=0",
-        "--set", "eval.n_prompts=4", "--set", "eval.n_pairs=4", "--set", "eval.max_new_tokens=6"]  # fmt: skip
+TINY = [
+    "--set",
+    "train.steps=2",
+    "--set",
+    "train.batch_size=4",
+    "--set",
+    "train.eval_every=0",
+    "--set",
+    "eval.n_prompts=4",
+    "--set",
+    "eval.n_pairs=4",
+    "--set",
+    "eval.max_new_tokens=6",
+]
 
 
 @pytest.fixture
@@ -82,9 +94,14 @@ def test_model_and_data_loaded_by_local_path(tracking, tmp_path):
     tokenizer = train_word_tokenizer([r["prompt"] + r["chosen"] + r["rejected"] for r in rows])
     build_tiny_gpt2(tokenizer, n_embd=32, n_layer=1, n_head=2).save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    exp = Experiment(method="dpo", beta=0.1, dataset=str(data_file), model=ModelSpec(name_or_path=str(tmp_path / "model")),
-                     train=TrainSpec(steps=3, batch_size=4, eval_every=0, lr=1e-2),
-                     eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4))  # fmt: skip
+    exp = Experiment(
+        method="dpo",
+        beta=0.1,
+        dataset=str(data_file),
+        model=ModelSpec(name_or_path=str(tmp_path / "model")),
+        train=TrainSpec(steps=3, batch_size=4, eval_every=0, lr=1e-2),
+        eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4),
+    )
     use_tracking(tracking, "by-path")
     history = metric_history(run_experiment(exp, log=lambda _: None).run_id)
     assert "eval/gold/reward" not in history  # a file dataset has no gold reward
@@ -114,9 +131,14 @@ def test_conversational_data_is_evaluated_through_the_chat_template(tmp_path):
     from harness.data import load_preference_data
     from harness.evaluate import Evaluator
 
-    rows = [{"prompt": [{"role": "user", "content": f"movie {i} ?"}],
-             "chosen": [{"role": "assistant", "content": "great ."}],
-             "rejected": [{"role": "assistant", "content": "awful ."}]} for i in range(40)]  # fmt: skip
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"movie {i} ?"}],
+            "chosen": [{"role": "assistant", "content": "great ."}],
+            "rejected": [{"role": "assistant", "content": "awful ."}],
+        }
+        for i in range(40)
+    ]
     data_file = tmp_path / "chat.jsonl"
     data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokenizer = train_word_tokenizer(
@@ -124,8 +146,13 @@ def test_conversational_data_is_evaluated_through_the_chat_template(tmp_path):
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     model = build_tiny_gpt2(tokenizer, n_embd=32, n_layer=1, n_head=2)
-    exp = Experiment(method="dpo", beta=0.1, dataset=str(data_file), model=ModelSpec(name_or_path="unused"),
-                     eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4))  # fmt: skip
+    exp = Experiment(
+        method="dpo",
+        beta=0.1,
+        dataset=str(data_file),
+        model=ModelSpec(name_or_path="unused"),
+        eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4),
+    )
     data = load_preference_data(exp)
     evaluator = Evaluator(exp, data, tokenizer, model)
     assert all(

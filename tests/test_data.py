@@ -46,8 +46,11 @@ def test_other_file_formats_load(tmp_path, suffix):
 
     path = tmp_path / f"pairs{suffix}"
     frame = pd.DataFrame(PAIRS)
-    {".csv": lambda: frame.to_csv(path, index=False), ".parquet": lambda: frame.to_parquet(path),
-     ".json": lambda: frame.to_json(path, orient="records", lines=True)}[suffix]()  # fmt: skip
+    {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".parquet": lambda: frame.to_parquet(path),
+        ".json": lambda: frame.to_json(path, orient="records", lines=True),
+    }[suffix]()
     data = load(path)
     assert data.format == PAIRED and len(data.train) + len(data.eval_pairs) == 20
 
@@ -60,9 +63,14 @@ def test_saved_dataset_folder_loads_through_the_hub_code_path(tmp_path):
 
 
 def test_conversational_and_unpaired_formats_are_recognised(tmp_path):
-    chat = [{"prompt": [{"role": "user", "content": f"hi {i}"}],
-             "chosen": [{"role": "assistant", "content": "hello"}],
-             "rejected": [{"role": "assistant", "content": "go away"}]} for i in range(10)]  # fmt: skip
+    chat = [
+        {
+            "prompt": [{"role": "user", "content": f"hi {i}"}],
+            "chosen": [{"role": "assistant", "content": "hello"}],
+            "rejected": [{"role": "assistant", "content": "go away"}],
+        }
+        for i in range(10)
+    ]
     assert load(write_jsonl(tmp_path / "chat.jsonl", chat)).format == PAIRED
     unpaired = [{"prompt": f"q{i}", "completion": "a", "label": i % 2 == 0} for i in range(10)]
     assert load(write_jsonl(tmp_path / "kto.jsonl", unpaired)).format == UNPAIRED
@@ -74,12 +82,24 @@ def test_conversational_and_unpaired_formats_are_recognised(tmp_path):
     "rows, message",
     [
         ([PAIRS[0], {"prompt": "q", "chosen": "a"}], r"row 1: missing column 'rejected'"),
-        ([PAIRS[0], {"prompt": "q", "chosen": 3, "rejected": "b"}], r"row 1, column 'chosen': expected a non-empty string"),
-        ([{"prompt": " ", "chosen": "a", "rejected": "b"}], r"row 0, column 'prompt': empty string"),
-        ([PAIRS[0], {"prompt": "q", "chosen": "same", "rejected": "same"}], r"row 1: 'chosen' is identical to 'rejected'"),
-        ([{"prompt": "q", "completion": "a", "label": "yes"}], r"row 0, column 'label': expected true or false"),
+        (
+            [PAIRS[0], {"prompt": "q", "chosen": 3, "rejected": "b"}],
+            r"row 1, column 'chosen': expected a non-empty string",
+        ),
+        (
+            [{"prompt": " ", "chosen": "a", "rejected": "b"}],
+            r"row 0, column 'prompt': empty string",
+        ),
+        (
+            [PAIRS[0], {"prompt": "q", "chosen": "same", "rejected": "same"}],
+            r"row 1: 'chosen' is identical to 'rejected'",
+        ),
+        (
+            [{"prompt": "q", "completion": "a", "label": "yes"}],
+            r"row 0, column 'label': expected true or false",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_rows_name_file_row_and_column(tmp_path, rows, message):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DataError, match=rf"{path}: {message}"):
@@ -112,8 +132,12 @@ def test_dataset_names():
 
 def test_label_pairs_filters_and_counts_what_it_drops():
     rows = [
-        {"prompt": "p", "completions": ["a", "b", "c", "c", "d", "e"], "rewards": [0.9, -0.5, 0.1, 0.1, 0.2, 0.2]},
-    ]  # fmt: skip
+        {
+            "prompt": "p",
+            "completions": ["a", "b", "c", "c", "d", "e"],
+            "rewards": [0.9, -0.5, 0.1, 0.1, 0.2, 0.2],
+        },
+    ]
     pairs, filtered = label_pairs(rows, DataSpec(labels="deterministic"), seed=0)
     assert pairs == [{"prompt": "p", "chosen": "a", "rejected": "b"}]
     assert filtered == Counter(identical_completions=1, tied_reward=1)

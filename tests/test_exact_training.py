@@ -13,8 +13,15 @@ from harness import tracking as harness_tracking
 from harness.spec import DataSpec, EvalSpec, Experiment, TrainSpec
 from harness.train import run_experiment
 
-EXACT_METRICS = ("eval/kl", "eval/kl_stderr", "eval/kl_exact", "eval/gold/reward",
-                 "eval/gold/reward_exact", "eval/frontier_gap", "eval/invalid_exact")  # fmt: skip
+EXACT_METRICS = (
+    "eval/kl",
+    "eval/kl_stderr",
+    "eval/kl_exact",
+    "eval/gold/reward",
+    "eval/gold/reward_exact",
+    "eval/frontier_gap",
+    "eval/invalid_exact",
+)
 
 
 def histories(uri: str, run_id: str) -> dict[str, dict[int, float]]:
@@ -36,7 +43,7 @@ def test_dpo_on_many_noisy_pairs_logs_exact_metrics_and_nears_the_frontier(track
         data=DataSpec(bt_temperature=0.5),  # all ~3900 Bradley-Terry pairs
         train=TrainSpec(
             steps=100, lr=5e-4, batch_size=16, eval_every=50, log_every=50, save_policy=False
-        ),  # fmt: skip
+        ),
         eval=EvalSpec(n_prompts=256, n_pairs=16, max_new_tokens=5),
     )
     result = run_experiment(exp, log=lambda *_: None)
@@ -74,7 +81,7 @@ def test_ipo_keeps_a_smaller_kl_than_dpo_on_few_deterministic_pairs(tracking):
             data=DataSpec(labels="deterministic", max_pairs=32),
             train=TrainSpec(
                 steps=60, lr=5e-4, batch_size=16, eval_every=0, log_every=20, save_policy=False
-            ),  # fmt: skip
+            ),
             eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=5),
         )
         kl[method] = run_experiment(exp, log=lambda *_: None).metrics["eval/kl_exact"]

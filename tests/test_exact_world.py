@@ -80,8 +80,9 @@ def test_enumeration_sums_to_one_and_matches_trl_style_scoring(world, reference)
 
 
 def test_pairs_cover_every_prompt_under_a_small_cap(world):
-    exp = Experiment(method="dpo", beta=0.1, dataset="exact",
-                     data=DataSpec(labels="deterministic", max_pairs=16))  # fmt: skip
+    exp = Experiment(
+        method="dpo", beta=0.1, dataset="exact", data=DataSpec(labels="deterministic", max_pairs=16)
+    )
     data = load_preference_data(exp)
     assert len(data.train) == 16
     assert {row["prompt"] for row in data.train} == set(PROMPTS)

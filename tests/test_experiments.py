@@ -11,8 +11,11 @@ from harness import Experiment
 from harness.loader import load_objects
 from harness.methods import METHODS
 
-DEFINITIONS = ["experiments/quickstart.py", "experiments/sentiment_frontier.py",
-               "experiments/hub_recipes.py"]  # fmt: skip
+DEFINITIONS = [
+    "experiments/quickstart.py",
+    "experiments/sentiment_frontier.py",
+    "experiments/hub_recipes.py",
+]
 
 
 @pytest.fixture

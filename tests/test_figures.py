@@ -65,8 +65,16 @@ def _run(method, beta, dataset, seed=0, params=None, tags=None):
     name = f"{method}-b{beta:g}-s{seed}"
     run_tags = {"method": method, "dataset": dataset, "experiment": name, **(tags or {})}
     run = mlflow.start_run(run_name=name, tags=run_tags)
-    mlflow.log_params({"method": method, "beta": beta, "dataset": dataset, "name": name,
-                       "train.seed": seed, **(params or {})})  # fmt: skip
+    mlflow.log_params(
+        {
+            "method": method,
+            "beta": beta,
+            "dataset": dataset,
+            "name": name,
+            "train.seed": seed,
+            **(params or {}),
+        }
+    )
     return run
 
 
@@ -87,21 +95,32 @@ def _scored_runs():
                 kl = scored_kl(beta, seed) * (1 if method == "dpo" else 0.5)
                 with _run(method, beta, "synthetic", seed):
                     mlflow.log_metrics({"eval/kl": 0.0, "eval/gold/reward": 0.0}, step=0)
-                    metrics = {"eval/kl": kl, "eval/gold/reward": 0.1 * math.sqrt(kl) + seed,
-                               "eval/rewards/accuracies": 0.6 + 0.1 * seed}  # fmt: skip
+                    metrics = {
+                        "eval/kl": kl,
+                        "eval/gold/reward": 0.1 * math.sqrt(kl) + seed,
+                        "eval/rewards/accuracies": 0.6 + 0.1 * seed,
+                    }
                     winrate = scored_winrate(kl)
-                    metrics |= {"winrate/gold/vs_reference": winrate,
-                                "winrate/gold/vs_reference_ci_low": winrate - 0.05,
-                                "winrate/gold/vs_reference_ci_high": winrate + 0.05}  # fmt: skip
+                    metrics |= {
+                        "winrate/gold/vs_reference": winrate,
+                        "winrate/gold/vs_reference_ci_low": winrate - 0.05,
+                        "winrate/gold/vs_reference_ci_high": winrate + 0.05,
+                    }
                     for t in TEMPERATURES:
                         name = f"winrate/gold/vs_reference/t{t:g}"
                         value = winrate - 0.1 * (1 - t) + 0.01 * seed
-                        metrics |= {name: value, f"{name}_ci_low": value - 0.04,
-                                    f"{name}_ci_high": value + 0.06}  # fmt: skip
+                        metrics |= {
+                            name: value,
+                            f"{name}_ci_low": value - 0.04,
+                            f"{name}_ci_high": value + 0.06,
+                        }
                         if seed == 0:  # a second panel, one seed: drawn with its logged CI
                             name = f"winrate/rm/vs_chosen/t{t:g}"
-                            metrics |= {name: 0.4 + t / 10, f"{name}_ci_low": 0.3 + t / 10,
-                                        f"{name}_ci_high": 0.55 + t / 10}  # fmt: skip
+                            metrics |= {
+                                name: 0.4 + t / 10,
+                                f"{name}_ci_low": 0.3 + t / 10,
+                                f"{name}_ci_high": 0.55 + t / 10,
+                            }
                     mlflow.log_metrics(metrics, step=10)
 
 
@@ -116,16 +135,28 @@ def _exact_runs():
             mlflow.log_text(FRONTIER_CSV, "frontier/optimal_frontier.csv")
             for step in range(0, 41, 10):
                 kl = exact_kl(method, step)
-                mlflow.log_metrics({"eval/kl_exact": kl, "eval/gold/reward_exact": math.sqrt(kl),
-                                    "eval/kl": kl + 0.01}, step=step)  # fmt: skip
+                mlflow.log_metrics(
+                    {
+                        "eval/kl_exact": kl,
+                        "eval/gold/reward_exact": math.sqrt(kl),
+                        "eval/kl": kl + 0.01,
+                    },
+                    step=step,
+                )
 
 
 def _sweep(storage):
     sampler = optuna.samplers.RandomSampler(seed=0)
-    study = optuna.create_study(study_name="beta-search", storage=storage, sampler=sampler,
-                                direction="maximize")  # fmt: skip
-    study.optimize(lambda t: -((math.log10(t.suggest_float("beta", 0.01, 1.0, log=True)) + 1) ** 2)
-                   + 0.1 * t.suggest_float("train.lr", 1e-5, 1e-3), n_trials=8)  # fmt: skip
+    study = optuna.create_study(
+        study_name="beta-search", storage=storage, sampler=sampler, direction="maximize"
+    )
+    study.optimize(
+        lambda t: (
+            -((math.log10(t.suggest_float("beta", 0.01, 1.0, log=True)) + 1) ** 2)
+            + 0.1 * t.suggest_float("train.lr", 1e-5, 1e-3)
+        ),
+        n_trials=8,
+    )
     tags = {"role": "sweep_parent", "sweep": "beta-search", "optuna_storage": storage}
     with mlflow.start_run(run_name="beta-search", tags=tags):
         pass
@@ -158,9 +189,15 @@ def history(uri, experiment, key):
 def finals(uri, experiment):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    return [(run.data.tags["method"], float(run.data.params["beta"]),
-             int(run.data.params["train.seed"]), run.data.metrics)
-            for run in client.search_runs([exp.experiment_id])]  # fmt: skip
+    return [
+        (
+            run.data.tags["method"],
+            float(run.data.params["beta"]),
+            int(run.data.params["train.seed"]),
+            run.data.metrics,
+        )
+        for run in client.search_runs([exp.experiment_id])
+    ]
 
 
 def by_gid(ax, gid):
@@ -175,10 +212,18 @@ def assert_points(drawn, logged):
 
 
 def test_every_figure_and_table_is_written(report):
-    expected = ["frontier_sentiment", "training_curves_sentiment", "frontier_synthetic",
-                "winrate_temperature_synthetic", "beta_sensitivity_synthetic",
-                "overoptimization_synthetic", "frontier_exact", "deterministic_kl_exact",
-                "sweep_beta-search_history", "sweep_beta-search_importances"]  # fmt: skip
+    expected = [
+        "frontier_sentiment",
+        "training_curves_sentiment",
+        "frontier_synthetic",
+        "winrate_temperature_synthetic",
+        "beta_sensitivity_synthetic",
+        "overoptimization_synthetic",
+        "frontier_exact",
+        "deterministic_kl_exact",
+        "sweep_beta-search_history",
+        "sweep_beta-search_importances",
+    ]
     for stem in expected:
         assert stem in report.plots
         for suffix in (".png", ".pdf"):
@@ -209,8 +254,12 @@ def test_frontier_plots_every_logged_evaluation_of_the_real_runs(store, report):
     gold = history(store["uri"], "tiny", "eval/gold/reward")
     assert sorted(kl) == [("dpo", 0.1), ("dpo", 0.5), ("ipo", 0.1)]
     for method in ("dpo", "ipo"):
-        logged = [(k[1], g[1]) for key in sorted(kl) if key[0] == method
-                  for k, g in zip(kl[key], gold[key], strict=True)]  # fmt: skip
+        logged = [
+            (k[1], g[1])
+            for key in sorted(kl)
+            if key[0] == method
+            for k, g in zip(kl[key], gold[key], strict=True)
+        ]
         assert_points(by_gid(ax, f"points:{method}").get_offsets(), logged)
         front = np.array(logged)[pareto_front(*np.array(logged).T)]
         line = by_gid(ax, f"front:{method}")
@@ -221,8 +270,13 @@ def test_frontier_plots_every_logged_evaluation_of_the_real_runs(store, report):
 
 def test_training_curves_are_the_logged_histories(store, report):
     fig = report.plots["training_curves_sentiment"].figure
-    keys = ["eval/rewards/chosen", "eval/rewards/rejected", "eval/rewards/margins",
-            "eval/rewards/accuracies", "eval/kl"]  # fmt: skip
+    keys = [
+        "eval/rewards/chosen",
+        "eval/rewards/rejected",
+        "eval/rewards/margins",
+        "eval/rewards/accuracies",
+        "eval/kl",
+    ]
     assert len(fig.axes) == len(keys)
     for ax, key in zip(fig.axes, keys, strict=True):
         for (method, beta), points in history(store["uri"], "tiny", key).items():
@@ -260,15 +314,23 @@ def test_winrate_against_temperature_is_the_seed_mean_or_the_logged_ci(store, re
         "judge == 'rm' and method == 'ipo' and beta == 1.0 and temperature == 0.5"
     )
     assert row[["n", "winrate", "ci_low", "ci_high"]].values.tolist()[0] == pytest.approx(
-        [1, one["winrate/rm/vs_chosen/t0.5"], one["winrate/rm/vs_chosen/t0.5_ci_low"],
-         one["winrate/rm/vs_chosen/t0.5_ci_high"]])  # fmt: skip
+        [
+            1,
+            one["winrate/rm/vs_chosen/t0.5"],
+            one["winrate/rm/vs_chosen/t0.5_ci_low"],
+            one["winrate/rm/vs_chosen/t0.5_ci_high"],
+        ]
+    )
     assert_allclose(by_gid(rm_ax, "rm/chosen:ipo:1").get_ydata(), [0.425, 0.45, 0.5])
 
 
 def test_beta_sensitivity_is_seed_means_with_t_intervals(report):
     plot = report.plots["beta_sensitivity_synthetic"]
     assert [ax.get_ylabel() for ax in plot.figure.axes] == [
-        "gold reward", "KL to ref. [nats]", "gold win rate\nvs reference"]  # fmt: skip
+        "gold reward",
+        "KL to ref. [nats]",
+        "gold win rate\nvs reference",
+    ]
     # dpo at beta 0.1: KL of seeds 0 and 1 = 0.5 / 0.1 = 5 and 0.6 / 0.1 = 6: mean 5.5,
     # s = 0.7071, s / sqrt(2) = 0.5, t_{0.975, 1} = 12.7062: interval 5.5 -+ 6.3531
     row = plot.data.query("metric == 'eval/kl' and method == 'dpo' and beta == 0.1").iloc[0]
@@ -285,8 +347,11 @@ def test_overoptimization_fit_recovers_the_logged_law(store, report):
     plot = report.plots["overoptimization_synthetic"]
     ax = plot.figure.axes[0]
     runs = finals(store["uri"], "scored")
-    logged = sorted((math.sqrt(m["eval/kl"]), m["winrate/gold/vs_reference"])
-                    for method, _, _, m in runs if method == "ipo")  # fmt: skip
+    logged = sorted(
+        (math.sqrt(m["eval/kl"]), m["winrate/gold/vs_reference"])
+        for method, _, _, m in runs
+        if method == "ipo"
+    )
     assert_points(by_gid(ax, "points:ipo").get_offsets(), logged)
     fit = plot.tables["fit"].set_index(["method", "form"])
     assert fit.loc[("dpo", "bon"), ["alpha", "beta"]].tolist() == pytest.approx([ALPHA, GAO_BETA])
@@ -295,16 +360,21 @@ def test_overoptimization_fit_recovers_the_logged_law(store, report):
     d = line.get_xdata()
     assert_allclose(line.get_ydata(), 0.5 + d * (ALPHA - GAO_BETA * d), atol=1e-8)
     written = pd.read_csv(report.out / "overoptimization_synthetic_fit.csv")
-    assert written[["method", "form"]].values.tolist() == [["dpo", "bon"], ["dpo", "rl"],
-                                                           ["ipo", "bon"], ["ipo", "rl"]]  # fmt: skip
+    assert written[["method", "form"]].values.tolist() == [
+        ["dpo", "bon"],
+        ["dpo", "rl"],
+        ["ipo", "bon"],
+        ["ipo", "rl"],
+    ]
 
 
 def test_exact_world_frontier_uses_exact_metrics_and_the_optimal_curve(report):
     ax = report.plots["frontier_exact"].figure.axes[0]
     optimal = by_gid(ax, "optimal")
     assert optimal.get_color() == "black"
-    assert_allclose(np.c_[optimal.get_xdata(), optimal.get_ydata()],
-                    [[0.1, 0.2], [0.6, 0.5], [2.0, 0.8]])  # fmt: skip
+    assert_allclose(
+        np.c_[optimal.get_xdata(), optimal.get_ydata()], [[0.1, 0.2], [0.6, 0.5], [2.0, 0.8]]
+    )
     expected = [(exact_kl("ipo", s), math.sqrt(exact_kl("ipo", s))) for s in range(0, 41, 10)]
     assert_points(by_gid(ax, "points:ipo").get_offsets(), expected)
     assert ax.get_xlabel().startswith("exact KL")
@@ -342,8 +412,11 @@ def test_summary_table_has_a_row_per_configuration_with_seed_cis(report):
     # accuracies 0.6 and 0.7: mean 0.65, s / sqrt(2) = 0.05, half-width 12.7062 * 0.05 = 0.6353
     assert row["eval/rewards/accuracies_ci_low"] == pytest.approx(0.65 - 0.6353, abs=1e-4)
     real = table[table["dataset"] == "sentiment"]
-    assert real[["method", "beta", "n"]].values.tolist() == [["dpo", 0.1, 1], ["dpo", 0.5, 1],
-                                                             ["ipo", 0.1, 1]]  # fmt: skip
+    assert real[["method", "beta", "n"]].values.tolist() == [
+        ["dpo", 0.1, 1],
+        ["dpo", 0.5, 1],
+        ["ipo", 0.1, 1],
+    ]
     markdown = (report.out / "summary.md").read_text()
     assert "5.500 ± 6.353" in markdown
     assert r"5.500 $\pm$ 6.353" in (report.out / "summary.tex").read_text()

@@ -20,16 +20,19 @@ from harness.trainers import chosen_rows, continuations, dpo_trainer, prompt_row
 from harness.worlds import get_world
 
 PAIRS = [{"prompt": f"p{i}", "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(20)]
-UNPAIRED_ROWS = [{"prompt": "p0", "completion": " good", "label": True},
-                 {"prompt": "p0", "completion": " bad", "label": False},
-                 {"prompt": "p1", "completion": " fine", "label": True}]  # fmt: skip
+UNPAIRED_ROWS = [
+    {"prompt": "p0", "completion": " good", "label": True},
+    {"prompt": "p0", "completion": " bad", "label": False},
+    {"prompt": "p1", "completion": " fine", "label": True},
+]
 CHAT = [{"role": "user", "content": "Hi?"}]
 ROWS = {PAIRED: PAIRS, UNPAIRED: UNPAIRED_ROWS, PROMPT_ONLY: [{"prompt": "p0"}, {"prompt": "p1"}]}
 
 
 def data(fmt: str, gold=None) -> PreferenceData:
-    return PreferenceData(source="rows.jsonl", format=fmt, train=ROWS[fmt], eval_pairs=[],
-                          eval_prompts=[], gold=gold)  # fmt: skip
+    return PreferenceData(
+        source="rows.jsonl", format=fmt, train=ROWS[fmt], eval_pairs=[], eval_prompts=[], gold=gold
+    )
 
 
 # ---- conversions ---------------------------------------------------------------------------
@@ -67,16 +70,24 @@ def test_sft_trains_on_the_preferred_completions_only():
 @pytest.mark.parametrize(
     ("chosen", "rejected", "prompt", "completion"),
     [
-        (CHAT + [{"role": "assistant", "content": "Hello."}],
-         CHAT + [{"role": "assistant", "content": "Go away."}],
-         CHAT, [{"role": "assistant", "content": "Hello."}]),
+        (
+            CHAT + [{"role": "assistant", "content": "Hello."}],
+            CHAT + [{"role": "assistant", "content": "Go away."}],
+            CHAT,
+            [{"role": "assistant", "content": "Hello."}],
+        ),
         ("Human: hi Assistant: hello", "Human: hi Assistant: no", "Human: hi Assistant:", " hello"),
     ],
-)  # fmt: skip
+)
 def test_implicit_prompts_are_split_off_the_pairs(chosen, rejected, prompt, completion):
     """Anthropic-HH style rows: chosen and rejected both begin with the dialogue so far."""
-    implicit = PreferenceData(source="hh", format=PAIRED, eval_pairs=[], eval_prompts=[],
-                              train=[{"chosen": chosen, "rejected": rejected}])  # fmt: skip
+    implicit = PreferenceData(
+        source="hh",
+        format=PAIRED,
+        eval_pairs=[],
+        eval_prompts=[],
+        train=[{"chosen": chosen, "rejected": rejected}],
+    )
     assert list(chosen_rows(implicit)) == [{"prompt": prompt, "completion": completion}]
     assert list(prompt_rows(implicit)) == [{"prompt": prompt}]
     assert [r["prompt"] for r in unpaired_rows(implicit, seed=0)] == [prompt, prompt]
@@ -149,8 +160,9 @@ def test_unusable_data_fails_before_any_run_starts(tmp_path, module_tracking):
     for i, (rows, method, match) in enumerate(cases):
         path = tmp_path / f"rows{i}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        exp = Experiment(method=method, beta=0.1, dataset=str(path),
-                         model=ModelSpec(name_or_path=reference))  # fmt: skip
+        exp = Experiment(
+            method=method, beta=0.1, dataset=str(path), model=ModelSpec(name_or_path=reference)
+        )
         with pytest.raises(DataError, match=match):
             run_experiment(exp, log=lambda _: None)
     assert len(client.search_runs(experiments)) == runs_before
@@ -178,16 +190,22 @@ def test_rloo_groups_must_fit_the_batch(batch_size, k):
     with pytest.raises(
         SpecError, match=r"num_generations must be >= 2 and divide train.batch_size"
     ):
-        Experiment(method="rloo_gold", beta=0.1, dataset="sentiment",
-                   train=TrainSpec(batch_size=batch_size), method_args={"num_generations": k})  # fmt: skip
+        Experiment(
+            method="rloo_gold",
+            beta=0.1,
+            dataset="sentiment",
+            train=TrainSpec(batch_size=batch_size),
+            method_args={"num_generations": k},
+        )
     exp = Experiment(method="rloo", beta=0.1, dataset="sentiment")  # 16 = 4 groups of 4
     with pytest.raises(SpecError, match="divide"):
         exp.replace({"train.batch_size": "6"})
 
 
 def test_method_settings_are_params_with_their_defaults():
-    exp = Experiment(method="kto", beta=0.1, dataset="sentiment",
-                     method_args={"undesirable_weight": 1.33})  # fmt: skip
+    exp = Experiment(
+        method="kto", beta=0.1, dataset="sentiment", method_args={"undesirable_weight": 1.33}
+    )
     params = exp.flat_params()
     assert params["method_args.desirable_weight"] == 1.0
     assert params["method_args.undesirable_weight"] == 1.33
@@ -228,15 +246,28 @@ def test_harness_methods_lists_every_method(capsys):
 def test_a_new_method_needs_only_a_registry_entry(monkeypatch, module_tracking, capsys):
     """A throwaway entry (DPOTrainer's NCA loss) validates, is listed, trains and is evaluated."""
     monkeypatch.setattr(METHODS, "_items", dict(METHODS.items()))
-    METHODS.register("nca", Method(name="nca", trainer="trl.DPOTrainer (loss nca_pair)",
-                                   beta_means="NCA beta", formats=(PAIRED,), uses_reference=True,
-                                   paper="Chen et al. 2024 (arXiv:2402.05369)",
-                                   build=dpo_trainer("nca_pair")))  # fmt: skip
+    METHODS.register(
+        "nca",
+        Method(
+            name="nca",
+            trainer="trl.DPOTrainer (loss nca_pair)",
+            beta_means="NCA beta",
+            formats=(PAIRED,),
+            uses_reference=True,
+            paper="Chen et al. 2024 (arXiv:2402.05369)",
+            build=dpo_trainer("nca_pair"),
+        ),
+    )
     main(["methods"])
     assert "trl.DPOTrainer (loss nca_pair)" in capsys.readouterr().out
-    exp = Experiment(method="nca", beta=0.1, dataset="sentiment", data=DataSpec(max_pairs=16),
-                     train=TrainSpec(steps=2, batch_size=4, eval_every=0, save_policy=False),
-                     eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4))  # fmt: skip
+    exp = Experiment(
+        method="nca",
+        beta=0.1,
+        dataset="sentiment",
+        data=DataSpec(max_pairs=16),
+        train=TrainSpec(steps=2, batch_size=4, eval_every=0, save_policy=False),
+        eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4),
+    )
     result = run_experiment(exp, log=lambda _: None)
     mlflow.flush_async_logging()
     run = MlflowClient(module_tracking).get_run(result.run_id)
@@ -246,15 +277,22 @@ def test_a_new_method_needs_only_a_registry_entry(monkeypatch, module_tracking, 
 @pytest.mark.slow
 def test_kto_trains_on_native_unpaired_data(tmp_path, module_tracking):
     world = get_world("sentiment")
-    rows = [{"prompt": r["prompt"], "completion": c, "label": g > 0}
-            for r in world.scored_samples("train")[:16]
-            for c, g in zip(r["completions"], r["rewards"], strict=True) if g != 0]  # fmt: skip
+    rows = [
+        {"prompt": r["prompt"], "completion": c, "label": g > 0}
+        for r in world.scored_samples("train")[:16]
+        for c, g in zip(r["completions"], r["rewards"], strict=True)
+        if g != 0
+    ]
     path = tmp_path / "unpaired.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    exp = Experiment(method="kto", beta=0.1, dataset=str(path),
-                     model=ModelSpec(name_or_path=str(world.reference_path)),
-                     train=TrainSpec(steps=2, batch_size=4, eval_every=0, save_policy=False),
-                     eval=EvalSpec(n_prompts=4, max_new_tokens=4))  # fmt: skip
+    exp = Experiment(
+        method="kto",
+        beta=0.1,
+        dataset=str(path),
+        model=ModelSpec(name_or_path=str(world.reference_path)),
+        train=TrainSpec(steps=2, batch_size=4, eval_every=0, save_policy=False),
+        eval=EvalSpec(n_prompts=4, max_new_tokens=4),
+    )
     result = run_experiment(exp, log=lambda _: None)
     metrics = MlflowClient(module_tracking).get_run(result.run_id).data.metrics
     assert {"train/kto/kl", "eval/kl", "eval/length"} <= set(metrics)

@@ -13,9 +13,18 @@ from harness.train import policy_artifact_path, run_experiment
 from harness.worlds import get_world
 
 # The harness's own yardstick: logged for every method at step 0, every eval_every, and the end.
-YARDSTICK = {"eval/rewards/chosen", "eval/rewards/rejected", "eval/rewards/margins",
-             "eval/rewards/accuracies", "eval/logps/chosen", "eval/logps/rejected", "eval/kl",
-             "eval/kl_stderr", "eval/length", "eval/gold/reward"}  # fmt: skip
+YARDSTICK = {
+    "eval/rewards/chosen",
+    "eval/rewards/rejected",
+    "eval/rewards/margins",
+    "eval/rewards/accuracies",
+    "eval/logps/chosen",
+    "eval/logps/rejected",
+    "eval/kl",
+    "eval/kl_stderr",
+    "eval/length",
+    "eval/gold/reward",
+}
 # What each trainer logs besides train/loss, under the harness's names (tracking.train_metric_name).
 TRAIN_EXTRAS = {
     "dpo": {"train/rewards/margins", "train/logps/chosen"},
@@ -31,12 +40,12 @@ TRAIN_EXTRAS = {
         "train/rloo/kl",
         "train/rloo/rewards/reward_model/mean",
         "rm/accuracy",
-    },  # fmt: skip
+    },
     "rloo_gold": {
         "train/rloo_gold/reward",
         "train/rloo_gold/kl",
         "train/rloo_gold/rewards/gold/mean",
-    },  # fmt: skip
+    },
 }
 STEPS, EVAL_EVERY = 4, 2
 
@@ -44,12 +53,18 @@ STEPS, EVAL_EVERY = 4, 2
 def tiny(method: str, **changes) -> Experiment:
     """A few real steps on a 64-pair slice: seconds per method on a CPU."""
     settings = METHODS.get(method).settings
-    method_args = {k: v for k, v in {"num_generations": 2, "max_completion_length": 8}.items()
-                   if k in settings}  # fmt: skip
-    exp = Experiment(method=method, beta=0.1, dataset="sentiment", method_args=method_args,
-                     data=DataSpec(max_pairs=64),
-                     train=TrainSpec(steps=STEPS, batch_size=4, eval_every=EVAL_EVERY, log_every=1),
-                     eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))  # fmt: skip
+    method_args = {
+        k: v for k, v in {"num_generations": 2, "max_completion_length": 8}.items() if k in settings
+    }
+    exp = Experiment(
+        method=method,
+        beta=0.1,
+        dataset="sentiment",
+        method_args=method_args,
+        data=DataSpec(max_pairs=64),
+        train=TrainSpec(steps=STEPS, batch_size=4, eval_every=EVAL_EVERY, log_every=1),
+        eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8),
+    )
     return exp.replace(changes) if changes else exp
 
 
@@ -81,11 +96,14 @@ def test_method_trains_and_reports_the_yardstick(method, module_tracking):
 @pytest.mark.slow
 def test_rloo_gold_raises_the_gold_reward(module_tracking):
     """16 steps on the gold reward: measured +0.26 (0.033 -> 0.291) with seed 0, KL 2.7."""
-    exp = Experiment(method="rloo_gold", beta=0.01, dataset="sentiment",
-                     train=TrainSpec(steps=16, batch_size=16, lr=5e-4, eval_every=0, seed=0,
-                                     save_policy=False),
-                     eval=EvalSpec(n_prompts=64, n_pairs=8, max_new_tokens=12),
-                     method_args={"num_generations": 4, "max_completion_length": 12})  # fmt: skip
+    exp = Experiment(
+        method="rloo_gold",
+        beta=0.01,
+        dataset="sentiment",
+        train=TrainSpec(steps=16, batch_size=16, lr=5e-4, eval_every=0, seed=0, save_policy=False),
+        eval=EvalSpec(n_prompts=64, n_pairs=8, max_new_tokens=12),
+        method_args={"num_generations": 4, "max_completion_length": 12},
+    )
     result = run_experiment(exp, log=lambda _: None)
     gold = MlflowClient(module_tracking).get_metric_history(result.run_id, "eval/gold/reward")
     start, end = (m.value for m in sorted(gold, key=lambda m: m.step))

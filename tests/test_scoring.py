@@ -47,11 +47,19 @@ def scored_run(tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('scoring') / 'mlflow.db'}"
     use_tracking(uri, "scoring")
     exp = Experiment(
-        method="dpo", beta=0.1, dataset="sentiment",
+        method="dpo",
+        beta=0.1,
+        dataset="sentiment",
         train=TrainSpec(steps=4, batch_size=4, eval_every=2),
-        eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8, winrate=True,
-                      temperatures=(0.0, 1.0), tasks=("sentiment_positive_choice",)),
-    )  # fmt: skip
+        eval=EvalSpec(
+            n_prompts=8,
+            n_pairs=8,
+            max_new_tokens=8,
+            winrate=True,
+            temperatures=(0.0, 1.0),
+            tasks=("sentiment_positive_choice",),
+        ),
+    )
     result = run_experiment(exp)
     yield uri, result.run_id
     while mlflow.active_run():
@@ -82,8 +90,15 @@ def test_run_scores_itself_into_mlflow(scored_run):
     step = client.get_metric_history(run_id, "winrate/gold/vs_reference")[0].step
     assert step == 4  # logged once, at the final step
     table = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/winrate/completions.json"))
-    assert {"prompt", "policy", "reference", "chosen", "policy_rm", "reference_gold",
-            "chosen_gold"} <= set(table["columns"])  # fmt: skip
+    assert {
+        "prompt",
+        "policy",
+        "reference",
+        "chosen",
+        "policy_rm",
+        "reference_gold",
+        "chosen_gold",
+    } <= set(table["columns"])
     assert len(table["data"]) == 2 * 8  # temperatures x prompts
     results = json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/bench/results.json"))
     assert "acc,none" in results["results"]["sentiment_positive_choice"]
@@ -93,8 +108,12 @@ def test_harness_eval_adds_user_task_scores_to_the_run(scored_run, tmp_path, cap
     uri, run_id = scored_run
     data = tmp_path / "tasks" / "review_words.jsonl"
     data.parent.mkdir()
-    data.write_text("".join(json.dumps({"q": "the movie was", "choices": ["great .", "."],
-                                        "label": 0}) + "\n" for _ in range(4)))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps({"q": "the movie was", "choices": ["great .", "."], "label": 0}) + "\n"
+            for _ in range(4)
+        )
+    )
     (tmp_path / "tasks" / "review_words.yaml").write_text(f"""
 task: review_words
 dataset_path: json
@@ -110,9 +129,23 @@ metric_list:
   - metric: acc
 """)
     before = metrics_of(uri, run_id)
-    code = main(["eval", "--run-id", run_id, "--tasks", "review_words", "--include-path",
-                 str(tmp_path / "tasks"), "--temperatures", "0.5", "--judge", "gold",
-                 "--tracking-uri", uri])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--run-id",
+            run_id,
+            "--tasks",
+            "review_words",
+            "--include-path",
+            str(tmp_path / "tasks"),
+            "--temperatures",
+            "0.5",
+            "--judge",
+            "gold",
+            "--tracking-uri",
+            uri,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     after = metrics_of(uri, run_id)
     assert "bench/review_words/acc" in after and "bench/review_words/acc_reference" in after
@@ -132,8 +165,20 @@ def test_bad_input_is_refused_before_anything_is_logged(scored_run, tmp_path, ca
     assert main(["eval", "--run-id", run_id, "--temperatures", "0,-1", "--tracking-uri", uri]) == 2
     assert "--temperatures must all be >= 0" in capsys.readouterr().err
     # Indexes lm-eval's ~14,700 own tasks before calling the name unknown (seconds).
-    assert main(["eval", "--run-id", run_id, "--tasks", "sentiment_positive_choise",
-                 "--tracking-uri", uri]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--run-id",
+                run_id,
+                "--tasks",
+                "sentiment_positive_choise",
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "unknown lm-eval task 'sentiment_positive_choise'" in err
     assert "Did you mean 'sentiment_positive_choice'" in err

@@ -27,9 +27,13 @@ from harness.cli import main
 from harness.sweep.study import StudySettings, claim_trial, prepare_study
 from harness.sweep.trial import run_trial
 
-TINY = dict(method="dpo", beta=0.1, dataset="sentiment",
-            train=TrainSpec(steps=4, batch_size=4, eval_every=2, save_policy=False),
-            eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))  # fmt: skip
+TINY = dict(
+    method="dpo",
+    beta=0.1,
+    dataset="sentiment",
+    train=TrainSpec(steps=4, batch_size=4, eval_every=2, save_policy=False),
+    eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8),
+)
 DEFINITIONS = """
 from harness import Choice, EvalSpec, Experiment, LogUniform, Sweep, TrainSpec
 BASE = Experiment(method="dpo", beta=0.1, dataset="sentiment",
@@ -75,15 +79,43 @@ def child_runs(uri: str, experiment: str):
         ({"train.lrr": Uniform(0.1, 1)}, {}, r"unknown experiment field 'train.lrr'.*'train.lr'"),
         ({}, {}, "space is empty"),
         ({"beta": Uniform(1.0, 0.5)}, {}, r"space\['beta'\]: low must be < high"),
-        ({"train.lr": LogUniform(0.0, 1e-3)}, {}, r"space\['train.lr'\]: a log scale needs positive bounds"),
-        ({"method": Choice(["dpo", "dpx"])}, {}, r"space\['method'\] value 'dpx'.*Did you mean 'dpo'"),
-        ({"beta": Uniform(0.1, 1)}, {"objective": "eval/gold/rewrd"}, r"objective 'eval/gold/rewrd' is not logged.*Did you mean 'eval/gold/reward'"),
-        ({"beta": Grid([0.1, 0.2])}, {"sampler": "grid", "n_trials": 3}, "n_trials=3 exceeds the 2 grid points"),
-        ({"beta": Grid([0.1, 0.2]), "train.lr": Uniform(1e-4, 1e-3)}, {"sampler": "grid"}, "needs sampler='grid' and Grid"),
-        ({"method_args.label_smoothing": When({"method": "cdpo"}, Uniform(0, 0.4))}, {}, "condition on 'method', which the space does not sample"),
-        ({"beta": Uniform(0.1, 1)}, {"pruner": "medain"}, "pruner must be one of.*Did you mean 'median'"),
+        (
+            {"train.lr": LogUniform(0.0, 1e-3)},
+            {},
+            r"space\['train.lr'\]: a log scale needs positive bounds",
+        ),
+        (
+            {"method": Choice(["dpo", "dpx"])},
+            {},
+            r"space\['method'\] value 'dpx'.*Did you mean 'dpo'",
+        ),
+        (
+            {"beta": Uniform(0.1, 1)},
+            {"objective": "eval/gold/rewrd"},
+            r"objective 'eval/gold/rewrd' is not logged.*Did you mean 'eval/gold/reward'",
+        ),
+        (
+            {"beta": Grid([0.1, 0.2])},
+            {"sampler": "grid", "n_trials": 3},
+            "n_trials=3 exceeds the 2 grid points",
+        ),
+        (
+            {"beta": Grid([0.1, 0.2]), "train.lr": Uniform(1e-4, 1e-3)},
+            {"sampler": "grid"},
+            "needs sampler='grid' and Grid",
+        ),
+        (
+            {"method_args.label_smoothing": When({"method": "cdpo"}, Uniform(0, 0.4))},
+            {},
+            "condition on 'method', which the space does not sample",
+        ),
+        (
+            {"beta": Uniform(0.1, 1)},
+            {"pruner": "medain"},
+            "pruner must be one of.*Did you mean 'median'",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_sweeps_fail_at_construction(space, kwargs, message):
     with pytest.raises(SweepError, match=message):
         Sweep(name="s", base=Experiment(**TINY), space=space, **kwargs)
@@ -92,9 +124,16 @@ def test_bad_sweeps_fail_at_construction(space, kwargs, message):
 def test_conditional_space_samples_only_where_it_applies():
     from harness.sweep.space import sample_params
 
-    sweep = Sweep(name="c", base=Experiment(**TINY), n_trials=12, sampler="random",
-                  space={"method": Choice(["dpo", "cdpo"]),
-                         "method_args.label_smoothing": When({"method": "cdpo"}, Uniform(0.0, 0.4))})  # fmt: skip
+    sweep = Sweep(
+        name="c",
+        base=Experiment(**TINY),
+        n_trials=12,
+        sampler="random",
+        space={
+            "method": Choice(["dpo", "cdpo"]),
+            "method_args.label_smoothing": When({"method": "cdpo"}, Uniform(0.0, 0.4)),
+        },
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(12):
         params = sample_params(sweep, study.ask())
@@ -213,10 +252,24 @@ def test_two_workers_run_the_budget_exactly_once(tmp_path, tracking):
 def test_killed_worker_is_failed_retried_once_and_the_budget_completes(tmp_path, tracking):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = write_sweep(tmp_path, steps=40, every=10, trials=3)
-    args = ["sweep", str(path), "--storage", storage, "--tracking-uri", tracking,
-            "--heartbeat-interval", "1", "--grace-period", "4"]  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], env=os.environ.copy(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    args = [
+        "sweep",
+        str(path),
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking,
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "4",
+    ]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:  # kill it in the middle of its second trial
         time.sleep(0.5)
@@ -249,10 +302,28 @@ def test_killed_worker_is_failed_retried_once_and_the_budget_completes(tmp_path,
 
 @pytest.mark.slow
 def test_pruned_trial_stops_training_at_the_eval(tmp_path, tracking):
-    sweep = Sweep(name="prune", base=Experiment(**{**TINY, "train": TrainSpec(steps=8, batch_size=4, eval_every=2, log_every=1, save_policy=False)}),
-                  space={"beta": Uniform(0.05, 1.0)}, objective="eval/kl", direction="minimize", n_trials=1)  # fmt: skip
-    settings = StudySettings(storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="prune", n_trials=1,
-                             tracking_uri=tracking, mlflow_experiment="prune")  # fmt: skip
+    sweep = Sweep(
+        name="prune",
+        base=Experiment(
+            **{
+                **TINY,
+                "train": TrainSpec(
+                    steps=8, batch_size=4, eval_every=2, log_every=1, save_policy=False
+                ),
+            }
+        ),
+        space={"beta": Uniform(0.05, 1.0)},
+        objective="eval/kl",
+        direction="minimize",
+        n_trials=1,
+    )
+    settings = StudySettings(
+        storage=f"sqlite:///{tmp_path / 'o.db'}",
+        study_name="prune",
+        n_trials=1,
+        tracking_uri=tracking,
+        mlflow_experiment="prune",
+    )
     study, parent = prepare_study(sweep, settings)
     study.pruner = optuna.pruners.ThresholdPruner(
         upper=-1.0

@@ -54,8 +54,12 @@ def test_scoring_settings_by_dotted_name():
     changed = exp.replace({"eval.temperatures": "0,0.5,1", "eval.tasks": "world,hellaswag"})
     assert changed.eval.temperatures == (0, 0.5, 1)
     assert changed.eval.tasks == ("world", "hellaswag")
-    assert Experiment.from_dict(changed.to_dict() | {"eval": {**changed.to_dict()["eval"],
-                                "temperatures": [0, 0.5, 1]}}) == changed  # fmt: skip
+    assert (
+        Experiment.from_dict(
+            changed.to_dict() | {"eval": {**changed.to_dict()["eval"], "temperatures": [0, 0.5, 1]}}
+        )
+        == changed
+    )
     assert changed.flat_params()["eval.temperatures"] == (0, 0.5, 1)
 
 

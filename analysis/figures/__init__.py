@@ -38,5 +38,9 @@ def legend_below(fig: Figure, axes) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(label, handle)
-    fig.legend(list(entries.values()), list(entries), loc="outside lower center",
-               ncols=min(3, len(entries)))  # fmt: skip
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="outside lower center",
+        ncols=min(3, len(entries)),
+    )

@@ -44,8 +44,15 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
             x, y, low, high = (
                 line[c].to_numpy(float) for c in ("beta", "mean", "ci_low", "ci_high")
             )
-            bars = ax.errorbar(x, y, yerr=[y - low, high - y], color=colors[method],
-                               marker="o", capsize=2, label=method)  # fmt: skip
+            bars = ax.errorbar(
+                x,
+                y,
+                yerr=[y - low, high - y],
+                color=colors[method],
+                marker="o",
+                capsize=2,
+                label=method,
+            )
             bars.lines[0].set_gid(f"{panel}:{method}")
         ax.set_ylabel(panel)
         ax.set_xscale("log")

@@ -32,8 +32,14 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
         for (method, beta), line in means.groupby(["method", "beta"], sort=True):
             line = line.dropna(subset=[key])
             style = styles[(method, beta)]
-            ax.plot(line["step"], line[key], color=style["color"], linestyle=style["linestyle"],
-                    label=style["label"], gid=f"{key}:{method}:{beta:g}")  # fmt: skip
+            ax.plot(
+                line["step"],
+                line[key],
+                color=style["color"],
+                linestyle=style["linestyle"],
+                label=style["label"],
+                gid=f"{key}:{method}:{beta:g}",
+            )
         ax.set_ylabel(PANELS[key])
     axes[-1].set_xlabel("training step")
     legend_below(fig, axes[:1])

@@ -28,8 +28,14 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
     fig, (ax,) = new_figure(panel_height=2.2)
     for (method, beta), line in means.groupby(["method", "beta"], sort=True):
         style = styles[(method, beta)]
-        ax.plot(line["step"], line[KEY], color=style["color"], linestyle=style["linestyle"],
-                label=style["label"], gid=f"{method}:{beta:g}")  # fmt: skip
+        ax.plot(
+            line["step"],
+            line[KEY],
+            color=style["color"],
+            linestyle=style["linestyle"],
+            label=style["label"],
+            gid=f"{method}:{beta:g}",
+        )
     ax.set_xlabel("training step")
     ax.set_ylabel(r"exact KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ [nats]")
     ax.set_title("deterministic preferences")

@@ -27,19 +27,40 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
     fig, (ax,) = new_figure(panel_height=2.3)
     for method, group in points.groupby("method", sort=True):
         color = colors[method]
-        ax.scatter(group["kl"], group["reward"], s=9, color=color, alpha=0.55, linewidths=0,
-                   label=method, gid=f"points:{method}")  # fmt: skip
+        ax.scatter(
+            group["kl"],
+            group["reward"],
+            s=9,
+            color=color,
+            alpha=0.55,
+            linewidths=0,
+            label=method,
+            gid=f"points:{method}",
+        )
         front = group.index[pareto_front(group["kl"], group["reward"])]
         points.loc[front, "on_front"] = True
-        ax.plot(points.loc[front, "kl"], points.loc[front, "reward"], color=color,
-                gid=f"front:{method}")  # fmt: skip
+        ax.plot(
+            points.loc[front, "kl"], points.loc[front, "reward"], color=color, gid=f"front:{method}"
+        )
     for optimal in data.optimal_frontiers.values():
         # Not rescaling the axes: the analytic curve may run far beyond the trained policies.
-        ax.plot(optimal["kl"], optimal["reward"], color=OPTIMAL_COLOR, linewidth=1.0,
-                label="optimal (analytic)", gid="optimal", scalex=False, scaley=False)  # fmt: skip
+        ax.plot(
+            optimal["kl"],
+            optimal["reward"],
+            color=OPTIMAL_COLOR,
+            linewidth=1.0,
+            label="optimal (analytic)",
+            gid="optimal",
+            scalex=False,
+            scaley=False,
+        )
     prefix = "exact " if exact else "sampled "
     ax.set_xlabel(prefix + r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ [nats]")
     ax.set_ylabel("exact expected gold reward" if exact else "gold reward of samples")
     ax.legend(loc="best")
-    return Plot(fig, points[["run_id", "run_name", "method", "beta", "seed", "step", "kl",
-                             "reward", "on_front"]])  # fmt: skip
+    return Plot(
+        fig,
+        points[
+            ["run_id", "run_name", "method", "beta", "seed", "step", "kl", "reward", "on_front"]
+        ],
+    )

@@ -37,17 +37,29 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
     fits = []
     for method, group in points.groupby("method", sort=True):
         color = colors[method]
-        ax.scatter(group["sqrt_kl"], group["winrate"], s=12, color=color, label=method,
-                   gid=f"points:{method}")  # fmt: skip
+        ax.scatter(
+            group["sqrt_kl"],
+            group["winrate"],
+            s=12,
+            color=color,
+            label=method,
+            gid=f"points:{method}",
+        )
         if group["sqrt_kl"].nunique() < MIN_POINTS:
             continue
         grid = np.linspace(0, group["sqrt_kl"].max() * 1.1, 100)[1:]
         for form, function in GAO_FORMS.items():
             alpha, beta = fit_gao(form, group["sqrt_kl"], group["winrate"] - 0.5)
-            fits.append({"method": method, "form": form, "alpha": alpha, "beta": beta,
-                         "n": len(group)})  # fmt: skip
-            ax.plot(grid, 0.5 + function(grid, alpha, beta), color=color,
-                    linestyle=FORM_STYLES[form], gid=f"fit:{method}:{form}")  # fmt: skip
+            fits.append(
+                {"method": method, "form": form, "alpha": alpha, "beta": beta, "n": len(group)}
+            )
+            ax.plot(
+                grid,
+                0.5 + function(grid, alpha, beta),
+                color=color,
+                linestyle=FORM_STYLES[form],
+                gid=f"fit:{method}:{form}",
+            )
     if fits:  # the two forms' line styles, once, in black
         for form, linestyle in FORM_STYLES.items():
             ax.plot([], [], color="black", linestyle=linestyle, label=FORM_LABELS[form])

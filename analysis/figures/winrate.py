@@ -17,8 +17,17 @@ from analysis.stats import mean_ci
 from analysis.style import variants
 
 PER_TEMPERATURE = re.compile(r"^metrics\.winrate/([^/]+)/vs_([^/]+)/t([0-9.eE+-]+)$")
-COLUMNS = ["judge", "baseline", "method", "beta", "temperature", "n", "winrate", "ci_low",
-           "ci_high"]  # fmt: skip
+COLUMNS = [
+    "judge",
+    "baseline",
+    "method",
+    "beta",
+    "temperature",
+    "n",
+    "winrate",
+    "ci_low",
+    "ci_high",
+]
 
 
 def per_temperature(runs: pd.DataFrame) -> pd.DataFrame:
@@ -31,10 +40,19 @@ def per_temperature(runs: pd.DataFrame) -> pd.DataFrame:
         judge, baseline, temperature = match.groups()
         logged = runs[runs[column].notna()]
         for _, run in logged.iterrows():
-            rows.append({"run_id": run["run_id"], "method": run["method"], "beta": run["beta"],
-                         "judge": judge, "baseline": baseline, "temperature": float(temperature),
-                         "winrate": run[column], "ci_low": run.get(column + "_ci_low"),
-                         "ci_high": run.get(column + "_ci_high")})  # fmt: skip
+            rows.append(
+                {
+                    "run_id": run["run_id"],
+                    "method": run["method"],
+                    "beta": run["beta"],
+                    "judge": judge,
+                    "baseline": baseline,
+                    "temperature": float(temperature),
+                    "winrate": run[column],
+                    "ci_low": run.get(column + "_ci_low"),
+                    "ci_high": run.get(column + "_ci_high"),
+                }
+            )
     return pd.DataFrame(rows, columns=["run_id", *COLUMNS])
 
 
@@ -48,8 +66,11 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
             stats = (row["winrate"], row["ci_low"], row["ci_high"])
         else:
             stats = mean_ci(group["winrate"])
-        rows.append(dict(zip(keys, key, strict=True)) | {"n": len(group)}
-                    | dict(zip(["winrate", "ci_low", "ci_high"], stats, strict=True)))  # fmt: skip
+        rows.append(
+            dict(zip(keys, key, strict=True))
+            | {"n": len(group)}
+            | dict(zip(["winrate", "ci_low", "ci_high"], stats, strict=True))
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -63,11 +84,24 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
     for ax, ((judge, baseline), panel) in zip(axes, panels, strict=True):
         for (method, beta), line in panel.groupby(["method", "beta"], sort=True):
             style = styles[(method, beta)]
-            ax.plot(line["temperature"], line["winrate"], marker="o", markersize=2.5, color=style["color"],
-                    linestyle=style["linestyle"], label=style["label"],
-                    gid=f"{judge}/{baseline}:{method}:{beta:g}")  # fmt: skip
-            ax.fill_between(line["temperature"], line["ci_low"], line["ci_high"],
-                            color=style["color"], alpha=0.1, linewidth=0)  # fmt: skip
+            ax.plot(
+                line["temperature"],
+                line["winrate"],
+                marker="o",
+                markersize=2.5,
+                color=style["color"],
+                linestyle=style["linestyle"],
+                label=style["label"],
+                gid=f"{judge}/{baseline}:{method}:{beta:g}",
+            )
+            ax.fill_between(
+                line["temperature"],
+                line["ci_low"],
+                line["ci_high"],
+                color=style["color"],
+                alpha=0.1,
+                linewidth=0,
+            )
         ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"win rate vs {baseline}\n({judge} judge)")

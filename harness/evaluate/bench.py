@@ -59,8 +59,13 @@ def task_manager(folders: tuple[str, ...], with_defaults: bool):
     return TaskManager(include_path=list(folders), include_defaults=with_defaults)
 
 
-def plan_bench(tasks: tuple[str, ...], *, include_path: str | None = None,
-               world: str | None = None, limit: int | None = None) -> BenchPlan:  # fmt: skip
+def plan_bench(
+    tasks: tuple[str, ...],
+    *,
+    include_path: str | None = None,
+    world: str | None = None,
+    limit: int | None = None,
+) -> BenchPlan:
     """Expand `world`, check every task name and the user folder; raise BenchError otherwise."""
     folders = [str(TASKS_DIR)]
     if include_path is not None:
@@ -83,10 +88,11 @@ def plan_bench(tasks: tuple[str, ...], *, include_path: str | None = None,
             raise BenchError(
                 f"unknown lm-eval task {name!r}"
                 + (did_you_mean(name, manager.all_tasks) or " (no close names)")
-                + f". Searched {', '.join(folders)} and lm-eval's tasks."  # fmt: skip
+                + f". Searched {', '.join(folders)} and lm-eval's tasks."
             )
-    return BenchPlan(tasks=tuple(names), folders=tuple(folders), with_defaults=with_defaults,
-                     limit=limit)  # fmt: skip
+    return BenchPlan(
+        tasks=tuple(names), folders=tuple(folders), with_defaults=with_defaults, limit=limit
+    )
 
 
 def world_tasks(world: str | None) -> list[str]:
@@ -127,17 +133,33 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
     quiet = logging.getLogger("lm_eval")
     level, quiet.level = quiet.level, logging.ERROR  # per-task notices; the harness logs a line
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                  device="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
-        out = lm_eval.simple_evaluate(model=lm, tasks=list(plan.tasks), limit=plan.limit,
-                                      task_manager=plan.task_manager(), log_samples=False,
-                                      bootstrap_iters=1000)  # fmt: skip
+        lm = HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(plan.tasks),
+            limit=plan.limit,
+            task_manager=plan.task_manager(),
+            log_samples=False,
+            bootstrap_iters=1000,
+        )
     finally:
         quiet.setLevel(level)
         model.train(was_training)
-    return json.loads(json.dumps({k: out[k] for k in ("results", "versions", "n-samples",
-                                                       "higher_is_better") if k in out},
-                                 default=str))  # fmt: skip
+    return json.loads(
+        json.dumps(
+            {
+                k: out[k]
+                for k in ("results", "versions", "n-samples", "higher_is_better")
+                if k in out
+            },
+            default=str,
+        )
+    )
 
 
 def bench_metrics(results: dict, suffix: str = "") -> dict[str, float]:

@@ -16,13 +16,23 @@ def register(subparsers) -> None:
         "eval", help="score a finished run's policy (win rates, lm-eval) into that run"
     )
     p.add_argument("--run-id", required=True, help="the MLflow run whose `policy/` to score")
-    p.add_argument("--tasks", help="lm-eval tasks, comma-separated; 'world' = the world's "
-                   "bundled tasks, 'none' = skip (default: the experiment's eval.tasks, else world)")  # fmt: skip
+    p.add_argument(
+        "--tasks",
+        help="lm-eval tasks, comma-separated; 'world' = the world's "
+        "bundled tasks, 'none' = skip (default: the experiment's eval.tasks, else world)",
+    )
     p.add_argument("--include-path", help="a folder of lm-eval task YAMLs to search first")
-    p.add_argument("--temperatures", help="sampling temperatures, e.g. 0,0.5,1 (0 = greedy; "
-                   "default: the experiment's eval.temperatures)")  # fmt: skip
-    p.add_argument("--judge", choices=("rm", "gold", "both"), default="both",
-                   help="who judges the win rates (gold where the world has one)")  # fmt: skip
+    p.add_argument(
+        "--temperatures",
+        help="sampling temperatures, e.g. 0,0.5,1 (0 = greedy; "
+        "default: the experiment's eval.temperatures)",
+    )
+    p.add_argument(
+        "--judge",
+        choices=("rm", "gold", "both"),
+        default="both",
+        help="who judges the win rates (gold where the world has one)",
+    )
     add_tracking_args(p)
     p.set_defaults(func=cmd_eval)
 
@@ -36,20 +46,36 @@ def cmd_eval(args) -> int:
     judges = ("rm", "gold") if args.judge == "both" else (args.judge,)
     tasks = None
     if args.tasks is not None:
-        tasks = () if args.tasks.strip().lower() == "none" else tuple(
-            t.strip() for t in args.tasks.split(",") if t.strip()
-        )  # fmt: skip
+        tasks = (
+            ()
+            if args.tasks.strip().lower() == "none"
+            else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+        )
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     from harness.cli import quiet_libraries
 
     quiet_libraries()
-    score_run(args.run_id, tracking_uri=uri, temperatures=temperatures, judges=judges, tasks=tasks,
-              include_path=args.include_path)  # fmt: skip
+    score_run(
+        args.run_id,
+        tracking_uri=uri,
+        temperatures=temperatures,
+        judges=judges,
+        tasks=tasks,
+        include_path=args.include_path,
+    )
     return 0
 
 
-def score_run(run_id: str, *, tracking_uri: str | None = None, temperatures=None, judges=None,
-              tasks=None, include_path=None, log=print) -> dict[str, float]:  # fmt: skip
+def score_run(
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    temperatures=None,
+    judges=None,
+    tasks=None,
+    include_path=None,
+    log=print,
+) -> dict[str, float]:
     """Load the run's experiment and policy, check the settings, score, log into the run."""
     import mlflow
     import torch
@@ -77,13 +103,22 @@ def score_run(run_id: str, *, tracking_uri: str | None = None, temperatures=None
         )
     if "experiment.json" not in names:
         raise RunError(f"run {run_id} has no experiment.json: it was not made by `harness run`")
-    exp = Experiment.from_dict(json.loads(mlflow.artifacts.load_text(
-        f"runs:/{run_id}/experiment.json")))  # fmt: skip
+    exp = Experiment.from_dict(
+        json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/experiment.json"))
+    )
     if tasks is None:
         tasks = exp.eval.tasks or ("world",)
     data = load_preference_data(exp)
-    scoring = prepare_scoring(exp, data, winrate_on=True, temperatures=temperatures, judges=judges,
-                              tasks=tasks, include_path=include_path, log=log)  # fmt: skip
+    scoring = prepare_scoring(
+        exp,
+        data,
+        winrate_on=True,
+        temperatures=temperatures,
+        judges=judges,
+        tasks=tasks,
+        include_path=include_path,
+        log=log,
+    )
     folder = policy_artifact_path(run_id)
     policy = load_causal_lm(folder, trust_remote_code=exp.model.trust_remote_code)
     tokenizer = load_tokenizer(folder, trust_remote_code=exp.model.trust_remote_code)

@@ -64,8 +64,13 @@ class Evaluator:
             metrics["eval/logps/chosen"] = logps["chosen"].mean().item()
             metrics["eval/logps/rejected"] = logps["rejected"].mean().item()
 
-        samples = sample_completions(policy, self.tokenizer, self.prompts,
-                                     max_new_tokens=exp.eval.max_new_tokens, seed=exp.train.seed)  # fmt: skip
+        samples = sample_completions(
+            policy,
+            self.tokenizer,
+            self.prompts,
+            max_new_tokens=exp.eval.max_new_tokens,
+            seed=exp.train.seed,
+        )
         policy_logps = sequence_logps(policy, samples.prompt_ids, samples.completion_ids, self.pad)
         reference_logps = sequence_logps(
             self.reference, samples.prompt_ids, samples.completion_ids, self.pad

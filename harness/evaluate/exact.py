@@ -36,8 +36,9 @@ def response_tree(n_words: int, max_words: int) -> list[tuple[int, ...]]:
 
 
 @torch.no_grad()
-def next_token_logps(model, prompt_ids: list[list[int]], word_ids: list[int],
-                     max_words: int) -> list[torch.Tensor]:  # fmt: skip
+def next_token_logps(
+    model, prompt_ids: list[list[int]], word_ids: list[int], max_words: int
+) -> list[torch.Tensor]:
     """log pi(. | x, y_<d) for every prompt x and every word prefix y_<d of depth d = 0..L.
 
     One forward pass per depth and prompt: depth d+1 appends each of the W words to every
@@ -140,8 +141,9 @@ def frontier(
 BETA_MIN, BETA_MAX = 1e-3, 1e4
 
 
-def frontier_reward_at(ref_logps: torch.Tensor, rewards: torch.Tensor, kl: float,
-                       iterations: int = 40) -> float:  # fmt: skip
+def frontier_reward_at(
+    ref_logps: torch.Tensor, rewards: torch.Tensor, kl: float, iterations: int = 40
+) -> float:
     """The optimal expected reward at average KL `kl`: R*(beta) where KL*(beta) = kl.
 
     KL*(beta) decreases monotonically in beta (dKL*/dbeta = -Var_pi*[r] / beta^3), so beta is

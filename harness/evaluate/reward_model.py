@@ -25,9 +25,8 @@ from harness.worlds.cache import cached_dir
 class RewardModelSettings:
     """Training settings; part of the cache key."""
 
-    epochs: float = (
-        4.0  # ~1000 sentiment pairs: held-out accuracy 0.69 after 2 passes, 0.79 after 4
-    )
+    # ~1000 sentiment pairs: held-out accuracy 0.69 after 2 passes, 0.79 after 4.
+    epochs: float = 4.0
     batch_size: int = 16
     lr: float = 1e-3  # the tiny world model's SFT rate; the fresh head needs a large step
     version: int = 1  # bump when training or scoring changes so stale caches are not reused
@@ -77,8 +76,13 @@ def score_texts(model, tokenizer, texts: list[str], batch_size: int = 64) -> lis
     limit = _max_length(model)
     out: list[float] = []
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True,
-                          max_length=limit, return_tensors="pt").to(model.device)  # fmt: skip
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=limit,
+            return_tensors="pt",
+        ).to(model.device)
         out += model(**batch).logits[:, 0].float().cpu().tolist()
     return out
 
@@ -87,8 +91,14 @@ def _max_length(model) -> int:
     return getattr(model.config, "max_position_embeddings", None) or 512
 
 
-def reward_model_for(data: PreferenceData, *, backbone: str = "world", seed: int = 0,
-                     settings: RewardModelSettings | None = None, log=print) -> RewardModel:  # fmt: skip
+def reward_model_for(
+    data: PreferenceData,
+    *,
+    backbone: str = "world",
+    seed: int = 0,
+    settings: RewardModelSettings | None = None,
+    log=print,
+) -> RewardModel:
     """The reward model for `data`'s train pairs on `backbone`, trained once and cached.
 
     backbone: "world" (the world's tiny reference model with a fresh scalar head), "minilm"
@@ -148,8 +158,9 @@ def fingerprint(data: PreferenceData) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def train_reward_model(data: PreferenceData, source, *, settings: RewardModelSettings, seed: int,
-                       log=print):  # fmt: skip
+def train_reward_model(
+    data: PreferenceData, source, *, settings: RewardModelSettings, seed: int, log=print
+):
     """(model, tokenizer) fitted with TRL's RewardTrainer on the train pairs, CPU-safe."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback

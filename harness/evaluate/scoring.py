@@ -62,11 +62,16 @@ class Scoring:
                 judges["gold"] = self.data.gold
             prompts = self.data.eval_prompts[: self.exp.eval.n_prompts]
             rates, table = winrate.win_rates(
-                policy, reference, tokenizer, prompts=prompts,
-                chosen=winrate.chosen_responses(self.data, prompts), judges=judges,
-                temperatures=self.temperatures, max_new_tokens=self.exp.eval.max_new_tokens,
+                policy,
+                reference,
+                tokenizer,
+                prompts=prompts,
+                chosen=winrate.chosen_responses(self.data, prompts),
+                judges=judges,
+                temperatures=self.temperatures,
+                max_new_tokens=self.exp.eval.max_new_tokens,
                 seed=self.exp.train.seed,
-            )  # fmt: skip
+            )
             metrics |= rates
         if self.plan and self.plan.tasks:
             results["policy"] = bench.run_bench(self.plan, policy, tokenizer)
@@ -94,9 +99,11 @@ def summarize(metrics: dict[str, float]) -> str:
     parts = [
         f"{name.removeprefix('winrate/')} {value:.2f}"
         for name, value in metrics.items()
-        if name.startswith("winrate/") and name.count("/") == 2 and not name.endswith("_ci_low")
+        if name.startswith("winrate/")
+        and name.count("/") == 2
+        and not name.endswith("_ci_low")
         and not name.endswith("_ci_high")
-    ]  # fmt: skip
+    ]
     if "rm/accuracy" in metrics:
         parts.append(f"rm acc {metrics['rm/accuracy']:.2f}")
     parts += [
@@ -118,10 +125,17 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
     return temps
 
 
-def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool | None = None,
-                    temperatures: Sequence[float] | None = None,
-                    judges: Sequence[str] | None = None, tasks: Sequence[str] | None = None,
-                    include_path: str | None = None, log=print) -> Scoring:  # fmt: skip
+def prepare_scoring(
+    exp: Experiment,
+    data: PreferenceData,
+    *,
+    winrate_on: bool | None = None,
+    temperatures: Sequence[float] | None = None,
+    judges: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    include_path: str | None = None,
+    log=print,
+) -> Scoring:
     """What to score for `exp` (arguments override its eval settings), checked up front."""
     ev = exp.eval
     winrate_on = ev.winrate if winrate_on is None else winrate_on
@@ -139,8 +153,10 @@ def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool |
     if asked and not usable:
         raise SpecError(f"no judge can score {data.source}: it has no gold reward; use judge 'rm'")
     if usable and not all(isinstance(p, str) for p in data.eval_prompts):
-        raise DataError(f"{data.source}: win rates on conversational prompts are not supported yet; "
-                        "set eval.winrate=False (the eval/... metrics work on them)")  # fmt: skip
+        raise DataError(
+            f"{data.source}: win rates on conversational prompts are not supported yet; "
+            "set eval.winrate=False (the eval/... metrics work on them)"
+        )
     tasks = tuple(ev.tasks if tasks is None else tasks)
     include_path = ev.include_path if include_path is None else include_path
     plan = None
@@ -156,5 +172,13 @@ def prepare_scoring(exp: Experiment, data: PreferenceData, *, winrate_on: bool |
     source = data.world.reference_path if world_model else exp.model.name_or_path
     for note in notes:
         log(f"[{exp.name}] scoring: {note}")
-    return Scoring(exp=exp, data=data, temperatures=temperatures, judges=usable, plan=plan,
-                   reward_model=reward_model, reference_source=str(source), log=log)  # fmt: skip
+    return Scoring(
+        exp=exp,
+        data=data,
+        temperatures=temperatures,
+        judges=usable,
+        plan=plan,
+        reward_model=reward_model,
+        reference_source=str(source),
+        log=log,
+    )

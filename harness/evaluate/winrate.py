@@ -34,8 +34,14 @@ def outcomes(policy: Sequence[float], baseline: Sequence[float]) -> np.ndarray:
     return 0.5 + 0.5 * np.sign(diff)
 
 
-def win_rate(policy: Sequence[float], baseline: Sequence[float], *, confidence: float = 0.95,
-             n_resamples: int = 2000, seed: int = 0) -> WinRate:  # fmt: skip
+def win_rate(
+    policy: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> WinRate:
     """mean_i w_i with w_i = 1[s_i > b_i] + 0.5 * 1[s_i = b_i], and a bootstrap CI over prompts.
 
     The percentile bootstrap resamples prompts with replacement (scipy.stats.bootstrap);
@@ -46,8 +52,14 @@ def win_rate(policy: Sequence[float], baseline: Sequence[float], *, confidence: 
     value = float(w.mean())
     if len(w) < 2 or np.all(w == w[0]):
         return WinRate(value, value, value)
-    ci = stats.bootstrap((w,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                         method="percentile", rng=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    ci = stats.bootstrap(
+        (w,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
     return WinRate(value, float(ci.low), float(ci.high))
 
 
@@ -72,9 +84,18 @@ def chosen_responses(data: PreferenceData, prompts: list[str]) -> dict[str, str]
     return {p: chosen[p] for p in prompts if p in chosen}
 
 
-def win_rates(policy, reference, tokenizer, *, prompts: list[str], chosen: Mapping[str, str],
-              judges: Mapping[str, Judge], temperatures: Sequence[float], max_new_tokens: int,
-              seed: int = 0) -> tuple[dict[str, float], dict[str, list]]:  # fmt: skip
+def win_rates(
+    policy,
+    reference,
+    tokenizer,
+    *,
+    prompts: list[str],
+    chosen: Mapping[str, str],
+    judges: Mapping[str, Judge],
+    temperatures: Sequence[float],
+    max_new_tokens: int,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, list]]:
     """(metrics, table): every judge x baseline x temperature, and the judged completions.
 
     Baselines: `reference` (the reference model sampled at the same temperature) and

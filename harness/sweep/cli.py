@@ -19,15 +19,22 @@ def register(subparsers) -> None:
     p.add_argument("target", help="experiments/FILE.py or module:OBJECT naming Sweep objects")
     p.add_argument("--trials", type=int, help="trial budget (default: the sweep's n_trials)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on the study")
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help="Optuna storage, any SQLAlchemy URL (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help="Optuna storage, any SQLAlchemy URL (default: %(default)s)",
+    )
     p.add_argument("--study", help="study name (default: the sweep's name)")
     p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the file's stem)")
     p.add_argument(
         "--heartbeat-interval", type=int, default=10, help="seconds between trial heartbeats"
     )
-    p.add_argument("--grace-period", type=int, default=60,
-                   help="seconds without heartbeat after which a trial's worker counts as dead")  # fmt: skip
+    p.add_argument(
+        "--grace-period",
+        type=int,
+        default=60,
+        help="seconds without heartbeat after which a trial's worker counts as dead",
+    )
     add_override_args(p)
     add_tracking_args(p)
     p.set_defaults(func=cmd_sweep)
@@ -65,12 +72,20 @@ def cmd_sweep(args) -> int:
         Path("results").mkdir(exist_ok=True)
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     for sweep in sweeps:
-        settings = StudySettings(storage=storage, study_name=args.study or sweep.name, n_trials=sweep.n_trials,
-                                 tracking_uri=uri, mlflow_experiment=args.mlflow_experiment or stem,
-                                 heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)  # fmt: skip
+        settings = StudySettings(
+            storage=storage,
+            study_name=args.study or sweep.name,
+            n_trials=sweep.n_trials,
+            tracking_uri=uri,
+            mlflow_experiment=args.mlflow_experiment or stem,
+            heartbeat_interval=args.heartbeat_interval,
+            grace_period=args.grace_period,
+        )
         study, parent = prepare_study(sweep, settings)
-        print(f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
-              f"{args.workers} worker(s), storage {storage}")  # fmt: skip
+        print(
+            f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
+            f"{args.workers} worker(s), storage {storage}"
+        )
         run_workers(args, settings, sweep)
         summary = finish(study, settings, parent)
         print(summary_text(study, settings, summary))

@@ -153,8 +153,11 @@ def validate_sweep(sweep: Sweep) -> None:
         raise SweepError(
             "space is empty: map at least one dotted experiment name to a distribution"
         )
-    for label, value, allowed in (("sampler", sweep.sampler, SAMPLERS), ("pruner", sweep.pruner, PRUNERS),
-                                  ("direction", sweep.direction, DIRECTIONS)):  # fmt: skip
+    for label, value, allowed in (
+        ("sampler", sweep.sampler, SAMPLERS),
+        ("pruner", sweep.pruner, PRUNERS),
+        ("direction", sweep.direction, DIRECTIONS),
+    ):
         if value not in allowed:
             raise SweepError(
                 f"{label} must be one of {allowed}, got {value!r}" + did_you_mean(value, allowed)
@@ -195,8 +198,10 @@ def _check_entry(sweep: Sweep, key: str, dist) -> None:
     if key not in known:
         raise SweepError(f"space: unknown experiment field {key!r}." + did_you_mean(key, known))
     if not hasattr(dist, "suggest"):
-        raise SweepError(f"space[{key!r}]: expected a distribution (Uniform, LogUniform, IntUniform, "
-                         f"Choice, Grid, When), got {dist!r}")  # fmt: skip
+        raise SweepError(
+            f"space[{key!r}]: expected a distribution (Uniform, LogUniform, IntUniform, "
+            f"Choice, Grid, When), got {dist!r}"
+        )
     dist.check(key)
     for value in dist.values():  # every value must make a valid experiment
         try:

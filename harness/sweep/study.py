@@ -56,8 +56,9 @@ def open_storage(settings: StudySettings) -> RDBStorage:
 
 def make_sampler(sweep: Sweep):
     if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler({k: list(d.options) for k, d in sweep.space.items()},
-                                           seed=sweep.sampler_seed)  # fmt: skip
+        return optuna.samplers.GridSampler(
+            {k: list(d.options) for k, d in sweep.space.items()}, seed=sweep.sampler_seed
+        )
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=sweep.sampler_seed)
     return optuna.samplers.TPESampler(seed=sweep.sampler_seed)
@@ -74,16 +75,25 @@ def make_pruner(sweep: Sweep):
 
 
 def load_study(sweep: Sweep, settings: StudySettings, storage: RDBStorage) -> optuna.Study:
-    return optuna.load_study(study_name=settings.study_name, storage=storage,
-                             sampler=make_sampler(sweep), pruner=make_pruner(sweep))  # fmt: skip
+    return optuna.load_study(
+        study_name=settings.study_name,
+        storage=storage,
+        sampler=make_sampler(sweep),
+        pruner=make_pruner(sweep),
+    )
 
 
 def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, str]:
     """Create the study and its budget, or load it and top the budget up; the parent run id."""
     storage = open_storage(settings)
     try:
-        study = optuna.create_study(study_name=settings.study_name, storage=storage, direction=sweep.direction,
-                                    sampler=make_sampler(sweep), pruner=make_pruner(sweep))  # fmt: skip
+        study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=storage,
+            direction=sweep.direction,
+            sampler=make_sampler(sweep),
+            pruner=make_pruner(sweep),
+        )
         budget = 0
     except optuna.exceptions.DuplicatedStudyError:
         study = load_study(sweep, settings, storage)
@@ -104,13 +114,26 @@ def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, 
 def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
     experiment_id = tracking.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     client = MlflowClient(settings.tracking_uri)
-    run = client.create_run(experiment_id, run_name=settings.study_name, tags={
-        "sweep": settings.study_name, "optuna_storage": settings.storage, "role": "sweep_parent",
-        "git_sha": tracking.git_sha(), "dataset": sweep.base.dataset,
-    })  # fmt: skip
-    params = {**sweep.describe(), "sampler": sweep.sampler, "pruner": sweep.pruner,
-              "objective": sweep.objective, "direction": sweep.direction, "seeds": str(sweep.seeds),
-              "n_trials": str(settings.n_trials)}  # fmt: skip
+    run = client.create_run(
+        experiment_id,
+        run_name=settings.study_name,
+        tags={
+            "sweep": settings.study_name,
+            "optuna_storage": settings.storage,
+            "role": "sweep_parent",
+            "git_sha": tracking.git_sha(),
+            "dataset": sweep.base.dataset,
+        },
+    )
+    params = {
+        **sweep.describe(),
+        "sampler": sweep.sampler,
+        "pruner": sweep.pruner,
+        "objective": sweep.objective,
+        "direction": sweep.direction,
+        "seeds": str(sweep.seeds),
+        "n_trials": str(settings.n_trials),
+    }
     for key, value in params.items():
         client.log_param(run.info.run_id, key, value)
     return run.info.run_id
@@ -163,8 +186,10 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
         return
     client = MlflowClient(settings.tracking_uri)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
-    runs = client.search_runs([experiment.experiment_id],
-                              f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'")  # fmt: skip
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+    )
     for run in runs:
         if run.data.tags.get("trial") in failed:
             client.set_tag(run.info.run_id, "trial_state", "FAIL")

@@ -34,8 +34,15 @@ class PruningListener:
         return False
 
 
-def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, settings, parent: str,
-              retry_of: int | None = None, log=print) -> TrialState:  # fmt: skip
+def run_trial(
+    sweep: Sweep,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    settings,
+    parent: str,
+    retry_of: int | None = None,
+    log=print,
+) -> TrialState:
     """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
     params = sample_params(sweep, trial)
     tags = {"sweep": settings.study_name, "trial": str(trial.number), "role": "trial"}
@@ -54,8 +61,13 @@ def run_trial(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, settings, 
             )
             listener = PruningListener(trial, sweep.objective, offset=index * (exp.train.steps + 1))
             try:
-                result = run_experiment(exp, listeners=[listener], tags={**tags, "seed": str(seed)},
-                                        parent_run_id=parent, log=log)  # fmt: skip
+                result = run_experiment(
+                    exp,
+                    listeners=[listener],
+                    tags={**tags, "seed": str(seed)},
+                    parent_run_id=parent,
+                    log=log,
+                )
             finally:
                 run_ids.append(mlflow.last_active_run().info.run_id)
             if listener.pruned_at is not None:

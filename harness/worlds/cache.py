@@ -23,8 +23,12 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def cached_dir(kind: str, settings: dict[str, Any], build: Callable[[Path], None],
-               log: Callable[[str], None] = print) -> Path:  # fmt: skip
+def cached_dir(
+    kind: str,
+    settings: dict[str, Any],
+    build: Callable[[Path], None],
+    log: Callable[[str], None] = print,
+) -> Path:
     """The folder for `settings`, built by `build(tmp_dir)` the first time.
 
     The build writes into a temporary folder renamed into place when complete, under a file

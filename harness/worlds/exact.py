@@ -38,8 +38,16 @@ COLOURS = ("red", "blue", "green", "gold")
 ANIMALS = ("cat", "dog", "fox", "owl")
 WORDS = COLOURS + ANIMALS
 # Each colour and each animal twice, so no word is favoured across the prompt set.
-PROMPTS = ("red fox", "red owl", "blue cat", "blue fox", "green dog", "green cat", "gold owl",
-           "gold dog")  # fmt: skip
+PROMPTS = (
+    "red fox",
+    "red owl",
+    "blue cat",
+    "blue fox",
+    "green dog",
+    "green cat",
+    "gold owl",
+    "gold dog",
+)
 # Below every valid response: the lowest, "cat cat cat cat" to a fox, earns -2.9.
 INVALID_REWARD = -3.0
 EOS = "</s>"
@@ -214,8 +222,16 @@ class ExactWorld(CachedWorld):
             texts.append(f"{prompt} {' '.join(base_response(rng, prompt, s))}")
         tokenizer = word_tokenizer()
         print(f"  exact: SFT of the reference on {len(texts)} base responses ...")
-        model = sft_tiny_model(tokenizer, texts, steps=s.sft_steps, lr=s.sft_lr, seed=s.seed,
-                               out=out / "sft_run", n_embd=s.n_embd, n_layer=s.n_layer)  # fmt: skip
+        model = sft_tiny_model(
+            tokenizer,
+            texts,
+            steps=s.sft_steps,
+            lr=s.sft_lr,
+            seed=s.seed,
+            out=out / "sft_run",
+            n_embd=s.n_embd,
+            n_layer=s.n_layer,
+        )
         model.save_pretrained(out / "reference")
         tokenizer.save_pretrained(out / "reference")
         ref_logps = self.outcome_logps(model, tokenizer)

@@ -16,21 +16,82 @@ from pathlib import Path
 
 from harness.worlds.base import SPLITS, CachedWorld
 
-SUBJECTS = ["movie", "film", "story", "plot", "acting", "cast", "script", "ending", "music",
-            "dialogue", "director", "pacing", "characters", "scenes", "camera", "lead"]  # fmt: skip
+SUBJECTS = [
+    "movie",
+    "film",
+    "story",
+    "plot",
+    "acting",
+    "cast",
+    "script",
+    "ending",
+    "music",
+    "dialogue",
+    "director",
+    "pacing",
+    "characters",
+    "scenes",
+    "camera",
+    "lead",
+]
 LINKS = ["was", "is", "felt", "seemed"]
 INTENSIFIERS = ["really", "very", "quite", "so", "truly", "rather", "somewhat", "pretty"]
-POSITIVE = ["great", "wonderful", "excellent", "brilliant", "beautiful", "good", "fun",
-            "amazing", "lovely", "perfect", "charming", "enjoyable", "superb", "delightful"]  # fmt: skip
-NEGATIVE = ["bad", "terrible", "awful", "boring", "dull", "horrible", "weak", "poor",
-            "disappointing", "stupid", "ugly", "painful", "mediocre", "annoying"]  # fmt: skip
-NEUTRAL = ["long", "slow", "simple", "strange", "quiet", "dark", "short", "loud", "familiar",
-           "different", "old", "serious"]  # fmt: skip
-FEELINGS = {"pos": ["loved", "liked", "enjoyed", "admired"], "neg": ["hated", "disliked"],
-            "neu": ["watched", "noticed", "remember", "saw"]}  # fmt: skip
-VERDICTS = {"pos": ["i would recommend it", "worth watching", "a must see"],
-            "neg": ["i would not recommend it", "a waste of time", "avoid it"],
-            "neu": ["see it yourself", "it is what it is", "judge for yourself"]}  # fmt: skip
+POSITIVE = [
+    "great",
+    "wonderful",
+    "excellent",
+    "brilliant",
+    "beautiful",
+    "good",
+    "fun",
+    "amazing",
+    "lovely",
+    "perfect",
+    "charming",
+    "enjoyable",
+    "superb",
+    "delightful",
+]
+NEGATIVE = [
+    "bad",
+    "terrible",
+    "awful",
+    "boring",
+    "dull",
+    "horrible",
+    "weak",
+    "poor",
+    "disappointing",
+    "stupid",
+    "ugly",
+    "painful",
+    "mediocre",
+    "annoying",
+]
+NEUTRAL = [
+    "long",
+    "slow",
+    "simple",
+    "strange",
+    "quiet",
+    "dark",
+    "short",
+    "loud",
+    "familiar",
+    "different",
+    "old",
+    "serious",
+]
+FEELINGS = {
+    "pos": ["loved", "liked", "enjoyed", "admired"],
+    "neg": ["hated", "disliked"],
+    "neu": ["watched", "noticed", "remember", "saw"],
+}
+VERDICTS = {
+    "pos": ["i would recommend it", "worth watching", "a must see"],
+    "neg": ["i would not recommend it", "a waste of time", "avoid it"],
+    "neu": ["see it yourself", "it is what it is", "judge for yourself"],
+}
 ADJECTIVES = {"pos": POSITIVE, "neg": NEGATIVE, "neu": NEUTRAL}
 
 
@@ -100,8 +161,9 @@ class SentimentWorld(CachedWorld):
         (out / "corpus.txt").write_text("\n".join(reviews) + "\n")
         tokenizer = train_word_tokenizer(reviews)
         print(f"  sentiment: {len(reviews)} reviews, vocabulary {len(tokenizer)} words; SFT ...")
-        model = sft_tiny_model(tokenizer, reviews, steps=s.sft_steps, lr=s.sft_lr, seed=s.seed,
-                               out=out / "sft_run")  # fmt: skip
+        model = sft_tiny_model(
+            tokenizer, reviews, steps=s.sft_steps, lr=s.sft_lr, seed=s.seed, out=out / "sft_run"
+        )
         model.save_pretrained(out / "reference")
         tokenizer.save_pretrained(out / "reference")
         # Prompts come from fresh reviews, so no prompt is a memorised training prefix.
@@ -133,8 +195,9 @@ def train_word_tokenizer(texts: list[str]):
     )
 
 
-def sft_tiny_model(tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path,
-                   **model_size):  # fmt: skip
+def sft_tiny_model(
+    tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path, **model_size
+):
     """Train a tiny GPT-2 (`model_size`: build_tiny_gpt2's sizes) on `texts` with TRL's SFTTrainer."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -173,8 +236,9 @@ def sample_and_score(model, tokenizer, prompts, settings: SentimentSettings, see
 
     k = settings.samples_per_prompt
     repeated = [p for p in prompts for _ in range(k)]
-    samples = sample_completions(model, tokenizer, repeated, max_new_tokens=settings.max_new_tokens,
-                                 seed=seed)  # fmt: skip
+    samples = sample_completions(
+        model, tokenizer, repeated, max_new_tokens=settings.max_new_tokens, seed=seed
+    )
     texts = [" " + t for t in samples.texts]  # completions continue the prompt after a space
     rewards = vader_scores(texts)
     return [
