@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE  := 1
 export TRL_EXPERIMENTAL_SILENCE := 1
 export MPLCONFIGDIR         := $(CURDIR)/results/cache/matplotlib
 
-.PHONY: demo test lint format bench setup
+.PHONY: demo test test-fast lint format bench setup
 setup: $(STAMP)
 
 # torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
@@ -24,8 +24,15 @@ demo: $(STAMP)
 	$(VENV)/bin/harness run experiments/quickstart.py
 	$(VENV)/bin/harness figures --experiment quickstart --out results/figures
 
+# The full suite, what CI runs; the layer contract (import-linter) is checked first.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests
+
+# Day-to-day: everything not marked slow (no world building, no training), under a minute.
+test-fast: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -q -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from harness.stores import resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/figures")
 
@@ -31,25 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never open a window, whatever the platform's default
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per file
-    from analysis.load import resolve_tracking_uri
+    # Deferred: pandas, matplotlib and MLflow take seconds to import; `--help` should not.
     from analysis.report import generate
 
     generate(resolve_tracking_uri(args.tracking_uri), args.experiments, args.out)
     return 0
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "figures", help="regenerate paper figures and tables from the runs in MLflow"
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,13 @@
 """Runs, params, tags and metric histories from an MLflow store, as tidy pandas tables.
 
-analysis reads the tracking store only (DESIGN.md): nothing here imports `harness`. Column
+analysis reads the tracking store only: from `harness` it imports the metric names and the
+store resolver, never training code (an import-linter contract in pyproject.toml). Column
 names follow `mlflow.search_runs`: `params.<dotted name>`, `tags.<name>`, `metrics.<name>`
 (a metric's latest value, which for the harness is its value at the final step).
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +16,25 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"  # the same default as harness.tracking
+from harness.metrics import (
+    EVAL_GOLD_REWARD,
+    EVAL_GOLD_REWARD_EXACT,
+    EVAL_KL,
+    EVAL_KL_EXACT,
+    EVAL_PAIR_ACCURACY,
+    eval_rewards,
+)
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (
-    "eval/gold/reward",
-    "eval/gold/reward_exact",
-    "eval/kl",
-    "eval/kl_exact",
-    "eval/rewards/chosen",
-    "eval/rewards/rejected",
-    "eval/rewards/margins",
-    "eval/rewards/accuracies",
+    EVAL_GOLD_REWARD,
+    EVAL_GOLD_REWARD_EXACT,
+    EVAL_KL,
+    EVAL_KL_EXACT,
+    eval_rewards("chosen"),
+    eval_rewards("rejected"),
+    eval_rewards("margins"),
+    EVAL_PAIR_ACCURACY,
 )
 # Written by the exact world (World.run_artifacts) into every run: columns beta, kl, reward.
 FRONTIER_ARTIFACT = "frontier/optimal_frontier.csv"
@@ -81,11 +88,6 @@ class RunData:
         return wide.merge(self.runs[["run_id", *LABELS]], on="run_id").sort_values(
             ["method", "beta", "run_id", "step"], ignore_index=True
         )
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:

@@ -11,8 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
-from matplotlib import pyplot as plt
+
+matplotlib.use("Agg")  # files only: never open a window, whatever the platform's default
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from analysis import tables
 from analysis.figures import Plot, Skip, beta, curves, deterministic, frontier, overopt, sweeps

@@ -15,13 +15,20 @@ import pandas as pd
 
 from analysis.load import RunData
 from analysis.stats import mean_ci
+from harness.metrics import (
+    EVAL_GOLD_REWARD,
+    EVAL_GOLD_REWARD_EXACT,
+    EVAL_KL,
+    EVAL_KL_EXACT,
+    EVAL_PAIR_ACCURACY,
+)
 
 METRICS = {
-    "eval/gold/reward": "gold reward",
-    "eval/gold/reward_exact": "gold reward (exact)",
-    "eval/kl": "KL",
-    "eval/kl_exact": "KL (exact)",
-    "eval/rewards/accuracies": "pair acc.",
+    EVAL_GOLD_REWARD: "gold reward",
+    EVAL_GOLD_REWARD_EXACT: "gold reward (exact)",
+    EVAL_KL: "KL",
+    EVAL_KL_EXACT: "KL (exact)",
+    EVAL_PAIR_ACCURACY: "pair acc.",
 }
 HEADLINE_WINRATE = re.compile(r"^winrate/([^/]+)/vs_([^/]+)$")
 NOT_CONFIGURATION = {"params.train.seed", "params.name"}  # runs differing only here are seeds

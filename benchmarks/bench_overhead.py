@@ -102,7 +102,7 @@ def harness(steps: int, reference_cache: bool = False) -> dict:
 
     from harness import train as harness_train
     from harness.evaluate.core import Evaluator
-    from harness.tracking import use_tracking
+    from harness.stores import use_tracking
 
     eval_seconds = []
     evaluate = Evaluator.evaluate
@@ -135,7 +135,7 @@ def harness(steps: int, reference_cache: bool = False) -> dict:
 
 
 def child(mode: str, steps: int) -> None:
-    from harness.cli import quiet_libraries
+    from harness.commands.common import quiet_libraries
 
     quiet_libraries()
     modes = {"bare": bare, "harness": harness, "harness_cached": lambda n: harness(n, True)}

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--steps", type=int, default=40)
     args = parser.parse_args()
-    from harness.cli import quiet_libraries
+    from harness.commands.common import quiet_libraries
 
     quiet_libraries()
     results = {}

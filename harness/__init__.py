@@ -1,7 +1,6 @@
 """dpo-harness: preference-optimization experiments as Python objects, tracked in MLflow."""
 
-from harness.spec import DataSpec, EvalSpec, Experiment, ModelSpec, SpecError, TrainSpec
-from harness.sweep.space import (
+from harness.space import (
     Choice,
     Grid,
     IntUniform,
@@ -11,6 +10,7 @@ from harness.sweep.space import (
     Uniform,
     When,
 )
+from harness.spec import DataSpec, EvalSpec, Experiment, ModelSpec, SpecError, TrainSpec
 
 __all__ = [
     "Choice",

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
+
 from harness.registry import did_you_mean
 from harness.spec import Experiment
+from harness.worlds import WORLDS, get_world
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -47,8 +50,6 @@ class PreferenceData:
 
 def check_dataset_name(name: str) -> None:
     """Raise ValueError unless `name` is a world, an existing data file, or a hub id."""
-    from harness.worlds import WORLDS
-
     if name in WORLDS:
         return
     path = Path(name)
@@ -66,8 +67,7 @@ def check_dataset_name(name: str) -> None:
 
 
 def load_preference_data(exp: Experiment) -> PreferenceData:
-    from harness.worlds import WORLDS, get_world
-
+    """The experiment's dataset: train rows, held-out pairs and prompts, what was filtered."""
     if exp.dataset in WORLDS:
         world = get_world(exp.dataset)
         train, filtered = world.pairs("train", exp.data)
@@ -99,8 +99,6 @@ def read_rows(source: str) -> list[dict]:
         return _read_jsonl(path)
     if path.exists() or path.suffix in FILE_SUFFIXES:
         return _read_with_datasets(path)
-    import datasets
-
     return list(datasets.load_dataset(source, split="train"))
 
 
@@ -125,8 +123,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _read_with_datasets(path: Path) -> list[dict]:
-    import datasets
-
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
     try:

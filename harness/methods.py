@@ -13,15 +13,13 @@ import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness import trainers
 from harness.data import PAIRED, PROMPT_ONLY, UNPAIRED
 from harness.registry import Registry, did_you_mean
-
-if TYPE_CHECKING:
-    from harness.spec import Experiment
-    from harness.train import TrainingJob
+from harness.spec import Experiment
+from harness.trainers import TrainingJob
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,16 @@ METHODS: Registry[Method] = Registry("method")
 
 def _register(method: Method) -> None:
     METHODS.register(method.name, method)
+
+
+def resolved_args(exp: Experiment) -> dict[str, Any]:
+    """The experiment's method settings with the method's paper defaults filled in."""
+    return {**METHODS.get(exp.method).settings, **exp.method_args}
+
+
+def flat_params(exp: Experiment) -> dict[str, Any]:
+    """Every experiment field by dotted name, method settings with their defaults filled in."""
+    return exp.flat_params(METHODS.get(exp.method).settings)
 
 
 # ---- the DPO family: DPOTrainer losses -----------------------------------------------------
@@ -169,7 +177,7 @@ _register(
 
 def _rloo_groups(exp: Experiment) -> str | None:
     """RLOO's leave-one-out baseline needs k >= 2 samples per prompt, whole groups per batch."""
-    k = exp.resolved_method_args()["num_generations"]
+    k = resolved_args(exp)["num_generations"]
     batch = exp.train.batch_size * exp.train.grad_accum
     if k < 2 or batch % k:
         return (
@@ -213,7 +221,7 @@ _register(
 )
 
 
-# ---- `harness methods` ---------------------------------------------------------------------
+# ---- the table `harness methods` prints ----------------------------------------------------
 
 
 def method_table() -> str:
@@ -240,15 +248,3 @@ def _wrapped(label: str, text: str) -> list[str]:
     return textwrap.wrap(
         text, 100, initial_indent=f"  {label + ':':<10}", subsequent_indent=" " * 12
     )
-
-
-def cmd_methods(args) -> int:
-    print(method_table())
-    return 0
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "methods", help="list the registered methods: trainer, what beta means, data, settings"
-    )
-    parser.set_defaults(func=cmd_methods)

@@ -49,7 +49,3 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     if tokenizer.pad_token is None:  # many hub causal LMs ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import torch
 
-from harness.worlds.cache import cache_root, settings_key
+from harness.cache import cache_root, settings_key
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 

@@ -106,17 +106,12 @@ class Experiment:
         """A copy with fields changed by dotted name: `exp.replace({"train.steps": 200})`."""
         return replace(self, {**(changes or {}), **kwargs})
 
-    def flat_params(self) -> dict[str, Any]:
-        """Every field by dotted name, method settings with their defaults filled in."""
+    def flat_params(self, method_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Every field by dotted name; `method_settings` (the method's defaults) fill method_args."""
         flat = _flatten(self.to_dict() | {"method_args": {}})
-        for key, value in self.resolved_method_args().items():
+        for key, value in {**(method_settings or {}), **self.method_args}.items():
             flat[f"method_args.{key}"] = value
         return flat
-
-    def resolved_method_args(self) -> dict[str, Any]:
-        from harness.methods import METHODS
-
-        return {**METHODS.get(self.method).settings, **self.method_args}
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -182,54 +177,46 @@ LR_SCHEDULERS = ("linear", "constant", "cosine", "constant_with_warmup")
 
 
 def validate(exp: Experiment) -> None:
-    """Raise SpecError naming the first bad field; called by Experiment at construction."""
-    from harness.data import check_dataset_name
-    from harness.methods import METHODS
+    """Raise SpecError naming the first bad field; called by Experiment at construction.
 
+    Only what the dataclass itself knows is checked here. Names that need a registry (the
+    method, its settings, the dataset) are checked by `harness.checks.check_experiment`.
+    """
     for path, value in _typed_fields(exp):
         if path in _POSITIVE and not value > 0:
             raise SpecError(f"{path} must be > 0, got {value!r}")
         if path in _NON_NEGATIVE and value < 0:
             raise SpecError(f"{path} must be >= 0, got {value!r}")
-    if exp.method not in METHODS:
-        raise SpecError("method: " + METHODS.unknown_message(exp.method))
-    try:
-        check_dataset_name(exp.dataset)
-    except ValueError as err:
-        raise SpecError(f"dataset: {err}") from None
-    if exp.data.labels not in LABEL_MODES:
-        raise SpecError(
-            f"data.labels must be one of {LABEL_MODES}, got {exp.data.labels!r}"
-            + did_you_mean(exp.data.labels, LABEL_MODES)
-        )
-    if exp.train.lr_scheduler not in LR_SCHEDULERS:
-        raise SpecError(
-            f"train.lr_scheduler must be one of {LR_SCHEDULERS}, got {exp.train.lr_scheduler!r}"
-            + did_you_mean(exp.train.lr_scheduler, LR_SCHEDULERS)
-        )
+    for path, value, allowed in (
+        ("data.labels", exp.data.labels, LABEL_MODES),
+        ("train.lr_scheduler", exp.train.lr_scheduler, LR_SCHEDULERS),
+    ):
+        if value not in allowed:
+            raise SpecError(
+                f"{path} must be one of {allowed}, got {value!r}" + did_you_mean(value, allowed)
+            )
     if exp.data.max_pairs is not None and exp.data.max_pairs < 2:
         raise SpecError(f"data.max_pairs must be None or >= 2, got {exp.data.max_pairs}")
     if not 0 < exp.data.eval_fraction < 1:
         raise SpecError(f"data.eval_fraction must be in (0, 1), got {exp.data.eval_fraction}")
-    _validate_scoring(exp.eval)
-    try:
-        METHODS.get(exp.method).check(exp)
-    except ValueError as err:
-        raise SpecError(str(err)) from None
+    validate_scoring(exp.eval.temperatures, exp.eval.judges, "eval.")
+    if exp.eval.winrate and not (exp.eval.temperatures and exp.eval.judges):
+        raise SpecError("eval.winrate needs at least one of eval.temperatures and eval.judges")
+    if exp.eval.bench_limit is not None and exp.eval.bench_limit < 1:
+        raise SpecError(f"eval.bench_limit must be None or >= 1, got {exp.eval.bench_limit}")
 
 
-def _validate_scoring(ev: EvalSpec) -> None:
-    if any(t < 0 for t in ev.temperatures):
-        raise SpecError(f"eval.temperatures must all be >= 0 (0 = greedy), got {ev.temperatures}")
-    for judge in ev.judges:
+def validate_scoring(temperatures, judges, prefix: str = "") -> None:
+    """Temperatures >= 0 and known judges: for experiments and for `harness eval`'s options."""
+    if any(t < 0 for t in temperatures):
+        raise SpecError(
+            f"{prefix}temperatures must all be >= 0 (0 = greedy), got {tuple(temperatures)}"
+        )
+    for judge in judges:
         if judge not in JUDGES:
             raise SpecError(
-                f"eval.judges may hold {JUDGES}, got {judge!r}." + did_you_mean(judge, JUDGES)
+                f"{prefix}judges may hold {JUDGES}, got {judge!r}." + did_you_mean(judge, JUDGES)
             )
-    if ev.winrate and not (ev.temperatures and ev.judges):
-        raise SpecError("eval.winrate needs at least one of eval.temperatures and eval.judges")
-    if ev.bench_limit is not None and ev.bench_limit < 1:
-        raise SpecError(f"eval.bench_limit must be None or >= 1, got {ev.bench_limit}")
 
 
 def _typed_fields(obj, prefix: str = ""):
@@ -276,9 +263,12 @@ def _check_type(path: str, value: Any, hint) -> None:
 
 
 def field_paths(exp: Experiment) -> list[str]:
-    """Every dotted name that `replace` and sweeps accept, method settings included."""
-    paths = [p for p, _ in _typed_fields(exp)]
-    return paths + [f"method_args.{k}" for k in exp.resolved_method_args()]
+    """Every dotted name of the dataclass fields, and the method settings `exp` sets.
+
+    `method_args.NAME` is accepted by `replace` for any NAME; whether the method has that
+    setting is checked with the registry (`harness.checks`).
+    """
+    return [p for p, _ in _typed_fields(exp)] + [f"method_args.{k}" for k in exp.method_args]
 
 
 def replace(exp: Experiment, changes: Mapping[str, Any]) -> Experiment:

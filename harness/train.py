@@ -8,74 +8,40 @@ save the sample table and the policy.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import mlflow
 import torch
-from transformers import PrinterCallback, TrainerCallback, set_seed
+from transformers import PrinterCallback, set_seed
 
-from harness import tracking
-from harness.data import CONVERSIONS, REQUIRED, DataError, PreferenceData, load_preference_data
+from harness import stores
+from harness.callbacks import EvalCallback, MetricsCallback, TrainingDiverged
+from harness.checks import check_experiment, check_method_accepts
+from harness.data import DataError, PreferenceData, load_preference_data
+from harness.devices import default_device, training_arguments
 from harness.evaluate import Evaluator
+from harness.evaluate.rescore import FINAL_STEP_TAG
 from harness.evaluate.scoring import prepare_scoring
-from harness.methods import METHODS, Method
+from harness.methods import METHODS, flat_params, resolved_args
+from harness.metrics import (
+    DATA_EVAL_PAIRS,
+    DATA_TRAIN_ROWS,
+    EVAL_GOLD_REWARD,
+    EVAL_KL,
+    EVAL_KL_STDERR,
+    EVAL_LENGTH,
+    EVAL_PAIR_ACCURACY,
+    data_filtered,
+)
 from harness.models import load_causal_lm, load_tokenizer
 from harness.spec import Experiment
+from harness.trainers import TrainingJob
 
 # Called with (step, eval metrics) after each harness evaluation; returning True stops training.
 EvalListener = Callable[[int, dict[str, float]], bool]
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss or the policy's weights became NaN or infinite."""
-
-
-@dataclass
-class TrainingJob:
-    """Everything a method's `build` needs to construct its trainer."""
-
-    exp: Experiment
-    method_args: dict[str, Any]
-    policy: Any
-    reference: Any | None
-    tokenizer: Any
-    data: PreferenceData
-    output_dir: str
-    callbacks: list[TrainerCallback] = field(default_factory=list)
-
-    def trainer_args(self) -> dict[str, Any]:
-        """TrainingArguments shared by every method, CPU-safe (TRL defaults assume a GPU)."""
-        t = self.exp.train
-        return dict(
-            output_dir=self.output_dir,
-            max_steps=t.steps,
-            per_device_train_batch_size=t.batch_size,
-            gradient_accumulation_steps=t.grad_accum,
-            learning_rate=t.lr,
-            warmup_steps=t.warmup_steps,
-            lr_scheduler_type=t.lr_scheduler,
-            seed=t.seed,
-            data_seed=t.seed,
-            logging_steps=t.log_every or t.steps,
-            bf16=False,  # TRL defaults to bf16; fp32 is exact and fast enough for small models
-            gradient_checkpointing=False,  # TRL's default on; it only slows small models
-            report_to="none",  # the harness logs to MLflow itself (see tracking.py)
-            save_strategy="no",
-            disable_tqdm=True,
-            remove_unused_columns=False,  # ORPO and CPO need their extra columns
-            use_cpu=not torch.cuda.is_available(),
-        )
-
-    def train_dataset(self):
-        from datasets import Dataset
-
-        return Dataset.from_list(self.data.train)
 
 
 @dataclass
@@ -84,33 +50,6 @@ class RunResult:
     experiment: Experiment
     metrics: dict[str, float]  # the final evaluation
     seconds: float
-
-
-def check_method_accepts(method: Method, data: PreferenceData) -> None:
-    """Fail before training when `method` cannot train on `data`, saying how to convert it."""
-
-    def columns(fmt: str) -> str:
-        return ", ".join(dict.fromkeys(("prompt", *REQUIRED[fmt])))
-
-    if data.format not in method.formats:
-        takes = " or ".join(f"{f} ({columns(f)})" for f in method.formats)
-        others = [name for name, m in METHODS.items() if data.format in m.formats]
-        convert = [
-            CONVERSIONS[data.format, f] for f in method.formats if (data.format, f) in CONVERSIONS
-        ]
-        raise DataError(
-            f"method {method.name!r} trains on {takes} rows, but {data.source!r} has "
-            f"{data.format} rows ({columns(data.format)}). Methods that take {data.format} rows: "
-            f"{', '.join(others) or 'none'}."
-            + (f" To convert: {'; or '.join(convert)}." if convert else "")
-        )
-    if method.needs_gold and data.gold is None:
-        from harness.worlds import WORLDS
-
-        raise DataError(
-            f"method {method.name!r} trains on a gold reward, which {data.source!r} does not have: "
-            f"only the built-in worlds ({', '.join(WORLDS)}) have one."
-        )
 
 
 def load_models(exp: Experiment, data: PreferenceData):
@@ -125,33 +64,12 @@ def load_models(exp: Experiment, data: PreferenceData):
     else:
         source = exp.model.name_or_path
     remote = exp.model.trust_remote_code
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device()
     tokenizer = load_tokenizer(source, trust_remote_code=remote)
     policy = load_causal_lm(source, trust_remote_code=remote).to(device)
     reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
     reference.requires_grad_(False)
     return tokenizer, policy, reference
-
-
-class EvalCallback(TrainerCallback):
-    """Runs the harness evaluation every `eval_every` steps and logs it into the active run."""
-
-    def __init__(self, run: ExperimentRun):
-        self.run = run
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        every = self.run.exp.train.eval_every
-        step = state.global_step
-        due = every and step % every == 0 and step < state.max_steps
-        if due and self.run.evaluate(model, step):
-            control.should_training_stop = True
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss became non-finite ({loss}) at step {state.global_step}"
-            )
 
 
 class ExperimentRun:
@@ -189,12 +107,12 @@ class ExperimentRun:
 
 
 def summarize(metrics: dict[str, float]) -> str:
-    parts = [f"kl {metrics['eval/kl']:.3f}±{metrics['eval/kl_stderr']:.3f}"]
-    if "eval/gold/reward" in metrics:
-        parts.append(f"gold {metrics['eval/gold/reward']:+.3f}")
-    if "eval/rewards/accuracies" in metrics:
-        parts.append(f"pair acc {metrics['eval/rewards/accuracies']:.2f}")
-    parts.append(f"len {metrics['eval/length']:.1f}")
+    parts = [f"kl {metrics[EVAL_KL]:.3f}±{metrics[EVAL_KL_STDERR]:.3f}"]
+    if EVAL_GOLD_REWARD in metrics:
+        parts.append(f"gold {metrics[EVAL_GOLD_REWARD]:+.3f}")
+    if EVAL_PAIR_ACCURACY in metrics:
+        parts.append(f"pair acc {metrics[EVAL_PAIR_ACCURACY]:.2f}")
+    parts.append(f"len {metrics[EVAL_LENGTH]:.1f}")
     return "  ".join(parts)
 
 
@@ -211,6 +129,7 @@ def run_experiment(
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
     """
     started = time.perf_counter()
+    check_experiment(exp)
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
     log(f"[{exp.name}] data: loading {exp.dataset}")
@@ -227,22 +146,19 @@ def run_experiment(
         "method": exp.method,
         "dataset": exp.dataset,
         "experiment": exp.name,
-        "git_sha": tracking.git_sha(),
+        "git_sha": stores.git_sha(),
         **(tags or {}),
     }
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
         try:
-            mlflow.log_params({k: tracking.param_value(v) for k, v in exp.flat_params().items()})
+            mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
             mlflow.log_text(exp.to_json(), "experiment.json")
-            for artifact, text in (data.world.run_artifacts(exp) if data.world else {}).items():
+            for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
                 mlflow.log_text(text, artifact)
-            data_counts = {
-                "data/train_rows": len(data.train),
-                "data/eval_pairs": len(data.eval_pairs),
-            }
-            data_counts |= {f"data/filtered/{why}": n for why, n in data.filtered.items()}
+            data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
+            data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
             mlflow.log_metrics(data_counts, step=0)
 
             run = ExperimentRun(
@@ -251,6 +167,7 @@ def run_experiment(
             stopped_early = run.evaluate(policy, 0)
             if not stopped_early:
                 policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+            mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
             if scoring.wanted:
                 scoring.score(policy, reference, tokenizer, step=run.last_step)
             mlflow.log_table(run.sample_table(), artifact_file="samples.json")
@@ -267,14 +184,21 @@ def run_experiment(
 def train_policy(exp, method, data, tokenizer, policy, reference, run: ExperimentRun):
     with tempfile.TemporaryDirectory(prefix="harness-trainer-") as output_dir:
         job = TrainingJob(
-            exp=exp,
-            method_args=exp.resolved_method_args(),
             policy=policy,
             reference=reference if method.uses_reference else None,
             tokenizer=tokenizer,
             data=data,
-            output_dir=output_dir,
-            callbacks=[tracking.MetricsCallback(exp.method), EvalCallback(run)],
+            beta=exp.beta,
+            method_args=resolved_args(exp),
+            max_length=exp.train.max_length,
+            seed=exp.train.seed,
+            model_source=exp.model.name_or_path,
+            reference_cache=exp.train.reference_cache,
+            args=trainer_arguments(exp, output_dir),
+            callbacks=[
+                MetricsCallback(exp.method),
+                EvalCallback(run.evaluate, exp.train.eval_every),
+            ],
         )
         trainer = method.build(job)
         trainer.remove_callback(PrinterCallback)  # the harness prints its own progress lines
@@ -285,14 +209,27 @@ def train_policy(exp, method, data, tokenizer, policy, reference, run: Experimen
     return trainer.model
 
 
+def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
+    """The experiment's training settings as TrainingArguments, shared by every method."""
+    t = exp.train
+    return training_arguments(
+        output_dir,
+        max_steps=t.steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.lr_scheduler,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.log_every or t.steps,
+        remove_unused_columns=False,  # ORPO and CPO need their extra columns
+    )
+
+
 def save_policy(policy, tokenizer) -> None:
     """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact."""
     with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
         policy.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        mlflow.log_artifacts(folder, artifact_path="policy")
-
-
-def policy_artifact_path(run_id: str) -> Path:
-    """Local path of a run's saved policy (downloaded if the store is remote)."""
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="policy"))
+        mlflow.log_artifacts(folder, artifact_path=stores.POLICY_ARTIFACT)

@@ -1,23 +1,64 @@
 """Builders: a TrainingJob -> the TRL trainer that runs a method, on data in that trainer's format.
 
 One builder per TRL trainer, not per method: the registry (harness.methods) binds each method
-to a builder and its options. Every builder takes the CPU-safe `TrainingJob.trainer_args()`,
-the experiment's `beta` in the trainer's own meaning (see each method's `beta_means`) and the
+to a builder and its options. Every builder takes the CPU-safe `TrainingJob.args`, the
+experiment's `beta` in the trainer's own meaning (see each method's `beta_means`) and the
 method settings (`job.method_args`, paper defaults filled in).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import (
+    DPOConfig,
+    DPOTrainer,
+    KTOConfig,
+    KTOTrainer,
+    RLOOConfig,
+    RLOOTrainer,
+    SFTConfig,
+    SFTTrainer,
+    maybe_extract_prompt,
+    unpair_preference_dataset,
+)
+from trl.experimental.cpo import CPOConfig, CPOTrainer
+from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from harness.data import PAIRED, PreferenceData
+from harness.metrics import RM_ACCURACY
+from harness.refcache import with_reference_cache
+from harness.reward_model import reward_model_for
 from harness.sequences import continuation_text
 
-if TYPE_CHECKING:
-    from harness.train import TrainingJob
 
-Builder = Callable[["TrainingJob"], Any]
+@dataclass
+class TrainingJob:
+    """Everything a method's builder needs: the models, the data and the run's settings."""
+
+    policy: Any
+    reference: Any | None  # None for methods whose training does not use pi_ref
+    tokenizer: Any
+    data: PreferenceData
+    beta: float
+    method_args: dict[str, Any]  # the method's settings, paper defaults filled in
+    max_length: int  # prompt + completion tokens
+    seed: int
+    model_source: str  # the experiment's model.name_or_path (the learned reward's backbone)
+    reference_cache: bool  # DPO family: reference log-probs cached on disk (harness.refcache)
+    args: dict[str, Any]  # TrainingArguments shared by every method, CPU-safe
+    callbacks: list[TrainerCallback] = field(default_factory=list)
+
+    def train_dataset(self) -> Dataset:
+        return Dataset.from_list(self.data.train)
+
+
+Builder = Callable[[TrainingJob], Any]
 
 
 # ---- data in each trainer's format -------------------------------------------------------------
@@ -27,8 +68,6 @@ def explicit_prompts(data: PreferenceData) -> list[dict]:
     """Training rows with a prompt: an implicit one (pairs whose chosen and rejected both start
     with it, as in Anthropic HH) is split off by TRL's maybe_extract_prompt, as TRL's paired
     trainers do themselves."""
-    from trl import maybe_extract_prompt
-
     return [maybe_extract_prompt(r) for r in data.train] if data.format == PAIRED else data.train
 
 
@@ -40,9 +79,6 @@ def unpaired_rows(data: PreferenceData, seed: int):
     batch): without this shuffle, the first half of training would see only desirable examples.
     Native unpaired rows are shuffled too, as every other trainer's random sampler would.
     """
-    from datasets import Dataset
-    from trl import unpair_preference_dataset
-
     rows = Dataset.from_list(explicit_prompts(data))
     if data.format == PAIRED:
         rows = unpair_preference_dataset(rows)
@@ -51,8 +87,6 @@ def unpaired_rows(data: PreferenceData, seed: int):
 
 def chosen_rows(data: PreferenceData):
     """{prompt, completion} rows of the preferred responses: the preferred-FT baseline's data."""
-    from datasets import Dataset
-
     if data.format == PAIRED:
         rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in explicit_prompts(data)]
     else:  # unpaired: the desirable completions
@@ -64,8 +98,6 @@ def chosen_rows(data: PreferenceData):
 
 def prompt_rows(data: PreferenceData):
     """{prompt} rows, each distinct training prompt once, for on-policy sampling."""
-    from datasets import Dataset
-
     prompts = {repr(r["prompt"]): r["prompt"] for r in explicit_prompts(data)}  # chats are lists
     return Dataset.from_list([{"prompt": p} for p in prompts.values()])
 
@@ -77,17 +109,13 @@ def dpo_trainer(loss_type: str) -> Builder:
     """DPOTrainer with one of its losses; `label_smoothing` from the settings where the method has it."""
 
     def build(job: TrainingJob):
-        from trl import DPOConfig, DPOTrainer
-
-        from harness.refcache import with_reference_cache
-
-        cached = job.exp.train.reference_cache
+        cached = job.reference_cache
         config = DPOConfig(
-            **job.trainer_args(),
-            beta=job.exp.beta,
+            **job.args,
+            beta=job.beta,
             loss_type=[loss_type],
             label_smoothing=job.method_args.get("label_smoothing", 0.0),
-            max_length=job.exp.train.max_length,
+            max_length=job.max_length,
             precompute_ref_log_probs=cached,
         )
         trainer_class = with_reference_cache(DPOTrainer) if cached else DPOTrainer
@@ -104,32 +132,26 @@ def dpo_trainer(loss_type: str) -> Builder:
 
 
 def kto_trainer(job: TrainingJob):
-    from trl import KTOConfig, KTOTrainer
-
     args = job.method_args
     config = KTOConfig(
-        **job.trainer_args(),
-        beta=job.exp.beta,
+        **job.args,
+        beta=job.beta,
         desirable_weight=args["desirable_weight"],
         undesirable_weight=args["undesirable_weight"],
-        max_length=job.exp.train.max_length,
+        max_length=job.max_length,
     )
     return KTOTrainer(
         model=job.policy,
         ref_model=job.reference,
         args=config,
-        train_dataset=unpaired_rows(job.data, job.exp.train.seed),
+        train_dataset=unpaired_rows(job.data, job.seed),
         processing_class=job.tokenizer,
         callbacks=job.callbacks,
     )
 
 
 def orpo_trainer(job: TrainingJob):
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-    config = ORPOConfig(
-        **job.trainer_args(), beta=job.exp.beta, max_length=job.exp.train.max_length
-    )
+    config = ORPOConfig(**job.args, beta=job.beta, max_length=job.max_length)
     return ORPOTrainer(
         model=job.policy,
         args=config,
@@ -140,15 +162,13 @@ def orpo_trainer(job: TrainingJob):
 
 
 def simpo_trainer(job: TrainingJob):
-    from trl.experimental.cpo import CPOConfig, CPOTrainer
-
     config = CPOConfig(
-        **job.trainer_args(),
+        **job.args,
         loss_type="simpo",
         cpo_alpha=0.0,  # no behaviour-cloning term: pure SimPO, not CPO-SimPO
-        beta=job.exp.beta,
+        beta=job.beta,
         simpo_gamma=job.method_args["gamma"],
-        max_length=job.exp.train.max_length,
+        max_length=job.max_length,
     )
     return CPOTrainer(
         model=job.policy,
@@ -161,9 +181,7 @@ def simpo_trainer(job: TrainingJob):
 
 def sft_trainer(job: TrainingJob):
     """SFTTrainer on prompt + preferred completion, loss on the completion tokens only."""
-    from trl import SFTConfig, SFTTrainer
-
-    config = SFTConfig(**job.trainer_args(), max_length=job.exp.train.max_length)
+    config = SFTConfig(**job.args, max_length=job.max_length)
     return SFTTrainer(
         model=job.policy,
         args=config,
@@ -180,12 +198,10 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
     """
 
     def build(job: TrainingJob):
-        from trl import RLOOConfig, RLOOTrainer
-
         args = job.method_args
         config = RLOOConfig(
-            **job.trainer_args(),
-            beta=job.exp.beta,
+            **job.args,
+            beta=job.beta,
             num_generations=args["num_generations"],
             max_completion_length=args["max_completion_length"],
             temperature=1.0,  # samples from pi itself, so the KL penalty is an unbiased estimate
@@ -236,12 +252,8 @@ def learned_reward(job: TrainingJob) -> Callable:
     initialises the reward model from the SFT model. Its held-out pair accuracy is logged as
     `rm/accuracy`, so a weak judge shows beside the run it trained.
     """
-    import mlflow
-
-    from harness.evaluate.reward_model import reward_model_for
-
-    model = reward_model_for(job.data, backbone=job.exp.model.name_or_path, seed=job.exp.train.seed)
-    mlflow.log_metric("rm/accuracy", model.accuracy, step=0)
+    model = reward_model_for(job.data, backbone=job.model_source, seed=job.seed)
+    mlflow.log_metric(RM_ACCURACY, model.accuracy, step=0)
     tokenizer = job.tokenizer
 
     def reward_model(prompts, completions, completion_ids, **_):

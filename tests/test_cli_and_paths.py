@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from harness import EvalSpec, Experiment, ModelSpec, TrainSpec
 from harness.cli import main
 from harness.models import build_tiny_gpt2
-from harness.tracking import use_tracking
+from harness.stores import use_tracking
 from harness.train import run_experiment
 from harness.worlds.sentiment import train_word_tokenizer
 from tests.readback import metric_history

@@ -7,7 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import EvalSpec, Experiment, TrainSpec
-from harness.tracking import use_tracking
+from harness.stores import use_tracking
 from harness.train import run_experiment
 from tests.readback import artifact_paths, metric_history
 

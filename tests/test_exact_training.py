@@ -9,7 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness import tracking as harness_tracking
+from harness import stores
 from harness.spec import DataSpec, EvalSpec, Experiment, TrainSpec
 from harness.train import run_experiment
 
@@ -35,7 +35,7 @@ def histories(uri: str, run_id: str) -> dict[str, dict[int, float]]:
 
 @pytest.mark.slow
 def test_dpo_on_many_noisy_pairs_logs_exact_metrics_and_nears_the_frontier(tracking):
-    harness_tracking.use_tracking(tracking, "exact-world")
+    stores.use_tracking(tracking, "exact-world")
     exp = Experiment(
         method="dpo",
         beta=1.0,
@@ -71,7 +71,7 @@ def test_dpo_on_many_noisy_pairs_logs_exact_metrics_and_nears_the_frontier(track
 @pytest.mark.slow
 def test_ipo_keeps_a_smaller_kl_than_dpo_on_few_deterministic_pairs(tracking):
     """Azar et al. 2023, sec. 4.2: deterministic preferences drive DPO far from the reference."""
-    harness_tracking.use_tracking(tracking, "exact-world")
+    stores.use_tracking(tracking, "exact-world")
     kl = {}
     for method in ("dpo", "ipo"):
         exp = Experiment(

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from harness.checks import check_experiment
 from harness.data import load_preference_data
 from harness.models import load_causal_lm, load_tokenizer
 from harness.sequences import sequence_logps, tokenize_completion
@@ -44,6 +45,7 @@ def test_every_prompts_best_response_is_its_colour_then_animal(world):
     assert world.rewards.shape == (8, 4680 + 1 + 8**5)
 
 
+@pytest.mark.slow
 def test_enumeration_sums_to_one_and_matches_trl_style_scoring(world, reference):
     """log pi of responses, EOS-first and overflows equal harness.sequences' (TRL's) sums."""
     model, tokenizer = reference
@@ -79,6 +81,7 @@ def test_enumeration_sums_to_one_and_matches_trl_style_scoring(world, reference)
     )
 
 
+@pytest.mark.slow
 def test_pairs_cover_every_prompt_under_a_small_cap(world):
     exp = Experiment(
         method="dpo", beta=0.1, dataset="exact", data=DataSpec(labels="deterministic", max_pairs=16)
@@ -94,10 +97,16 @@ def test_pairs_cover_every_prompt_under_a_small_cap(world):
     assert data.eval_prompts[:16] == list(PROMPTS) * 2
 
 
-def test_settings_that_break_exactness_are_refused(world):
+def test_settings_that_break_exactness_are_refused_before_the_world_is_built():
     base = Experiment(method="dpo", beta=0.1, dataset="exact", eval=EvalSpec(max_new_tokens=5))
-    assert "frontier/optimal_frontier.csv" in world.run_artifacts(base)
+    check_experiment(base)
     with pytest.raises(SpecError, match="eval.max_new_tokens must be 5"):
-        world.run_artifacts(base.replace({"eval.max_new_tokens": 24}))
+        check_experiment(base.replace({"eval.max_new_tokens": 24}))
     with pytest.raises(SpecError, match="model.name_or_path"):
-        world.run_artifacts(base.replace({"model.name_or_path": "gpt2"}))
+        check_experiment(base.replace({"model.name_or_path": "gpt2"}))
+
+
+@pytest.mark.slow
+def test_every_run_gets_the_optimal_frontier(world):
+    frontier = world.run_artifacts()["frontier/optimal_frontier.csv"]
+    assert frontier.splitlines()[0] == "beta,kl,reward"

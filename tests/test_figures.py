@@ -1,10 +1,10 @@
 """Every figure and table from a small MLflow store filled with real logged runs.
 
-Experiment `tiny` holds real harness runs on the sentiment world. Metrics of issues still in
-progress are logged directly with MLflow and Optuna under their fixed names (notes/COMMON.md):
-`scored` (win rates per temperature, several betas and seeds), `exact` (exact-world metrics,
-deterministic labels, the optimal-frontier artifact) and `sweeps` (a sweep parent run and its
-Optuna study). The tests compare what each figure drew with what MLflow holds.
+Experiment `tiny` holds real harness runs on the sentiment world. The other experiments are
+logged directly with MLflow and Optuna under the harness's metric names, to control their
+values: `scored` (win rates per temperature, several betas and seeds), `exact` (exact-world
+metrics, deterministic labels, the optimal-frontier artifact) and `sweeps` (a sweep parent run
+and its Optuna study). The tests compare what each figure drew with what MLflow holds.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from numpy.testing import assert_allclose
 
 from analysis.report import generate
 from analysis.stats import pareto_front
+from harness.spec import EvalSpec, Experiment, TrainSpec
+from harness.stores import use_tracking
+from harness.train import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -32,27 +35,22 @@ FRONTIER_CSV = "beta,kl,reward\n1.0,0.1,0.2\n0.3,0.6,0.5\n0.1,2.0,0.8\n"
 @pytest.fixture(scope="session")
 def store(tmp_path_factory):
     """URI of the filled store (and its Optuna storage URL)."""
-    from harness import tracking
-
     folder = tmp_path_factory.mktemp("figures-store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     storage = f"sqlite:///{folder / 'optuna.db'}"
-    tracking.use_tracking(uri, "tiny")
+    use_tracking(uri, "tiny")
     _real_runs()
-    tracking.use_tracking(uri, "scored")
+    use_tracking(uri, "scored")
     _scored_runs()
-    tracking.use_tracking(uri, "exact")
+    use_tracking(uri, "exact")
     _exact_runs()
-    tracking.use_tracking(uri, "sweeps")
+    use_tracking(uri, "sweeps")
     _sweep(storage)
     mlflow.flush_async_logging()
     return {"uri": uri, "storage": storage}
 
 
 def _real_runs():
-    from harness.spec import EvalSpec, Experiment, TrainSpec
-    from harness.train import run_experiment
-
     train = TrainSpec(steps=4, batch_size=4, eval_every=2, log_every=2, save_policy=False)
     evals = EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8)
     for method, beta in [("dpo", 0.1), ("dpo", 0.5), ("ipo", 0.1)]:

@@ -10,12 +10,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import DataSpec, EvalSpec, Experiment, ModelSpec, TrainSpec
+from harness.checks import check_experiment, check_method_accepts
 from harness.cli import main
 from harness.data import PAIRED, PROMPT_ONLY, UNPAIRED, DataError, PreferenceData
-from harness.methods import METHODS, Method
+from harness.methods import METHODS, Method, flat_params
+from harness.metrics import train_metric_name
 from harness.spec import SpecError
-from harness.tracking import train_metric_name
-from harness.train import check_method_accepts, run_experiment
+from harness.train import run_experiment
 from harness.trainers import chosen_rows, continuations, dpo_trainer, prompt_rows, unpaired_rows
 from harness.worlds import get_world
 
@@ -97,6 +98,7 @@ def test_on_policy_methods_sample_each_prompt_once():
     assert list(prompt_rows(data(UNPAIRED))) == [{"prompt": "p0"}, {"prompt": "p1"}]
 
 
+@pytest.mark.slow  # builds the sentiment world
 def test_sampled_completions_are_scored_as_they_continue_the_prompt():
     tokenizer = get_world_tokenizer()
     prompt_ids = tokenizer("the movie was", add_special_tokens=False)["input_ids"]
@@ -147,6 +149,7 @@ def test_gold_reward_methods_refuse_data_without_one():
         check_method_accepts(METHODS.get("rloo_gold"), data(PAIRED, gold=None))
 
 
+@pytest.mark.slow  # builds the sentiment world
 def test_unusable_data_fails_before_any_run_starts(tmp_path, module_tracking):
     reference = str(get_world("sentiment").reference_path)
     client = MlflowClient(module_tracking)
@@ -181,7 +184,9 @@ def test_unknown_method_setting_names_the_methods_settings(method, key, named):
     with pytest.raises(
         SpecError, match=f"method_args.{key}: method '{method}' has no setting"
     ) as e:
-        Experiment(method=method, beta=0.1, dataset="sentiment", method_args={key: 1})
+        check_experiment(
+            Experiment(method=method, beta=0.1, dataset="sentiment", method_args={key: 1})
+        )
     assert named in str(e.value)
 
 
@@ -190,23 +195,25 @@ def test_rloo_groups_must_fit_the_batch(batch_size, k):
     with pytest.raises(
         SpecError, match=r"num_generations must be >= 2 and divide train.batch_size"
     ):
-        Experiment(
-            method="rloo_gold",
-            beta=0.1,
-            dataset="sentiment",
-            train=TrainSpec(batch_size=batch_size),
-            method_args={"num_generations": k},
+        check_experiment(
+            Experiment(
+                method="rloo_gold",
+                beta=0.1,
+                dataset="sentiment",
+                train=TrainSpec(batch_size=batch_size),
+                method_args={"num_generations": k},
+            )
         )
     exp = Experiment(method="rloo", beta=0.1, dataset="sentiment")  # 16 = 4 groups of 4
     with pytest.raises(SpecError, match="divide"):
-        exp.replace({"train.batch_size": "6"})
+        check_experiment(exp.replace({"train.batch_size": "6"}))
 
 
 def test_method_settings_are_params_with_their_defaults():
     exp = Experiment(
         method="kto", beta=0.1, dataset="sentiment", method_args={"undesirable_weight": 1.33}
     )
-    params = exp.flat_params()
+    params = flat_params(exp)
     assert params["method_args.desirable_weight"] == 1.0
     assert params["method_args.undesirable_weight"] == 1.33
 

@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 from harness import DataSpec, EvalSpec, Experiment, TrainSpec
 from harness.methods import METHODS
 from harness.models import load_causal_lm
-from harness.train import policy_artifact_path, run_experiment
+from harness.stores import policy_artifact_path
+from harness.train import run_experiment
 from harness.worlds import get_world
 
 # The harness's own yardstick: logged for every method at step 0, every eval_every, and the end.

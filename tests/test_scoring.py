@@ -13,10 +13,10 @@ from harness import Experiment, TrainSpec
 from harness.cli import main
 from harness.data import load_preference_data
 from harness.evaluate.bench import BenchError, plan_bench
-from harness.evaluate.command import RunError, score_run
-from harness.evaluate.reward_model import reward_model_for
+from harness.evaluate.rescore import RunError, score_run
+from harness.reward_model import reward_model_for
 from harness.spec import EvalSpec
-from harness.tracking import use_tracking
+from harness.stores import use_tracking
 from harness.train import run_experiment
 
 pytestmark = pytest.mark.slow
@@ -36,9 +36,10 @@ def test_reward_model_learns_the_gold_ordering():
     chosen = rm.score(prompts, [r["chosen"] for r in pairs])
     rejected = rm.score(prompts, [r["rejected"] for r in pairs])
     assert sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(pairs) > 0.7
-    assert rm.score(["the movie was"] * 2, [" great .", " awful ."]) == pytest.approx(
-        rm.score(["the movie was"] * 2, [" great .", " awful ."])
-    )
+    # Batching pads: a text scored among longer ones gets the score it gets alone.
+    alone = rm.score(prompts[:1], [pairs[0]["chosen"]])
+    batched = rm.score(prompts[:1] + ["the movie was"], [pairs[0]["chosen"], " long . " * 8])
+    assert batched[0] == pytest.approx(alone[0], abs=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_pretrained_encoder_backbone_trains_and_scores():
     """MiniLM (a BERT: no EOS, [SEP] stands in) through the same path as any hub model."""
     from transformers import AutoModelForSequenceClassification
 
-    from harness.evaluate.reward_model import RewardModelSettings
+    from harness.reward_model import RewardModelSettings
 
     few_steps = RewardModelSettings(epochs=0.05, batch_size=8, lr=5e-5)
     rm = reward_model_for(load_preference_data(SENTIMENT), backbone="minilm", settings=few_steps)

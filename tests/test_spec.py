@@ -1,11 +1,13 @@
-"""Experiment objects: validation at construction, dotted replace, flat params."""
+"""Experiment objects: validation before compute, dotted replace, flat params."""
 
 import dataclasses
 
 import pytest
 
 from harness import DataSpec, EvalSpec, Experiment, SpecError, TrainSpec
-from harness.spec import field_paths, parse_override
+from harness.checks import check_experiment, settable_fields
+from harness.methods import flat_params, resolved_args
+from harness.spec import parse_override
 
 
 def make(**kwargs):
@@ -49,14 +51,15 @@ def test_immutable_and_keyword_only():
     ],
 )
 def test_validation_names_the_field(kwargs, message):
+    """Refused before any compute: by the dataclass, or by the checks step every command runs."""
     with pytest.raises(SpecError, match=message):
-        make(**kwargs)
+        check_experiment(make(**kwargs))
 
 
 def test_method_args_defaults_and_known_settings():
     exp = make(method="cdpo")
-    assert exp.resolved_method_args() == {"label_smoothing": 0.1}
-    assert make(method="cdpo", method_args={"label_smoothing": 0.3}).resolved_method_args() == {
+    assert resolved_args(exp) == {"label_smoothing": 0.1}
+    assert resolved_args(make(method="cdpo", method_args={"label_smoothing": 0.3})) == {
         "label_smoothing": 0.3
     }
 
@@ -76,11 +79,11 @@ def test_dotted_replace_parses_by_field_type():
 
 
 def test_flat_params_use_dotted_names():
-    params = make(method="cdpo").flat_params()
+    params = flat_params(make(method="cdpo"))
     assert params["method"] == "cdpo" and params["beta"] == 0.1
     assert params["train.lr"] == TrainSpec().lr and params["eval.n_prompts"] == EvalSpec().n_prompts
     assert params["method_args.label_smoothing"] == 0.1
-    assert set(field_paths(make(method="cdpo"))) == set(params)
+    assert set(settable_fields(make(method="cdpo"))) == set(params)
 
 
 def test_json_round_trip():

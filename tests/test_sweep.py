@@ -23,6 +23,7 @@ from harness import (
     Uniform,
     When,
 )
+from harness.checks import check_sweep
 from harness.cli import main
 from harness.sweep.study import StudySettings, claim_trial, prepare_study
 from harness.sweep.trial import run_trial
@@ -116,13 +117,14 @@ def child_runs(uri: str, experiment: str):
         ),
     ],
 )
-def test_bad_sweeps_fail_at_construction(space, kwargs, message):
+def test_bad_sweeps_fail_before_any_trial(space, kwargs, message):
+    """Refused at construction (structure) or by the checks step `harness sweep` runs (names)."""
     with pytest.raises(SweepError, match=message):
-        Sweep(name="s", base=Experiment(**TINY), space=space, **kwargs)
+        check_sweep(Sweep(name="s", base=Experiment(**TINY), space=space, **kwargs))
 
 
 def test_conditional_space_samples_only_where_it_applies():
-    from harness.sweep.space import sample_params
+    from harness.space import sample_params
 
     sweep = Sweep(
         name="c",
@@ -370,19 +372,23 @@ def test_non_finite_loss_fails_the_trial_and_the_sweep_goes_on(tmp_path, trackin
 
 def test_world_specific_objectives_are_accepted_where_the_world_logs_them():
     exact = Experiment(method="dpo", beta=0.1, dataset="exact", eval=EvalSpec(max_new_tokens=5))
-    Sweep(
-        name="gap",
-        base=exact,
-        space={"beta": LogUniform(0.05, 1.0)},
-        objective="eval/frontier_gap",
-        direction="minimize",
+    check_sweep(
+        Sweep(
+            name="gap",
+            base=exact,
+            space={"beta": LogUniform(0.05, 1.0)},
+            objective="eval/frontier_gap",
+            direction="minimize",
+        )
     )
     with pytest.raises(
         SweepError, match="objective 'eval/frontier_gap' is not logged by dpo runs on 'sentiment'"
     ):
-        Sweep(
-            name="gap",
-            base=Experiment(**TINY),
-            space={"beta": LogUniform(0.05, 1.0)},
-            objective="eval/frontier_gap",
+        check_sweep(
+            Sweep(
+                name="gap",
+                base=Experiment(**TINY),
+                space={"beta": LogUniform(0.05, 1.0)},
+                objective="eval/frontier_gap",
+            )
         )

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from harness import Experiment
-from harness.evaluate.scoring import parse_temperatures
+from harness.commands.evaluate import parse_temperatures
 from harness.evaluate.winrate import headline_temperature, metric_names, outcomes, win_rate
+from harness.methods import flat_params
 from harness.spec import SpecError
 
 MLFLOW_NAME = re.compile(r"^[/\w.\- ]*$")
@@ -60,7 +61,7 @@ def test_scoring_settings_by_dotted_name():
         )
         == changed
     )
-    assert changed.flat_params()["eval.temperatures"] == (0, 0.5, 1)
+    assert flat_params(changed)["eval.temperatures"] == (0, 0.5, 1)
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,19 @@ import pandas as pd
 from analysis.figures import Plot, Skip, new_figure
 from analysis.load import RunData
 from analysis.stats import mean_ci
+from harness.metrics import (
+    EVAL_GOLD_REWARD,
+    EVAL_GOLD_REWARD_EXACT,
+    EVAL_KL,
+    EVAL_KL_EXACT,
+    winrate,
+)
 
 # Preferred key first: the exact world's exact metrics over the sampled estimates.
 PANELS = {
-    "gold reward": ("eval/gold/reward_exact", "eval/gold/reward"),
-    "KL to ref. [nats]": ("eval/kl_exact", "eval/kl"),
-    "gold win rate\nvs reference": ("winrate/gold/vs_reference",),
+    "gold reward": (EVAL_GOLD_REWARD_EXACT, EVAL_GOLD_REWARD),
+    "KL to ref. [nats]": (EVAL_KL_EXACT, EVAL_KL),
+    "gold win rate\nvs reference": (winrate("gold", "reference"),),
 }
 COLUMNS = ["panel", "metric", "method", "beta", "n", "mean", "ci_low", "ci_high"]
 

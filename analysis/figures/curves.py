@@ -10,13 +10,14 @@ from __future__ import annotations
 from analysis.figures import Plot, Skip, legend_below, new_figure
 from analysis.load import RunData
 from analysis.style import variants
+from harness.metrics import EVAL_KL, EVAL_PAIR_ACCURACY, eval_rewards
 
 PANELS = {
-    "eval/rewards/chosen": "reward of\nchosen [nats]",
-    "eval/rewards/rejected": "reward of\nrejected [nats]",
-    "eval/rewards/margins": "reward\nmargin [nats]",
-    "eval/rewards/accuracies": "pair\naccuracy",
-    "eval/kl": "KL to ref.\n[nats]",
+    eval_rewards("chosen"): "reward of\nchosen [nats]",
+    eval_rewards("rejected"): "reward of\nrejected [nats]",
+    eval_rewards("margins"): "reward\nmargin [nats]",
+    EVAL_PAIR_ACCURACY: "pair\naccuracy",
+    EVAL_KL: "KL to ref.\n[nats]",
 }
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from analysis.figures import Plot, Skip, new_figure
 from analysis.load import RunData
 from analysis.style import variants
+from harness.metrics import EVAL_KL_EXACT
 
-KEY = "eval/kl_exact"
+KEY = EVAL_KL_EXACT
 
 
 def plot(data: RunData, colors: dict[str, str]) -> Plot:

@@ -15,9 +15,10 @@ import pandas as pd
 from analysis.figures import Plot, Skip, new_figure
 from analysis.load import RunData
 from analysis.stats import GAO_FORMS, fit_gao
+from harness.metrics import EVAL_KL, EVAL_KL_EXACT, winrate
 
-WINRATE = "winrate/gold/vs_reference"
-KL_KEYS = ("eval/kl_exact", "eval/kl")
+WINRATE = winrate("gold", "reference")
+KL_KEYS = (EVAL_KL_EXACT, EVAL_KL)
 FORM_STYLES = {"bon": "-", "rl": "--"}
 FORM_LABELS = {"bon": r"$d(\alpha-\beta d)$", "rl": r"$d(\alpha-\beta\log d)$"}
 MIN_POINTS = 3  # two parameters per form: fewer points fit exactly and say nothing

@@ -10,18 +10,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from harness import metrics
+from harness.cache import cached_dir, settings_key
+from harness.devices import default_device
 from harness.registry import did_you_mean
 from harness.tasks import TASKS_DIR, world_task_folder
-from harness.worlds.cache import cached_dir, settings_key
 
 WORLD_TASKS = "world"  # in a task list: the tasks shipped for the dataset's built-in world
-_INVALID = re.compile(r"[^\w./\- ]")
 
 
 class BenchError(ValueError):
@@ -54,7 +52,7 @@ class BenchPlan:
 @functools.cache
 def task_manager(folders: tuple[str, ...], with_defaults: bool):
     """lm-eval's task index over `folders` (and its own tasks: seconds to build, so kept)."""
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # lm-eval takes ~2 s to import: only when asked for
 
     return TaskManager(include_path=list(folders), include_defaults=with_defaults)
 
@@ -97,7 +95,7 @@ def plan_bench(
 
 def world_tasks(world: str | None) -> list[str]:
     """Names of the tasks shipped for `world` (none for a dataset that is not a world)."""
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # lm-eval takes ~2 s to import: only when asked for
 
     folder = world_task_folder(world) if world else None
     if folder is None or not folder.is_dir():
@@ -106,7 +104,7 @@ def world_tasks(world: str | None) -> list[str]:
 
 
 def check_task_folder(path: str) -> None:
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # lm-eval takes ~2 s to import: only when asked for
 
     folder = Path(path)
     if not folder.is_dir():
@@ -125,7 +123,7 @@ def check_task_folder(path: str) -> None:
 
 def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dict:
     """lm_eval.simple_evaluate on an already-loaded model; returns lm-eval's results dict."""
-    import lm_eval
+    import lm_eval  # ~2 s to import: only when tasks are scored
     from lm_eval.models.huggingface import HFLM
 
     was_training = model.training
@@ -137,7 +135,7 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
             pretrained=model,
             tokenizer=tokenizer,
             batch_size=batch_size,
-            device="cuda" if torch.cuda.is_available() else "cpu",
+            device=default_device(),
         )
         out = lm_eval.simple_evaluate(
             model=lm,
@@ -168,7 +166,7 @@ def bench_metrics(results: dict, suffix: str = "") -> dict[str, float]:
     A filter other than `none` stays in the name (`exact_match,strict-match` ->
     `exact_match_strict-match`); values lm-eval reports as "N/A" are left out.
     """
-    metrics = {}
+    out = {}
     for task, values in results.get("results", {}).items():
         for key, value in values.items():
             if "," not in key or not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -177,8 +175,8 @@ def bench_metrics(results: dict, suffix: str = "") -> dict[str, float]:
             name = metric if filt == "none" else f"{metric}_{filt}"
             if suffix and name.endswith("_stderr"):
                 continue
-            metrics[_INVALID.sub("_", f"bench/{task}/{name}{suffix}")] = float(value)
-    return metrics
+            out[metrics.bench(task, name, suffix)] = float(value)
+    return out
 
 
 def reference_results(plan: BenchPlan, reference, tokenizer, source: str, log=print) -> dict:

@@ -10,26 +10,16 @@ import statistics
 
 from harness.data import PreferenceData, prompt_text
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
+from harness.metrics import (
+    EVAL_GOLD_REWARD,
+    EVAL_KL,
+    EVAL_KL_STDERR,
+    EVAL_LENGTH,
+    eval_logps,
+    eval_rewards,
+)
 from harness.sequences import sample_completions, sequence_logps, tokenize_completion
 from harness.spec import Experiment
-
-PAIR_METRICS = tuple(
-    f"eval/rewards/{n}" for n in ("chosen", "rejected", "margins", "accuracies")
-) + (
-    "eval/logps/chosen",
-    "eval/logps/rejected",
-)
-SAMPLE_METRICS = ("eval/kl", "eval/kl_stderr", "eval/length")
-
-
-def expected_metrics(exp: Experiment) -> set[str]:
-    """The eval/... names every evaluation of `exp` logs (checked by sweeps before they start)."""
-    from harness.worlds import WORLDS, get_world
-
-    names = set(PAIR_METRICS + SAMPLE_METRICS)
-    if exp.dataset in WORLDS:
-        names |= {"eval/gold/reward", *get_world(exp.dataset).extra_metrics}
-    return names
 
 
 class Evaluator:
@@ -60,9 +50,9 @@ class Evaluator:
                 k: implicit_rewards(logps[k], self.reference_logps[k], exp.beta) for k in logps
             }
             for name, value in pair_reward_metrics(rewards["chosen"], rewards["rejected"]).items():
-                metrics[f"eval/rewards/{name}"] = value
-            metrics["eval/logps/chosen"] = logps["chosen"].mean().item()
-            metrics["eval/logps/rejected"] = logps["rejected"].mean().item()
+                metrics[eval_rewards(name)] = value
+            for side in ("chosen", "rejected"):
+                metrics[eval_logps(side)] = logps[side].mean().item()
 
         samples = sample_completions(
             policy,
@@ -75,17 +65,15 @@ class Evaluator:
         reference_logps = sequence_logps(
             self.reference, samples.prompt_ids, samples.completion_ids, self.pad
         )
-        metrics["eval/kl"], metrics["eval/kl_stderr"] = kl_estimate(policy_logps, reference_logps)
-        metrics["eval/length"] = statistics.fmean(samples.lengths)
+        metrics[EVAL_KL], metrics[EVAL_KL_STDERR] = kl_estimate(policy_logps, reference_logps)
+        metrics[EVAL_LENGTH] = statistics.fmean(samples.lengths)
         table = {"prompt": self.prompts, "completion": samples.texts}
         if self.data.gold is not None:
             gold = self.data.gold(self.prompts, samples.continuations(self.tokenizer))
-            metrics["eval/gold/reward"] = statistics.fmean(gold)
+            metrics[EVAL_GOLD_REWARD] = statistics.fmean(gold)
             table["gold_reward"] = gold
         if self.data.world is not None:
-            metrics.update(
-                self.data.world.extra_eval(policy, self.reference, self.tokenizer, exp.beta)
-            )
+            metrics.update(self.data.world.extra_eval(policy, self.reference, self.tokenizer))
         return metrics, table
 
 

@@ -17,9 +17,9 @@ import mlflow
 
 from harness.data import DataError, PreferenceData
 from harness.evaluate import bench, winrate
-from harness.evaluate.reward_model import RewardModel, reward_model_for
-from harness.registry import did_you_mean
-from harness.spec import JUDGES, Experiment, SpecError
+from harness.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
+from harness.reward_model import RewardModel, reward_model_for
+from harness.spec import Experiment, SpecError, validate_scoring
 
 RM_SEED = 0  # one judge per study: every run (any training seed) is judged by the same model
 
@@ -57,7 +57,7 @@ class Scoring:
             judges = {}
             if "rm" in self.judges:
                 judges["rm"] = self.reward_model.score
-                metrics["rm/accuracy"] = self.reward_model.accuracy
+                metrics[RM_ACCURACY] = self.reward_model.accuracy
             if "gold" in self.judges:
                 judges["gold"] = self.data.gold
             prompts = self.data.eval_prompts[: self.exp.eval.n_prompts]
@@ -96,33 +96,22 @@ class Scoring:
 
 
 def summarize(metrics: dict[str, float]) -> str:
+    """One line: the headline win rates, the judge's accuracy, the policy's lm-eval scores."""
     parts = [
-        f"{name.removeprefix('winrate/')} {value:.2f}"
+        f"{name.removeprefix(WINRATE_PREFIX)} {value:.2f}"
         for name, value in metrics.items()
-        if name.startswith("winrate/")
+        if name.startswith(WINRATE_PREFIX)
         and name.count("/") == 2
-        and not name.endswith("_ci_low")
-        and not name.endswith("_ci_high")
+        and not name.endswith((CI_LOW, CI_HIGH))
     ]
-    if "rm/accuracy" in metrics:
-        parts.append(f"rm acc {metrics['rm/accuracy']:.2f}")
+    if RM_ACCURACY in metrics:
+        parts.append(f"rm acc {metrics[RM_ACCURACY]:.2f}")
     parts += [
-        f"{name.removeprefix('bench/')} {value:.3g}"
+        f"{name.removeprefix(BENCH_PREFIX)} {value:.3g}"
         for name, value in metrics.items()
-        if name.startswith("bench/") and not name.endswith(("_stderr", "_reference"))
+        if name.startswith(BENCH_PREFIX) and not name.endswith(("_stderr", "_reference"))
     ]
     return "  ".join(parts)
-
-
-def parse_temperatures(text: str) -> tuple[float, ...]:
-    """'0,0.5,1' -> (0.0, 0.5, 1.0); a temperature below 0 or a non-number is an error."""
-    try:
-        temps = tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise SpecError(f"--temperatures expects numbers like 0,0.5,1, got {text!r}") from None
-    if not temps or any(t < 0 for t in temps):
-        raise SpecError(f"--temperatures must all be >= 0 (0 = greedy), got {text!r}")
-    return temps
 
 
 def prepare_scoring(
@@ -140,14 +129,8 @@ def prepare_scoring(
     ev = exp.eval
     winrate_on = ev.winrate if winrate_on is None else winrate_on
     temperatures = tuple(ev.temperatures if temperatures is None else temperatures)
-    if any(t < 0 for t in temperatures):
-        raise SpecError(f"temperatures must all be >= 0 (0 = greedy), got {temperatures}")
     asked = tuple(ev.judges if judges is None else judges) if winrate_on else ()
-    for judge in asked:
-        if judge not in JUDGES:
-            raise SpecError(
-                f"unknown judge {judge!r}; known: {JUDGES}." + did_you_mean(judge, JUDGES)
-            )
+    validate_scoring(temperatures, asked)
     usable = tuple(j for j in asked if j != "gold" or data.gold is not None)
     notes = [f"{data.source} has no gold reward: judge 'gold' skipped"] if usable != asked else []
     if asked and not usable:

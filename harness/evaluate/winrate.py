@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from harness import metrics
 from harness.data import PreferenceData
 from harness.sequences import sample_completions
 
@@ -65,8 +66,8 @@ def win_rate(
 
 def metric_names(judge: str, baseline: str, temperature: float | None) -> dict[str, str]:
     """MLflow names of a win rate and its CI; temperature None = the headline."""
-    base = f"winrate/{judge}/vs_{baseline}" + ("" if temperature is None else f"/t{temperature:g}")
-    return {"value": base, "ci_low": f"{base}_ci_low", "ci_high": f"{base}_ci_high"}
+    base = metrics.winrate(judge, baseline, temperature)
+    return {"value": base, "ci_low": base + metrics.CI_LOW, "ci_high": base + metrics.CI_HIGH}
 
 
 def headline_temperature(temperatures: Sequence[float]) -> float:

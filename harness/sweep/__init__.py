@@ -1,14 +1,4 @@
-"""Optuna sweeps over experiments: `Sweep` objects, studies, workers."""
+"""Optuna studies over experiments: the study and its workers (study), one trial (trial).
 
-from harness.sweep.space import (
-    Choice,
-    Grid,
-    IntUniform,
-    LogUniform,
-    Sweep,
-    SweepError,
-    Uniform,
-    When,
-)
-
-__all__ = ["Choice", "Grid", "IntUniform", "LogUniform", "Sweep", "SweepError", "Uniform", "When"]
+The `Sweep` objects themselves are plain data in `harness.space`.
+"""

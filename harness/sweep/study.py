@@ -20,10 +20,11 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from harness import tracking
-from harness.sweep.space import Sweep, SweepError
+from harness import stores
+from harness.metrics import SWEEP_BEST_VALUE
+from harness.space import Sweep, SweepError
+from harness.sweep.trial import run_trial
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PARENT_ATTR = "mlflow_parent_run_id"
 
 
@@ -112,7 +113,7 @@ def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, 
 
 
 def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
-    experiment_id = tracking.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
+    experiment_id = stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     client = MlflowClient(settings.tracking_uri)
     run = client.create_run(
         experiment_id,
@@ -121,7 +122,7 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
             "sweep": settings.study_name,
             "optuna_storage": settings.storage,
             "role": "sweep_parent",
-            "git_sha": tracking.git_sha(),
+            "git_sha": stores.git_sha(),
             "dataset": sweep.base.dataset,
         },
     )
@@ -199,12 +200,10 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
 
 def work(sweep: Sweep, settings: StudySettings, worker: str = "", log=print) -> int:
     """Claim and run trials until none is waiting and none is running elsewhere; trials run."""
-    from harness.sweep.trial import run_trial
-
     storage = open_storage(settings)
     study = load_study(sweep, settings, storage)
     parent = study.user_attrs[PARENT_ATTR]
-    tracking.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
+    stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     done = 0
     while True:
         fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
@@ -243,7 +242,7 @@ def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:
         client.set_tag(parent, "best_trial", str(best.number))
         client.set_tag(parent, "best_value", repr(best.value))
         client.set_tag(parent, "best_params", json.dumps(best.params, sort_keys=True))
-        client.log_metric(parent, "sweep/best_value", best.value, step=best.number)
+        client.log_metric(parent, SWEEP_BEST_VALUE, best.value, step=best.number)
     else:
         client.set_tag(parent, "best_trial", "none")
     client.set_terminated(parent, status="FINISHED")

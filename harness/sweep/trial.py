@@ -9,7 +9,8 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.sweep.space import Sweep, sample_params
+from harness.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
+from harness.space import Sweep, sample_params
 from harness.train import run_experiment
 
 
@@ -89,8 +90,8 @@ def run_trial(
         trial.set_user_attr("objective_std", spread)
         for run_id in run_ids:
             client.set_tag(run_id, "trial_value", repr(mean))
-        client.log_metric(parent, "sweep/objective", mean, step=trial.number)
-        client.log_metric(parent, "sweep/objective_std", spread, step=trial.number)
+        client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
+        client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
         study.tell(trial, mean)
         log(
             f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {list(sweep.seeds)}"

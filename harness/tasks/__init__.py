@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
+
 TASKS_DIR = Path(__file__).parent
 
 
@@ -16,8 +18,6 @@ def load_jsonl(data_file: str, **_metadata):
 
     lm-eval calls a task's `custom_dataset` with the task's metadata and `dataset_kwargs`.
     """
-    import datasets
-
     return datasets.DatasetDict(
         {"test": datasets.Dataset.from_json(str(TASKS_DIR / data_file), keep_in_memory=True)}
     )

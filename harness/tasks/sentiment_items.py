@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from harness.models import load_causal_lm, load_tokenizer
+from harness.worlds import get_world
 from harness.worlds.sentiment import LINKS, NEGATIVE, POSITIVE, SUBJECTS, make_review
 
 FOLDER = Path(__file__).parent / "sentiment"
@@ -63,9 +65,6 @@ def balanced_items(model, tokenizer, rng: random.Random) -> list[dict]:
 
 
 def write_items() -> None:
-    from harness.models import load_causal_lm, load_tokenizer
-    from harness.worlds import get_world
-
     world = get_world("sentiment")
     model = load_causal_lm(world.reference_path).eval()
     tokenizer = load_tokenizer(world.reference_path)

@@ -7,25 +7,13 @@ from functools import cache
 
 from harness.registry import Registry
 from harness.worlds.base import World
+from harness.worlds.exact import ExactWorld
+from harness.worlds.sentiment import SentimentWorld
 
-# name -> factory; factories import lazily so that naming a world costs nothing.
+# name -> factory: a world builds (or loads) its cache only when first used.
 WORLDS: Registry[Callable[[], World]] = Registry("world")
-
-
-def _sentiment() -> World:
-    from harness.worlds.sentiment import SentimentWorld
-
-    return SentimentWorld()
-
-
-def _exact() -> World:
-    from harness.worlds.exact import ExactWorld
-
-    return ExactWorld()
-
-
-WORLDS.register("sentiment", _sentiment)
-WORLDS.register("exact", _exact)
+WORLDS.register("sentiment", SentimentWorld)
+WORLDS.register("exact", ExactWorld)
 
 
 @cache

@@ -11,16 +11,16 @@ from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
+from harness.cache import cached_dir
 from harness.spec import DataSpec
 
-SPLITS = ("train", "eval", "test")
+SPLITS = ("train", "eval")
 
 
 class World(ABC):
     """A self-contained task built offline: data, tokenizer, reference model and gold reward."""
 
     name: str
-    description: str
     extra_metrics: tuple[str, ...] = ()  # the names `extra_eval` logs
 
     @property
@@ -38,11 +38,14 @@ class World(ABC):
     @abstractmethod
     def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]: ...
 
-    def extra_eval(self, policy, reference, tokenizer, beta: float) -> dict[str, float]:
+    def extra_eval(self, policy, reference, tokenizer) -> dict[str, float]:
         """Metrics only this world can compute (e.g. exact KL); none by default."""
         return {}
 
-    def run_artifacts(self, exp) -> dict[str, str]:
+    def check(self, exp) -> None:  # noqa: B027  (most worlds accept every setting)
+        """Raise SpecError for settings this world cannot evaluate exactly; none by default."""
+
+    def run_artifacts(self) -> dict[str, str]:
         """Text artifacts (artifact path -> content) logged at the start of every run in this world."""
         return {}
 
@@ -66,8 +69,6 @@ class CachedWorld(World):
 
     @cached_property
     def folder(self) -> Path:
-        from harness.worlds.cache import cached_dir
-
         return cached_dir(f"worlds/{self.name}", asdict(self.settings), self._build)
 
     @property

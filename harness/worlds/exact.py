@@ -2,7 +2,7 @@
 
 Eight words (four colours, four animals), prompts of two words ("red fox"), responses of 1 to
 L = 4 words: 4680 valid responses per prompt, and the invalid outcomes (EOS first, no EOS after
-4 words) that complete the space (see `harness.evaluate.exact`). The vocabulary is the eight
+4 words) that complete the space (see `harness.worlds.exact_math`). The vocabulary is the eight
 words and EOS, which also pads, so no other token exists. Sampling uses exactly L + 1 new
 tokens (`eval.max_new_tokens` = 5), which makes the sampled `eval/kl` an unbiased estimate of
 `eval/kl_exact`. The reference is a tiny GPT-2 SFT'd (TRL's SFTTrainer) on responses from a
@@ -29,10 +29,19 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
-from harness.evaluate import exact
+from harness.metrics import (
+    EVAL_FRONTIER_GAP,
+    EVAL_GOLD_REWARD_EXACT,
+    EVAL_INVALID_EXACT,
+    EVAL_KL_EXACT,
+)
 from harness.spec import SpecError
+from harness.worlds import exact_math as exact
 from harness.worlds.base import SPLITS, CachedWorld
+from harness.worlds.sft import sft_tiny_model
 
 COLOURS = ("red", "blue", "green", "gold")
 ANIMALS = ("cat", "dog", "fox", "owl")
@@ -102,7 +111,7 @@ class ExactSettings:
     # 2 epochs of 32-text batches: the reference then stops after 4 words (invalid mass < 1%).
     sft_steps: int = 600
     sft_lr: float = 2e-3
-    samples_per_prompt: tuple[int, int, int] = (1024, 64, 64)  # train, eval, test: 2 per pair
+    samples_per_prompt: tuple[int, int] = (1024, 64)  # train, eval: 2 per pair
     seed: int = 0
     version: int = 2  # bump when the generator changes so stale caches are not reused
 
@@ -124,9 +133,6 @@ def base_response(rng: random.Random, prompt: str, s: ExactSettings) -> tuple[st
 
 def word_tokenizer():
     """Word-level tokenizer over WORDS with EOS as the only special token (it also pads)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     raw = Tokenizer(models.WordLevel({EOS: 0, **{w: i + 1 for i, w in enumerate(WORDS)}}))
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     raw.add_special_tokens([EOS])
@@ -135,13 +141,7 @@ def word_tokenizer():
 
 class ExactWorld(CachedWorld):
     name = "exact"
-    description = "8 words, responses of <= 4: exact KL, gold reward and optimal frontier"
-    extra_metrics = (
-        "eval/kl_exact",
-        "eval/gold/reward_exact",
-        "eval/frontier_gap",
-        "eval/invalid_exact",
-    )
+    extra_metrics = (EVAL_KL_EXACT, EVAL_GOLD_REWARD_EXACT, EVAL_FRONTIER_GAP, EVAL_INVALID_EXACT)
 
     def __init__(self, settings: ExactSettings | None = None):
         self.settings = settings or ExactSettings()
@@ -172,27 +172,27 @@ class ExactWorld(CachedWorld):
         )
 
     def outcome_logps(self, model, tokenizer) -> torch.Tensor:
-        """log pi of every outcome (`harness.evaluate.exact` order) for every prompt, float64."""
+        """log pi of every outcome (`harness.worlds.exact_math` order) for every prompt, float64."""
         word_ids = tokenizer.convert_tokens_to_ids(list(WORDS))
         prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
         next_logps = exact.next_token_logps(model, prompt_ids, word_ids, self.settings.max_words)
         return exact.outcome_logps(next_logps, word_ids, tokenizer.eos_token_id)
 
-    def extra_eval(self, policy, reference, tokenizer, beta: float) -> dict[str, float]:
+    def extra_eval(self, policy, reference, tokenizer) -> dict[str, float]:
         """eval/kl_exact, eval/gold/reward_exact, eval/frontier_gap and eval/invalid_exact."""
         if reference not in self._reference_logps:  # the reference is frozen: enumerate it once
             self._reference_logps[reference] = self.outcome_logps(reference, tokenizer)
         ref_logps = self._reference_logps[reference]
         logps = self.outcome_logps(policy, tokenizer)
         return {
-            "eval/kl_exact": exact.kl_divergence(logps, ref_logps).mean().item(),
-            "eval/gold/reward_exact": exact.expected_reward(logps, self.rewards).mean().item(),
-            "eval/frontier_gap": exact.frontier_gap(ref_logps, self.rewards, logps),
-            "eval/invalid_exact": self.invalid_mass(logps),
+            EVAL_KL_EXACT: exact.kl_divergence(logps, ref_logps).mean().item(),
+            EVAL_GOLD_REWARD_EXACT: exact.expected_reward(logps, self.rewards).mean().item(),
+            EVAL_FRONTIER_GAP: exact.frontier_gap(ref_logps, self.rewards, logps),
+            EVAL_INVALID_EXACT: self.invalid_mass(logps),
         }
 
-    def run_artifacts(self, exp) -> dict[str, str]:
-        """The optimal frontier of the world's reference; refuses settings that break exactness."""
+    def check(self, exp) -> None:
+        """Refuse settings that break exactness."""
         L = self.settings.max_words
         if exp.eval.max_new_tokens != L + 1:
             raise SpecError(
@@ -205,6 +205,9 @@ class ExactWorld(CachedWorld):
                 "model.name_or_path must be 'world' in the exact world: its enumeration is over "
                 f"the world's own 9-token vocabulary, got {exp.model.name_or_path!r}"
             )
+
+    def run_artifacts(self) -> dict[str, str]:
+        """The optimal frontier of the world's reference."""
         return {"frontier/optimal_frontier.csv": (self.folder / "optimal_frontier.csv").read_text()}
 
     def invalid_mass(self, logps: torch.Tensor) -> float:
@@ -212,8 +215,6 @@ class ExactWorld(CachedWorld):
         return exact.invalid_logp(logps, len(self.responses)).exp().mean().item()
 
     def _build(self, out: Path) -> None:
-        from harness.worlds.sentiment import sft_tiny_model
-
         s = self.settings
         rng = random.Random(s.seed)
         texts = []

@@ -9,12 +9,20 @@ completion (Hutto & Gilbert 2014), in [-1, 1].
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers.trainers import WordLevelTrainer
+from transformers import PreTrainedTokenizerFast
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+from harness.sequences import sample_completions
 from harness.worlds.base import SPLITS, CachedWorld
+from harness.worlds.sft import sft_tiny_model
 
 SUBJECTS = [
     "movie",
@@ -100,7 +108,7 @@ class SentimentSettings:
     """Everything the world's cache key depends on."""
 
     n_reviews: int = 6000
-    n_prompts: tuple[int, int, int] = (512, 128, 128)  # train, eval, test
+    n_prompts: tuple[int, int] = (512, 128)  # train, eval
     samples_per_prompt: int = 4  # completions sampled per prompt, paired (0,1), (2,3)
     max_new_tokens: int = 24
     sft_steps: int = 400  # 400 x 32 reviews: fluent grammar with the corpus' mixed sentiment
@@ -143,7 +151,6 @@ def make_prompt(rng: random.Random, review: str) -> str:
 
 class SentimentWorld(CachedWorld):
     name = "sentiment"
-    description = "synthetic movie reviews; gold reward = VADER sentiment of the completion"
 
     def __init__(self, settings: SentimentSettings | None = None):
         self.settings = settings or SentimentSettings()
@@ -179,13 +186,10 @@ class SentimentWorld(CachedWorld):
 
 def train_word_tokenizer(texts: list[str]):
     """A word-level tokenizer trained on the corpus, with <s> </s> <pad> <unk> specials."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
     raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    raw.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=specials))
+    raw.train_from_iterator(texts, WordLevelTrainer(special_tokens=specials))
     return PreTrainedTokenizerFast(
         tokenizer_object=raw,
         pad_token="<pad>",
@@ -195,45 +199,8 @@ def train_word_tokenizer(texts: list[str]):
     )
 
 
-def sft_tiny_model(
-    tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path, **model_size
-):
-    """Train a tiny GPT-2 (`model_size`: build_tiny_gpt2's sizes) on `texts` with TRL's SFTTrainer."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from harness.models import build_tiny_gpt2
-
-    config = SFTConfig(
-        output_dir=str(out),
-        max_steps=steps,
-        per_device_train_batch_size=32,
-        learning_rate=lr,
-        lr_scheduler_type="cosine",
-        warmup_steps=20,
-        max_length=96,
-        seed=seed,
-        bf16=False,  # TRL turns bf16 on by default; CPUs here train in fp32
-        gradient_checkpointing=False,  # on by default in TRL, only slows a tiny model
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, steps // 4),
-        disable_tqdm=True,
-        use_cpu=True,
-    )
-    trainer = SFTTrainer(
-        model=build_tiny_gpt2(tokenizer, seed=seed, **model_size),
-        args=config,
-        train_dataset=Dataset.from_dict({"text": texts}),
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    return trainer.model.eval()
-
-
 def sample_and_score(model, tokenizer, prompts, settings: SentimentSettings, seed: int):
-    from harness.sequences import sample_completions
-
+    """`samples_per_prompt` reference completions of each prompt with their VADER rewards."""
     k = settings.samples_per_prompt
     repeated = [p for p in prompts for _ in range(k)]
     samples = sample_completions(
@@ -251,14 +218,11 @@ def sample_and_score(model, tokenizer, prompts, settings: SentimentSettings, see
     ]
 
 
-_VADER = None
+@functools.cache
+def _vader() -> SentimentIntensityAnalyzer:
+    return SentimentIntensityAnalyzer()  # reads its lexicon file: once, on first use
 
 
 def vader_scores(texts: list[str]) -> list[float]:
     """VADER compound score of each text, in [-1, 1]; the sentiment world's gold reward."""
-    global _VADER
-    if _VADER is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        _VADER = SentimentIntensityAnalyzer()
-    return [_VADER.polarity_scores(t)["compound"] for t in texts]
+    return [_vader().polarity_scores(t)["compound"] for t in texts]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -11,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 
 def cache_root() -> Path:
@@ -39,8 +40,7 @@ def cached_dir(
     if (target / "settings.json").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(root / f".{target.name}.lock"):
         if (target / "settings.json").exists():  # another worker built it while we waited
             return target
         log(f"building {kind} {target.name} (cached afterwards in {target})")

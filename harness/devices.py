@@ -1,0 +1,32 @@
+"""The one device choice and the one CPU-safe TrainingArguments base every trainer starts from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def default_device() -> str:
+    """cuda when a GPU is visible, else cpu (HF and lm-eval default to cuda unconditionally)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def training_arguments(output_dir: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for any TRL/transformers TrainingArguments, safe on a CPU.
+
+    TRL's configs assume a GPU: bf16 and gradient checkpointing are on by default. fp32 is exact
+    and fast enough for the tiny models here, and checkpointing only slows small models. The
+    harness logs to MLflow itself (harness.callbacks), prints its own progress, and keeps no
+    trainer checkpoints. `overrides` set the run's own values (steps, lr, batch size, seed...).
+    """
+    return {
+        "output_dir": output_dir,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "use_cpu": default_device() == "cpu",
+        **overrides,
+    }
