@@ -8,7 +8,6 @@ their own columns), Markdown and LaTeX (mean +- half-width of the interval).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ from harness.metrics import (
     EVAL_KL,
     EVAL_KL_EXACT,
     EVAL_PAIR_ACCURACY,
+    parse_winrate,
 )
 
 METRICS = {
@@ -30,7 +30,6 @@ METRICS = {
     EVAL_KL_EXACT: "KL (exact)",
     EVAL_PAIR_ACCURACY: "pair acc.",
 }
-HEADLINE_WINRATE = re.compile(r"^winrate/([^/]+)/vs_([^/]+)$")
 NOT_CONFIGURATION = {"params.train.seed", "params.name"}  # runs differing only here are seeds
 ALWAYS = ["dataset", "method", "beta"]
 
@@ -38,15 +37,13 @@ ALWAYS = ["dataset", "method", "beta"]
 def metric_keys(runs: pd.DataFrame) -> list[str]:
     """The table's metrics that some run logged: METRICS in order, then headline win rates."""
     logged = {c.removeprefix("metrics.") for c in runs.columns if c.startswith("metrics.")}
-    winrates = sorted(
-        k for k in logged if HEADLINE_WINRATE.match(k) and not k.endswith(("_ci_low", "_ci_high"))
-    )
+    winrates = sorted(k for k in logged if (parsed := parse_winrate(k)) and parsed[2] is None)
     return [k for k in METRICS if k in logged] + winrates
 
 
 def title(key: str) -> str:
-    match = HEADLINE_WINRATE.match(key)
-    return f"win rate {match[1]} vs {match[2]}" if match else METRICS[key]
+    parsed = parse_winrate(key)
+    return f"win rate {parsed[0]} vs {parsed[1]}" if parsed else METRICS[key]
 
 
 def summary(data: RunData) -> pd.DataFrame:

@@ -99,6 +99,21 @@ def winrate(judge: str, baseline: str, temperature: float | None = None) -> str:
     return base if temperature is None else f"{base}/t{temperature:g}"
 
 
+_WINRATE = re.compile(
+    rf"^{WINRATE_PREFIX}(?P<judge>[^/]+)/vs_(?P<baseline>[^/]+)(?:/t(?P<temperature>[0-9.eE+-]+))?$"
+)
+
+
+def parse_winrate(name: str) -> tuple[str, str, float | None] | None:
+    """(judge, baseline, temperature or None for the headline) of a `winrate(...)` name, or None
+    for any other name (CI bounds included)."""
+    match = _WINRATE.match(name)
+    if not match or name.endswith((CI_LOW, CI_HIGH)):
+        return None
+    temperature = match["temperature"]
+    return match["judge"], match["baseline"], None if temperature is None else float(temperature)
+
+
 def bench(task: str, metric: str, suffix: str = "") -> str:
     """`bench/{task}/{metric}{suffix}`, cleaned to a valid MLflow name."""
     return clean_name(f"{BENCH_PREFIX}{task}/{metric}{suffix}")

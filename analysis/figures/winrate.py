@@ -7,16 +7,14 @@ seeds is drawn as the seed mean with a 95% Student-t interval over seeds.
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
 
 from analysis.figures import Plot, Skip, legend_below, new_figure
 from analysis.load import RunData
 from analysis.stats import mean_ci
 from analysis.style import variants
+from harness.metrics import CI_HIGH, CI_LOW, parse_winrate
 
-PER_TEMPERATURE = re.compile(r"^metrics\.winrate/([^/]+)/vs_([^/]+)/t([0-9.eE+-]+)$")
 COLUMNS = [
     "judge",
     "baseline",
@@ -34,10 +32,10 @@ def per_temperature(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, judge, baseline, temperature) with the logged win rate and its CI."""
     rows = []
     for column in runs.columns:
-        match = PER_TEMPERATURE.match(column)
-        if not match:
+        parsed = column.startswith("metrics.") and parse_winrate(column.removeprefix("metrics."))
+        if not parsed or parsed[2] is None:  # not a win rate, or the headline
             continue
-        judge, baseline, temperature = match.groups()
+        judge, baseline, temperature = parsed
         logged = runs[runs[column].notna()]
         for _, run in logged.iterrows():
             rows.append(
@@ -49,8 +47,8 @@ def per_temperature(runs: pd.DataFrame) -> pd.DataFrame:
                     "baseline": baseline,
                     "temperature": float(temperature),
                     "winrate": run[column],
-                    "ci_low": run.get(column + "_ci_low"),
-                    "ci_high": run.get(column + "_ci_high"),
+                    "ci_low": run.get(column + CI_LOW),
+                    "ci_high": run.get(column + CI_HIGH),
                 }
             )
     return pd.DataFrame(rows, columns=["run_id", *COLUMNS])
