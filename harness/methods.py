@@ -88,23 +88,50 @@ _register(
     Method(
         name="ipo",
         trainer="trl.DPOTrainer (loss ipo)",
-        beta_means="IPO tau: the regulariser; the loss targets a log-ratio margin of 1/(2 tau)",
+        beta_means="IPO tau: the regulariser; the loss targets a per-token average log-ratio margin "
+        "of 1/(2 tau) (TRL divides each response's summed log-ratio by its length)",
         formats=(PAIRED,),
         uses_reference=True,
         paper="Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences (arXiv:2310.12036)",
         build=trainers.dpo_trainer("ipo"),
     )
 )
+
+
+def _flip_rate(exp: Experiment) -> str | None:
+    """cDPO and rDPO assume labels flipped with probability eps < 1/2 (at 1/2 they carry nothing)."""
+    eps = resolved_args(exp)["label_smoothing"]
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 0.5:
+        return f"method_args.label_smoothing must be a flip rate in [0, 0.5), got {eps!r}"
+    return None
+
+
 _register(
     Method(
         name="cdpo",
-        trainer="trl.DPOTrainer (loss robust, label smoothing)",
-        beta_means="DPO beta, with labels assumed flipped with probability label_smoothing",
+        trainer="trl.DPOTrainer (losses sigmoid + robust, weighted to cDPO)",
+        beta_means="DPO beta; the labels are taken as flipped with probability label_smoothing (eps): "
+        "loss -(1-eps) log sigmoid(beta h) - eps log sigmoid(-beta h), optimum at h = log((1-eps)/eps)/beta",
         formats=(PAIRED,),
         uses_reference=True,
-        paper="Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409); Mitchell 2023, cDPO note",
-        build=trainers.dpo_trainer("robust"),
+        paper="Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO (conservative DPO)",
+        build=trainers.conservative_dpo_trainer(),
         settings={"label_smoothing": 0.1},  # the cDPO note's example flip rate
+        validate=_flip_rate,
+    )
+)
+_register(
+    Method(
+        name="rdpo",
+        trainer="trl.DPOTrainer (loss robust)",
+        beta_means="DPO beta; the loss is debiased for labels flipped with probability label_smoothing "
+        "(eps): [-(1-eps) log sigmoid(beta h) + eps log sigmoid(-beta h)] / (1-2eps), no optimum in h",
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper="Chowdhury et al. 2024, Provably Robust DPO: Aligning Language Models with Noisy Feedback (arXiv:2403.00409)",
+        build=trainers.dpo_trainer("robust"),
+        settings={"label_smoothing": 0.1},  # a flip rate within the paper's studied 0.1-0.4
+        validate=_flip_rate,
     )
 )
 _register(

@@ -31,6 +31,7 @@ from trl.experimental.cpo import CPOConfig, CPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from harness.data import PAIRED, PreferenceData
+from harness.losses import conservative_dpo_mixture
 from harness.metrics import RM_ACCURACY
 from harness.refcache import with_reference_cache
 from harness.reward_model import reward_model_for
@@ -107,13 +108,30 @@ def prompt_rows(data: PreferenceData):
 
 def dpo_trainer(loss_type: str) -> Builder:
     """DPOTrainer with one of its losses; `label_smoothing` from the settings where the method has it."""
+    return _dpo_family(lambda settings: ([loss_type], None))
+
+
+def conservative_dpo_trainer() -> Builder:
+    """DPOTrainer computing conservative DPO (Mitchell 2023) with flip rate `label_smoothing`.
+
+    TRL has no cDPO loss (its `sigmoid` ignores label smoothing, its `robust` is rDPO) and no
+    per-loss hook; cDPO is exactly a weighted sum of its `sigmoid` and `robust` losses
+    (harness.losses.conservative_dpo_mixture), which TRL computes, logs and caches as its own.
+    """
+    return _dpo_family(lambda settings: conservative_dpo_mixture(settings["label_smoothing"]))
+
+
+def _dpo_family(losses: Callable[[dict], tuple[list[str], list[float] | None]]) -> Builder:
+    """A DPOTrainer builder; `losses(method settings)` -> (TRL loss_type list, loss_weights)."""
 
     def build(job: TrainingJob):
         cached = job.reference_cache
+        loss_type, loss_weights = losses(job.method_args)
         config = DPOConfig(
             **job.args,
             beta=job.beta,
-            loss_type=[loss_type],
+            loss_type=loss_type,
+            loss_weights=loss_weights,
             label_smoothing=job.method_args.get("label_smoothing", 0.0),
             max_length=job.max_length,
             precompute_ref_log_probs=cached,
