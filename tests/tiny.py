@@ -14,7 +14,20 @@ from harness.models import build_tiny_gpt2
 from harness.trainers import TrainingJob
 from harness.worlds.sentiment import train_word_tokenizer
 
-WORDS = "the movie plot was is great bad good awful really very acting".split()
+WORDS = [
+    "the",
+    "movie",
+    "plot",
+    "was",
+    "is",
+    "great",
+    "bad",
+    "good",
+    "awful",
+    "really",
+    "very",
+    "acting",
+]
 
 
 def word_tokenizer(bos_rule: bool = False):
