@@ -35,7 +35,7 @@ from harness.losses import conservative_dpo_mixture
 from harness.metrics import RM_ACCURACY
 from harness.refcache import with_reference_cache
 from harness.reward_model import reward_model_for
-from harness.sequences import continuation_text
+from harness.sequences import continuation_text, encode
 
 
 @dataclass
@@ -168,9 +168,41 @@ def kto_trainer(job: TrainingJob):
     )
 
 
+class _TokenizedLikeDPO:
+    """For TRL's ORPO and CPO trainers: tokenize as every other trainer and the harness do.
+
+    Their `tokenize_row` prepends BOS to every prompt whenever the tokenizer has one
+    (trl.experimental.utils.add_bos_token_if_needed), while DPO, KTO, SFT, RLOO and the
+    harness's measurements use the tokenizer's own rule (harness.sequences.encode), which for
+    the built-in worlds adds none. Where that rule adds no BOS, the one TRL added is dropped
+    from the prompt, both sequences and their labels.
+    """
+
+    def tokenize_row(self, feature, model=None):
+        row = super().tokenize_row(feature, model)
+        bos = self.processing_class.bos_token_id
+        added = bos is not None and row["prompt_input_ids"][:1] == [bos]
+        if not added or encode(self.processing_class, feature["prompt"])[:1] == [bos]:
+            return row
+        keys = ["prompt_input_ids", "prompt_attention_mask"] + [
+            f"{side}_{key}"
+            for side in ("chosen", "rejected")
+            for key in ("input_ids", "attention_mask", "labels")
+        ]
+        return row | {key: row[key][1:] for key in keys}
+
+
+class ORPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, ORPOTrainer):
+    pass
+
+
+class CPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, CPOTrainer):
+    pass
+
+
 def orpo_trainer(job: TrainingJob):
     config = ORPOConfig(**job.args, beta=job.beta, max_length=job.max_length)
-    return ORPOTrainer(
+    return ORPOTrainerTokenizedLikeDPO(
         model=job.policy,
         args=config,
         train_dataset=job.train_dataset(),
@@ -188,7 +220,7 @@ def simpo_trainer(job: TrainingJob):
         simpo_gamma=job.method_args["gamma"],
         max_length=job.max_length,
     )
-    return CPOTrainer(
+    return CPOTrainerTokenizedLikeDPO(
         model=job.policy,
         args=config,
         train_dataset=job.train_dataset(),
@@ -247,7 +279,7 @@ def continuations(tokenizer, prompts: list, completions: list, completion_ids: l
     out = []
     for prompt, text, ids in zip(prompts, completions, completion_ids, strict=True):
         if isinstance(prompt, str):
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            prompt_ids = encode(tokenizer, prompt)
             text = continuation_text(tokenizer, prompt_ids, ids)
         out.append(text)
     return out

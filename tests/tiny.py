@@ -4,13 +4,14 @@ tests that need real TRL trainers and token ids but no built world."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 from tokenizers import processors
 
 from harness.data import PAIRED, PreferenceData
 from harness.devices import training_arguments
-from harness.models import build_tiny_gpt2
+from harness.models import build_tiny_gpt2, load_causal_lm
 from harness.trainers import TrainingJob
 from harness.worlds.sentiment import train_word_tokenizer
 
@@ -65,9 +66,11 @@ def tiny_model(tokenizer, seed: int):
 
 
 def job(tokenizer, rows: list[dict], out_dir, *, beta: float, method_args: dict) -> TrainingJob:
-    """A TrainingJob over `rows`: policy and reference are different random tiny models."""
+    """A TrainingJob over `rows`: policy and reference are different random tiny models, the
+    policy loaded from a folder as the harness loads it (RLOO copies its reference from there)."""
+    tiny_model(tokenizer, seed=0).save_pretrained(Path(out_dir) / "policy")
     return TrainingJob(
-        policy=tiny_model(tokenizer, seed=0),
+        policy=load_causal_lm(Path(out_dir) / "policy").eval(),
         reference=tiny_model(tokenizer, seed=1),
         tokenizer=tokenizer,
         data=PreferenceData(
