@@ -211,13 +211,20 @@ def orpo_trainer(job: TrainingJob):
     )
 
 
+def simpo_gamma(beta: float, settings: dict) -> float:
+    """SimPO's target reward margin: `gamma` when given, else gamma_beta_ratio * beta (the paper
+    tunes gamma/beta, 0.5 in most of its settings, so gamma scales with the strength)."""
+    gamma = settings["gamma"]
+    return settings["gamma_beta_ratio"] * beta if gamma is None else gamma
+
+
 def simpo_trainer(job: TrainingJob):
     config = CPOConfig(
         **job.args,
         loss_type="simpo",
         cpo_alpha=0.0,  # no behaviour-cloning term: pure SimPO, not CPO-SimPO
         beta=job.beta,
-        simpo_gamma=job.method_args["gamma"],
+        simpo_gamma=simpo_gamma(job.beta, job.method_args),
         max_length=job.max_length,
     )
     return CPOTrainerTokenizedLikeDPO(

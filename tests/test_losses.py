@@ -114,3 +114,28 @@ def test_trl_loss_equals_the_formula(method, formula, other, tmp_path):
         assert_close(trl_grad, p.grad, rtol=1e-4, atol=1e-5)
     # ... and not the other loss: the test can tell them apart at this batch
     assert abs(trl_loss.item() - other(h.detach(), beta, eps).mean().item()) > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("beta", "method_args", "gamma"),
+    [
+        (2.0, {}, 1.0),  # the paper's Llama-3-Base setting: gamma/beta 0.5
+        (0.1, {}, 0.05),  # gamma follows beta: gamma/beta stays 0.5
+        (0.3, {"gamma_beta_ratio": 1.0}, 0.3),
+        (0.3, {"gamma": 1.4}, 1.4),  # an explicit gamma wins over the ratio
+    ],
+)
+def test_simpo_margin_follows_beta(beta, method_args, gamma, tmp_path):
+    exp = Experiment(method="simpo", beta=beta, dataset="sentiment", method_args=method_args)
+    job = tiny.job(
+        tiny.word_tokenizer(), tiny.pairs(2), tmp_path, beta=beta, method_args=resolved_args(exp)
+    )
+    trainer = METHODS.get("simpo").build(job)
+    assert trainer.args.simpo_gamma == pytest.approx(gamma)
+    assert trainer.args.beta == beta
+
+
+def test_simpo_margin_settings_are_checked():
+    exp = Experiment(method="simpo", beta=0.1, dataset="sentiment")
+    problem = METHODS.get("simpo").validate(exp.replace({"method_args.gamma_beta_ratio": -1}))
+    assert "method_args.gamma_beta_ratio must be a number >= 0" in problem
