@@ -17,7 +17,7 @@ shrinks after step 50 (DPO 0.19 -> 0.12); at beta 0.1 it grows as the KL does (D
 
 from harness import DataSpec, EvalSpec, Experiment, TrainSpec
 
-STUDY_METHODS = ("dpo", "ipo", "cdpo", "slic", "kto", "orpo", "simpo", "sft", "rloo")
+STUDY_METHODS = ("dpo", "ipo", "cdpo", "rdpo", "slic", "kto", "orpo", "simpo", "sft", "rloo")
 BETAS = (0.1, 0.3, 1.0)
 DATA = DataSpec(labels="bradley_terry", bt_temperature=0.5)
 # lr 2e-4: at 5e-4 DPO with beta <= 0.3 sends a quarter of its mass to invalid outputs.
