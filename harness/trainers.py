@@ -193,11 +193,11 @@ class _TokenizedLikeDPO:
 
 
 class ORPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, ORPOTrainer):
-    pass
+    """TRL's ORPOTrainer, its prompts tokenized as DPOTrainer tokenizes them."""
 
 
 class CPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, CPOTrainer):
-    pass
+    """TRL's CPOTrainer (SimPO), its prompts tokenized as DPOTrainer tokenizes them."""
 
 
 def orpo_trainer(job: TrainingJob):
