@@ -16,6 +16,7 @@ METHOD_COLORS = {
     "dpo": "#0072B2",
     "ipo": "#D55E00",
     "cdpo": "#009E73",
+    "rdpo": "#2CA02C",
     "slic": "#CC79A7",
     "kto": "#E69F00",
     "orpo": "#56B4E9",
@@ -24,7 +25,7 @@ METHOD_COLORS = {
     "sft": "#7F7F7F",
     "rloo": "#9467BD",
 }
-EXTRA_COLORS = ("#17BECF", "#F0E442", "#2CA02C", "#D62728", "#1F77B4", "#FF7F0E", "#E377C2")
+EXTRA_COLORS = ("#17BECF", "#F0E442", "#D62728", "#1F77B4", "#FF7F0E", "#E377C2")
 LINESTYLES = ("-", "--", ":", "-.")
 OPTIMAL_COLOR = "black"
 

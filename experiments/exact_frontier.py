@@ -10,14 +10,15 @@ frontier point at beta_frontier = 0.5 * beta.
 `beta` means each method's own strength (see `harness methods`).
 
 Measured (seed 0, CPU, 300 steps), exact KL / gap at the end: DPO 1.86 / 0.61, 0.93 / 0.35,
-0.15 / 0.12 at beta 0.1, 0.3, 1; IPO 1.82 / 0.43, 0.52 / 0.26, 0.08 / 0.09; cDPO 1.95 / 0.60,
-1.28 / 0.44, 0.24 / 0.15; SLiC 2.17 / 0.47, 1.15 / 0.39, 0.16 / 0.13. At beta 1 every gap
+0.15 / 0.12 at beta 0.1, 0.3, 1; IPO 1.82 / 0.43, 0.52 / 0.26, 0.08 / 0.09; rDPO (eps 0.1)
+1.95 / 0.60, 1.28 / 0.44, 0.24 / 0.15 (measured when `cdpo` still ran TRL's robust loss);
+cDPO (eps 0.1) 1.74 / 0.59 at beta 0.1; SLiC 2.17 / 0.47, 1.15 / 0.39, 0.16 / 0.13. At beta 1 every gap
 shrinks after step 50 (DPO 0.19 -> 0.12); at beta 0.1 it grows as the KL does (DPO 0.41 -> 0.61).
 """
 
 from harness import DataSpec, EvalSpec, Experiment, TrainSpec
 
-STUDY_METHODS = ("dpo", "ipo", "cdpo", "slic", "kto", "orpo", "simpo", "sft", "rloo")
+STUDY_METHODS = ("dpo", "ipo", "cdpo", "rdpo", "slic", "kto", "orpo", "simpo", "sft", "rloo")
 BETAS = (0.1, 0.3, 1.0)
 DATA = DataSpec(labels="bradley_terry", bt_temperature=0.5)
 # lr 2e-4: at 5e-4 DPO with beta <= 0.3 sends a quarter of its mass to invalid outputs.

@@ -2,8 +2,8 @@
 
 With preferences that are always the same way round, DPO's loss keeps falling as the rejected
 responses' log-ratios go to minus infinity, whatever beta is: the KL regulariser is no brake.
-IPO instead regresses the log-ratio margin onto 1/(2 tau), so its KL settles at a value that
-tau sets. 32 pairs (4 per prompt) labelled by the gold reward without noise, a constant
+IPO instead regresses the per-token average log-ratio margin onto 1/(2 tau) (TRL divides
+each response's summed log-ratio by its length), so its KL settles at a value that tau sets. 32 pairs (4 per prompt) labelled by the gold reward without noise, a constant
 learning rate and 800 steps (400 epochs); the exact world logs the exact KL every 100 steps.
 
 Measured (seed 0, CPU), exact KL at steps 400 -> 800: DPO 4.03 -> 4.75, 2.88 -> 3.27,

@@ -26,8 +26,8 @@ DPO_SENTIMENT = _experiment("dpo", 0.1)
 EXPERIMENTS = [
     DPO_SENTIMENT,
     _experiment("dpo", 0.5),
-    _experiment("ipo", 0.1),  # IPO tau: targets a log-ratio margin of 1/(2 tau) = 5 nats
-    _experiment("ipo", 0.5),  # ... and 1 nat
+    _experiment("ipo", 0.1),  # IPO tau: a per-token average log-ratio margin 1/(2 tau) = 5 nats
+    _experiment("ipo", 0.5),  # ... and 1 nat per token
     _experiment("kto", 0.1),  # TRL's and the KTO paper's default beta
     _experiment("kto", 0.5),
     _experiment("orpo", 0.1),  # ORPO lambda: the paper's 0.1

@@ -88,23 +88,54 @@ _register(
     Method(
         name="ipo",
         trainer="trl.DPOTrainer (loss ipo)",
-        beta_means="IPO tau: the regulariser; the loss targets a log-ratio margin of 1/(2 tau)",
+        beta_means="IPO tau: the regulariser; the loss targets a per-token average log-ratio margin "
+        "of 1/(2 tau) (TRL divides each response's summed log-ratio by its length)",
         formats=(PAIRED,),
         uses_reference=True,
         paper="Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences (arXiv:2310.12036)",
         build=trainers.dpo_trainer("ipo"),
     )
 )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _flip_rate(exp: Experiment) -> str | None:
+    """cDPO and rDPO assume labels flipped with probability eps < 1/2 (at 1/2 they carry nothing)."""
+    eps = resolved_args(exp)["label_smoothing"]
+    if not _is_number(eps) or not 0 <= eps < 0.5:
+        return f"method_args.label_smoothing must be a flip rate in [0, 0.5), got {eps!r}"
+    return None
+
+
 _register(
     Method(
         name="cdpo",
-        trainer="trl.DPOTrainer (loss robust, label smoothing)",
-        beta_means="DPO beta, with labels assumed flipped with probability label_smoothing",
+        trainer="trl.DPOTrainer (losses sigmoid + robust, weighted to cDPO)",
+        beta_means="DPO beta; the labels are taken as flipped with probability label_smoothing (eps): "
+        "loss -(1-eps) log sigmoid(beta h) - eps log sigmoid(-beta h), optimum at h = log((1-eps)/eps)/beta",
         formats=(PAIRED,),
         uses_reference=True,
-        paper="Chowdhury et al. 2024, Provably Robust DPO (arXiv:2403.00409); Mitchell 2023, cDPO note",
-        build=trainers.dpo_trainer("robust"),
+        paper="Mitchell 2023, A note on DPO with noisy preferences and relationship to IPO (conservative DPO)",
+        build=trainers.conservative_dpo_trainer(),
         settings={"label_smoothing": 0.1},  # the cDPO note's example flip rate
+        validate=_flip_rate,
+    )
+)
+_register(
+    Method(
+        name="rdpo",
+        trainer="trl.DPOTrainer (loss robust)",
+        beta_means="DPO beta; the loss is debiased for labels flipped with probability label_smoothing "
+        "(eps): [-(1-eps) log sigmoid(beta h) + eps log sigmoid(-beta h)] / (1-2eps), no optimum in h",
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper="Chowdhury et al. 2024, Provably Robust DPO: Aligning Language Models with Noisy Feedback (arXiv:2403.00409)",
+        build=trainers.dpo_trainer("robust"),
+        settings={"label_smoothing": 0.1},  # a flip rate within the paper's studied 0.1-0.4
+        validate=_flip_rate,
     )
 )
 _register(
@@ -145,18 +176,33 @@ _register(
         build=trainers.orpo_trainer,
     )
 )
+
+
+def _simpo_margin(exp: Experiment) -> str | None:
+    settings = resolved_args(exp)
+    ratio, gamma = settings["gamma_beta_ratio"], settings["gamma"]
+    if not _is_number(ratio) or ratio < 0:
+        return f"method_args.gamma_beta_ratio must be a number >= 0, got {ratio!r}"
+    if gamma is not None and (not _is_number(gamma) or gamma < 0):
+        return f"method_args.gamma must be a number >= 0, or None for gamma_beta_ratio * beta, got {gamma!r}"
+    return None
+
+
 _register(
     Method(
         name="simpo",
         trainer="trl.experimental.cpo.CPOTrainer (loss simpo, cpo_alpha 0)",
-        beta_means="SimPO beta: scale of the length-normalised reward beta*mean log pi (no reference)",
+        beta_means="SimPO beta: scale of the length-normalised reward beta*mean log pi (no reference); "
+        "target margin gamma = gamma_beta_ratio * beta unless gamma is set",
         formats=(PAIRED,),
         uses_reference=False,
         paper="Meng et al. 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward (arXiv:2405.14734)",
         build=trainers.simpo_trainer,
-        # gamma = TRL's simpo_gamma, the target reward margin; 1.0 is the paper's Llama-3-Base
-        # setting (beta 2.0, gamma/beta 0.5, the ratio its authors suggest starting from).
-        settings={"gamma": 1.0},
+        # gamma = TRL's simpo_gamma, the target reward margin. The paper tunes gamma/beta and
+        # suggests starting from 0.5 (its Llama-3-Base setting: beta 2.0, gamma 1.0), so gamma
+        # follows beta unless set (trainers.simpo_gamma).
+        settings={"gamma_beta_ratio": 0.5, "gamma": None},
+        validate=_simpo_margin,
     )
 )
 

@@ -11,12 +11,22 @@ from dataclasses import dataclass
 import torch
 
 
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of a text with the tokenizer's own special-token rule, as TRL's DPO, KTO, SFT,
+    RLOO and reward trainers tokenize (trl.data_utils._tokenize): a Llama-style tokenizer adds
+    BOS, GPT-2's and the built-in worlds' add nothing. Every harness measurement tokenizes
+    through here, and harness.trainers holds ORPO and CPO to the same rule."""
+    return tokenizer(text)["input_ids"]
+
+
 def tokenize_completion(tokenizer, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, completion ids + EOS), split where the two tokenizations diverge, as in TRL."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(prompt + completion + tokenizer.eos_token, add_special_tokens=False)[
-        "input_ids"
-    ]
+    """(prompt ids, completion ids + EOS), split where the two tokenizations diverge, as in TRL.
+
+    EOS is appended as text unless the completion already ends with it, as DPOTrainer does.
+    """
+    eos = tokenizer.eos_token
+    prompt_ids = encode(tokenizer, prompt)
+    full_ids = encode(tokenizer, prompt + completion + ("" if completion.endswith(eos) else eos))
     split = 0
     while split < min(len(prompt_ids), len(full_ids)) and prompt_ids[split] == full_ids[split]:
         split += 1
@@ -108,7 +118,7 @@ def sample_completions(
     """
     model.eval()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    prompt_ids = [encode(tokenizer, p) for p in prompts]
     completion_ids: list[list[int]] = []
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)

@@ -31,10 +31,11 @@ from trl.experimental.cpo import CPOConfig, CPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from harness.data import PAIRED, PreferenceData
+from harness.losses import conservative_dpo_mixture
 from harness.metrics import RM_ACCURACY
 from harness.refcache import with_reference_cache
 from harness.reward_model import reward_model_for
-from harness.sequences import continuation_text
+from harness.sequences import continuation_text, encode
 
 
 @dataclass
@@ -107,13 +108,30 @@ def prompt_rows(data: PreferenceData):
 
 def dpo_trainer(loss_type: str) -> Builder:
     """DPOTrainer with one of its losses; `label_smoothing` from the settings where the method has it."""
+    return _dpo_family(lambda settings: ([loss_type], None))
+
+
+def conservative_dpo_trainer() -> Builder:
+    """DPOTrainer computing conservative DPO (Mitchell 2023) with flip rate `label_smoothing`.
+
+    TRL has no cDPO loss (its `sigmoid` ignores label smoothing, its `robust` is rDPO) and no
+    per-loss hook; cDPO is exactly a weighted sum of its `sigmoid` and `robust` losses
+    (harness.losses.conservative_dpo_mixture), which TRL computes, logs and caches as its own.
+    """
+    return _dpo_family(lambda settings: conservative_dpo_mixture(settings["label_smoothing"]))
+
+
+def _dpo_family(losses: Callable[[dict], tuple[list[str], list[float] | None]]) -> Builder:
+    """A DPOTrainer builder; `losses(method settings)` -> (TRL loss_type list, loss_weights)."""
 
     def build(job: TrainingJob):
         cached = job.reference_cache
+        loss_type, loss_weights = losses(job.method_args)
         config = DPOConfig(
             **job.args,
             beta=job.beta,
-            loss_type=[loss_type],
+            loss_type=loss_type,
+            loss_weights=loss_weights,
             label_smoothing=job.method_args.get("label_smoothing", 0.0),
             max_length=job.max_length,
             precompute_ref_log_probs=cached,
@@ -150,9 +168,41 @@ def kto_trainer(job: TrainingJob):
     )
 
 
+class _TokenizedLikeDPO:
+    """For TRL's ORPO and CPO trainers: tokenize as every other trainer and the harness do.
+
+    Their `tokenize_row` prepends BOS to every prompt whenever the tokenizer has one
+    (trl.experimental.utils.add_bos_token_if_needed), while DPO, KTO, SFT, RLOO and the
+    harness's measurements use the tokenizer's own rule (harness.sequences.encode), which for
+    the built-in worlds adds none. Where that rule adds no BOS, the one TRL added is dropped
+    from the prompt, both sequences and their labels.
+    """
+
+    def tokenize_row(self, feature, model=None):
+        row = super().tokenize_row(feature, model)
+        bos = self.processing_class.bos_token_id
+        added = bos is not None and row["prompt_input_ids"][:1] == [bos]
+        if not added or encode(self.processing_class, feature["prompt"])[:1] == [bos]:
+            return row
+        keys = ["prompt_input_ids", "prompt_attention_mask"] + [
+            f"{side}_{key}"
+            for side in ("chosen", "rejected")
+            for key in ("input_ids", "attention_mask", "labels")
+        ]
+        return row | {key: row[key][1:] for key in keys}
+
+
+class ORPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, ORPOTrainer):
+    """TRL's ORPOTrainer, its prompts tokenized as DPOTrainer tokenizes them."""
+
+
+class CPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, CPOTrainer):
+    """TRL's CPOTrainer (SimPO), its prompts tokenized as DPOTrainer tokenizes them."""
+
+
 def orpo_trainer(job: TrainingJob):
     config = ORPOConfig(**job.args, beta=job.beta, max_length=job.max_length)
-    return ORPOTrainer(
+    return ORPOTrainerTokenizedLikeDPO(
         model=job.policy,
         args=config,
         train_dataset=job.train_dataset(),
@@ -161,16 +211,23 @@ def orpo_trainer(job: TrainingJob):
     )
 
 
+def simpo_gamma(beta: float, settings: dict) -> float:
+    """SimPO's target reward margin: `gamma` when given, else gamma_beta_ratio * beta (the paper
+    tunes gamma/beta, 0.5 in most of its settings, so gamma scales with the strength)."""
+    gamma = settings["gamma"]
+    return settings["gamma_beta_ratio"] * beta if gamma is None else gamma
+
+
 def simpo_trainer(job: TrainingJob):
     config = CPOConfig(
         **job.args,
         loss_type="simpo",
         cpo_alpha=0.0,  # no behaviour-cloning term: pure SimPO, not CPO-SimPO
         beta=job.beta,
-        simpo_gamma=job.method_args["gamma"],
+        simpo_gamma=simpo_gamma(job.beta, job.method_args),
         max_length=job.max_length,
     )
-    return CPOTrainer(
+    return CPOTrainerTokenizedLikeDPO(
         model=job.policy,
         args=config,
         train_dataset=job.train_dataset(),
@@ -229,7 +286,7 @@ def continuations(tokenizer, prompts: list, completions: list, completion_ids: l
     out = []
     for prompt, text, ids in zip(prompts, completions, completion_ids, strict=True):
         if isinstance(prompt, str):
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            prompt_ids = encode(tokenizer, prompt)
             text = continuation_text(tokenizer, prompt_ids, ids)
         out.append(text)
     return out

@@ -97,6 +97,21 @@ def test_pairs_cover_every_prompt_under_a_small_cap(world):
     assert data.eval_prompts[:16] == list(PROMPTS) * 2
 
 
+@pytest.mark.slow
+def test_held_out_pairs_are_new_response_pairs(world):
+    """The eight prompts are shared by design; a held-out pair is a pair of responses no train
+    pair has (the eval split sampled a few train pairs again: they are dropped)."""
+    train, _ = world.pairs("train", DataSpec())
+    held_out, filtered = world.pairs("eval", DataSpec())
+
+    def key(row):
+        return row["prompt"], frozenset((row["chosen"], row["rejected"]))
+
+    assert not {key(r) for r in held_out} & {key(r) for r in train}
+    assert filtered["in_train"] > 0
+    assert len(held_out) + sum(filtered.values()) == 8 * 64 // 2
+
+
 def test_settings_that_break_exactness_are_refused_before_the_world_is_built():
     base = Experiment(method="dpo", beta=0.1, dataset="exact", eval=EvalSpec(max_new_tokens=5))
     check_experiment(base)

@@ -246,7 +246,7 @@ def test_harness_methods_lists_every_method(capsys):
     out = capsys.readouterr().out
     for name, method in METHODS.items():
         assert f"\n{name} " in out and method.trainer in out
-    assert "method_args.gamma=1.0" in out and "unused in training" in out
+    assert "method_args.gamma_beta_ratio=0.5" in out and "unused in training" in out
 
 
 @pytest.mark.slow

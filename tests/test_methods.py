@@ -31,6 +31,7 @@ TRAIN_EXTRAS = {
     "dpo": {"train/rewards/margins", "train/logps/chosen"},
     "ipo": {"train/rewards/margins"},
     "cdpo": {"train/rewards/margins"},
+    "rdpo": {"train/rewards/margins"},
     "slic": {"train/rewards/margins"},
     "kto": {"train/kto/kl", "train/rewards/chosen"},
     "orpo": {"train/orpo/log_odds_ratio", "train/orpo/nll_loss", "train/rewards/margins"},

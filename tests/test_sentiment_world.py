@@ -1,14 +1,17 @@
 """The sentiment world: its gold reward is VADER, its data and models build once and load by path."""
 
+import random
+
 import pytest
 import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from harness import DataSpec
+from harness import DataSpec, Experiment
+from harness.data import load_preference_data
 from harness.models import load_causal_lm, load_tokenizer
 from harness.sequences import sequence_logps, tokenize_completion
 from harness.worlds import get_world
-from harness.worlds.sentiment import make_review, vader_scores
+from harness.worlds.sentiment import make_review, split_prompts, vader_scores
 
 SENTENCES = {
     "the movie was really great .": "positive",
@@ -34,12 +37,28 @@ def test_gold_reward_is_vader_compound():
 
 
 def test_reviews_use_real_words_with_mixed_sentiment():
-    import random
-
     rng = random.Random(1)
     scores = vader_scores([make_review(rng) for _ in range(300)])
     assert min(scores) < -0.5 and max(scores) > 0.5
     assert 0.2 < sum(s > 0 for s in scores) / len(scores) < 0.8
+
+
+def test_split_prompts_are_distinct_and_disjoint():
+    rng = random.Random(0)
+    train, held_out = split_prompts(rng, (300, 100))
+    assert len(set(train)) == 300 and len(set(held_out)) == 100
+    assert not set(train) & set(held_out)
+
+
+@pytest.mark.slow  # builds the sentiment world
+def test_held_out_prompts_are_never_trained_on(world):
+    """Pairs, KL and gold-reward prompts: none appears in the train split (version 1 shared
+    98 of 128 held-out pair prompts and 48 of the first 64 KL prompts with it)."""
+    data = load_preference_data(Experiment(method="dpo", beta=0.1, dataset="sentiment"))
+    train_prompts = {row["prompt"] for row in data.train}
+    assert not {row["prompt"] for row in data.eval_pairs} & train_prompts
+    assert not set(data.eval_prompts) & train_prompts
+    assert len(set(data.eval_prompts)) == len(data.eval_prompts) == 128
 
 
 @pytest.mark.slow  # builds the sentiment world

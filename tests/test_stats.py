@@ -19,7 +19,12 @@ def test_pair_metrics_by_hand():
     metrics = pair_reward_metrics(chosen, rejected)
     assert metrics["chosen"] == 0.875 and metrics["rejected"] == 0.625
     assert metrics["margins"] == 0.25  # (1 + 0 - 1 + 1) / 4
-    assert metrics["accuracies"] == 0.5  # a tie is not a success
+    assert metrics["accuracies"] == 0.625  # win, tie (half), loss, win: 2.5 / 4
+
+
+def test_pair_accuracy_of_the_reference_itself_is_chance():
+    rewards = implicit_rewards(torch.tensor([-3.0, -7.5]), torch.tensor([-3.0, -7.5]), beta=0.1)
+    assert pair_reward_metrics(rewards, rewards)["accuracies"] == 0.5
 
 
 def test_kl_estimate_matches_closed_form_categorical_kl():

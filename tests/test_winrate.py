@@ -5,12 +5,22 @@ import re
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from harness import Experiment
 from harness.commands.evaluate import parse_temperatures
-from harness.evaluate.winrate import headline_temperature, metric_names, outcomes, win_rate
+from harness.evaluate.winrate import (
+    WinRate,
+    headline_temperature,
+    metric_names,
+    outcomes,
+    wilson_interval,
+    win_rate,
+    win_rates,
+)
 from harness.methods import flat_params
 from harness.spec import SpecError
+from tests import tiny
 
 MLFLOW_NAME = re.compile(r"^[/\w.\- ]*$")
 
@@ -32,9 +42,47 @@ def test_win_rate_and_ci_known_answer():
     assert result.ci_high == pytest.approx(0.7 + 1.96 * 0.02, abs=0.006)
 
 
-def test_unanimous_outcome_has_a_point_interval():
+def test_unanimous_outcome_gets_a_wilson_interval_not_a_point():
+    # 3 wins of 3: z = 1.96, z^2 = 3.8415; centre (1 + 3.8415/6) / (1 + 3.8415/3) = 0.7192,
+    # half-width 1.96 sqrt(3.8415/36) / 2.2805 = 0.2808: [0.4385, 1.0]
     result = win_rate([2.0, 3.0, 4.0], [1.0, 1.0, 1.0])
-    assert (result.value, result.ci_low, result.ci_high) == (1.0, 1.0, 1.0)
+    assert result.value == 1.0 and result.ci_high == 1.0
+    assert result.ci_low == pytest.approx(0.4385, abs=1e-4)
+    # 64 ties, e.g. greedy decoding of a policy equal to its reference: centred on 0.5
+    low, high = wilson_interval(0.5, 64)
+    assert (low, high) == pytest.approx((0.3810, 0.6190), abs=1e-4)
+    assert win_rate([1.0] * 64, [1.0] * 64) == WinRate(0.5, low, high)
+
+
+def test_wilson_interval_matches_scipy_on_whole_counts():
+    for wins, n in ((0, 10), (10, 10), (7, 20)):
+        ci = stats.binomtest(wins, n).proportion_ci(method="wilson")
+        assert wilson_interval(wins / n, n) == pytest.approx((ci.low, ci.high))
+
+
+def test_a_policy_against_itself_is_even_with_an_honest_interval():
+    """The reference scored against itself: independent samples, a 95% CI around 0.5 of
+    positive width (one shared seed gave identical texts, 0.5 and [0.5, 0.5])."""
+    tokenizer = tiny.word_tokenizer()
+    model = tiny.tiny_model(tokenizer, seed=0)
+    prompts = [row["prompt"] for row in tiny.pairs(64)]
+    metrics, table = win_rates(
+        model,
+        model,
+        tokenizer,
+        prompts=prompts,
+        chosen={},
+        judges={"length": lambda prompts, texts: [len(t) for t in texts]},
+        temperatures=(1.0,),
+        max_new_tokens=8,
+        seed=0,
+    )
+    names = metric_names("length", "reference", None)
+    value, low, high = (metrics[names[k]] for k in ("value", "ci_low", "ci_high"))
+    assert low < 0.5 < high and high - low > 0.1, (value, low, high)
+    assert table["policy_seed"][0] != table["reference_seed"][0]
+    identical = sum(a == b for a, b in zip(table["policy"], table["reference"], strict=True))
+    assert identical < len(prompts) / 2
 
 
 def test_names_are_mlflow_valid_and_headline_is_temperature_one():

@@ -18,14 +18,16 @@ def implicit_rewards(
 def pair_reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, float]:
     """Means over held-out pairs of the implicit rewards, their margin and the pair accuracy.
 
-    accuracy = share of pairs with r(chosen) > r(rejected), strictly (a tie is not a success,
-    as in TRL's `rewards/accuracies`).
+    accuracy = mean over pairs of 1[r(chosen) > r(rejected)] + 0.5 * 1[r(chosen) = r(rejected)]:
+    a tie counts half, as in the win rates, so a policy equal to its reference (every margin 0,
+    step 0) reads 0.5, chance, not 0. TRL's `train/rewards/accuracies` counts ties as failures.
     """
+    wins = (chosen > rejected).double() + 0.5 * (chosen == rejected).double()
     return {
         "chosen": chosen.mean().item(),
         "rejected": rejected.mean().item(),
         "margins": (chosen - rejected).mean().item(),
-        "accuracies": (chosen > rejected).float().mean().item(),
+        "accuracies": wins.mean().item(),
     }
 
 

@@ -2,9 +2,12 @@
 
 On held-out prompts the policy and each baseline answer once per prompt; a judge (a reward
 model or the world's gold reward) scores both; the policy wins a prompt when its score is
-higher, and a tie counts half. Names: `winrate/{judge}/vs_{baseline}/t{T:g}` per temperature,
-and the headline `winrate/{judge}/vs_{baseline}` at temperature 1 (samples from pi itself), or
-at the highest temperature evaluated; each with `_ci_low` and `_ci_high` (95% bootstrap).
+higher, and a tie counts half. The policy and a sampled baseline draw with independent seeds
+(`sampling_seed`, logged in the completions table): with one seed, a policy still close to
+the reference would give the very same texts, ties by construction and a CI of zero width.
+Names: `winrate/{judge}/vs_{baseline}/t{T:g}` per temperature, and the headline
+`winrate/{judge}/vs_{baseline}` at temperature 1 (samples from pi itself), or at the highest
+temperature evaluated; each with `_ci_low` and `_ci_high` (95%).
 """
 
 from __future__ import annotations
@@ -43,16 +46,18 @@ def win_rate(
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> WinRate:
-    """mean_i w_i with w_i = 1[s_i > b_i] + 0.5 * 1[s_i = b_i], and a bootstrap CI over prompts.
+    """mean_i w_i with w_i = 1[s_i > b_i] + 0.5 * 1[s_i = b_i], and a CI over prompts.
 
     The percentile bootstrap resamples prompts with replacement (scipy.stats.bootstrap);
     BCa is scipy's default but its acceleration is undefined when every prompt has the same
-    outcome, which a small evaluation often has (a policy that wins everywhere).
+    outcome. When every prompt has the same outcome (a policy that wins everywhere) the
+    bootstrap can only return [x, x]; the Wilson interval at that share says how far a
+    sample of that size leaves the true rate open instead.
     """
     w = outcomes(policy, baseline)
     value = float(w.mean())
     if len(w) < 2 or np.all(w == w[0]):
-        return WinRate(value, value, value)
+        return WinRate(value, *wilson_interval(value, len(w), confidence))
     ci = stats.bootstrap(
         (w,),
         np.mean,
@@ -62,6 +67,30 @@ def win_rate(
         rng=np.random.default_rng(seed),
     ).confidence_interval
     return WinRate(value, float(ci.low), float(ci.high))
+
+
+def wilson_interval(share: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion `share` observed over n trials (Wilson 1927).
+
+        (p + z^2/2n -+ z sqrt(p (1 - p)/n + z^2/4n^2)) / (1 + z^2/n),  z = Phi^-1((1 + c)/2)
+
+    Unlike the normal (Wald) interval it has positive width at p = 0 and p = 1.
+    """
+    z = stats.norm.ppf((1 + confidence) / 2)
+    centre = share + z * z / (2 * n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return max(0.0, float((centre - half) / scale)), min(1.0, float((centre + half) / scale))
+
+
+SIDES = ("policy", "reference")  # who samples; `chosen` is fixed text, not sampled
+
+
+def sampling_seed(seed: int, temperature_index: int, side: str) -> int:
+    """A seed per (run seed, temperature, side) from numpy's SeedSequence: independent streams
+    for the policy and the reference, and for each temperature."""
+    sequence = np.random.SeedSequence([seed, temperature_index, SIDES.index(side)])
+    return int(sequence.generate_state(1)[0])
 
 
 def metric_names(judge: str, baseline: str, temperature: float | None) -> dict[str, str]:
@@ -110,19 +139,23 @@ def win_rates(
     metrics: dict[str, float] = {}
     table: dict[str, list] = {"temperature": [], "prompt": [], "policy": [], "reference": []}
     table |= {"chosen": []} if chosen_prompts else {}
+    table |= {f"{side}_seed": [] for side in SIDES}
     top = headline_temperature(temperatures)
     for i, temperature in enumerate(temperatures):
+        seeds = {side: sampling_seed(seed, i, side) for side in SIDES}
         answers = {
-            name: sample_completions(
+            side: sample_completions(
                 model,
                 tokenizer,
                 prompts,
                 max_new_tokens=max_new_tokens,
                 temperature=temperature,
-                seed=seed + i,
+                seed=seeds[side],
             ).continuations(tokenizer)
-            for name, model in (("policy", policy), ("reference", reference))
+            for side, model in zip(SIDES, (policy, reference), strict=True)
         }
+        for side in SIDES:
+            table[f"{side}_seed"] += [seeds[side]] * len(prompts)
         table["temperature"] += [temperature] * len(prompts)
         table["prompt"] += prompts
         table["policy"] += answers["policy"]

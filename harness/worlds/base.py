@@ -50,8 +50,26 @@ class World(ABC):
         return {}
 
     def pairs(self, split: str, data: DataSpec) -> tuple[list[dict], Counter]:
-        """Preference pairs labelled as `data` says, and the count of what was filtered and why."""
-        return label_pairs(self.scored_samples(split), data, seed=SPLITS.index(split))
+        """Preference pairs labelled as `data` says, and the count of what was filtered and why.
+
+        A held-out pair whose two responses to its prompt also form a train pair is dropped
+        (counted as `in_train`): a world with few prompts (exact) can sample one twice.
+        """
+        pairs, filtered = label_pairs(self.scored_samples(split), data, seed=SPLITS.index(split))
+        if split == SPLITS[0]:
+            return pairs, filtered
+        trained = {
+            (row["prompt"], frozenset(row["completions"][i : i + 2]))
+            for row in self.scored_samples(SPLITS[0])
+            for i in range(0, len(row["completions"]) - 1, 2)
+        }
+        kept = [
+            p
+            for p in pairs
+            if (p["prompt"], frozenset((p["chosen"], p["rejected"]))) not in trained
+        ]
+        filtered["in_train"] += len(pairs) - len(kept)
+        return kept, filtered
 
 
 class CachedWorld(World):

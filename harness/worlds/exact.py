@@ -38,6 +38,7 @@ from harness.metrics import (
     EVAL_INVALID_EXACT,
     EVAL_KL_EXACT,
 )
+from harness.sequences import encode
 from harness.spec import SpecError
 from harness.worlds import exact_math as exact
 from harness.worlds.base import SPLITS, CachedWorld
@@ -174,7 +175,7 @@ class ExactWorld(CachedWorld):
     def outcome_logps(self, model, tokenizer) -> torch.Tensor:
         """log pi of every outcome (`harness.worlds.exact_math` order) for every prompt, float64."""
         word_ids = tokenizer.convert_tokens_to_ids(list(WORDS))
-        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+        prompt_ids = [encode(tokenizer, p) for p in PROMPTS]
         next_logps = exact.next_token_logps(model, prompt_ids, word_ids, self.settings.max_words)
         return exact.outcome_logps(next_logps, word_ids, tokenizer.eos_token_id)
 
