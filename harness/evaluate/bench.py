@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import metrics
-from harness.cache import cached_dir, settings_key
+from harness.cache import cached_dir, settings_key, source_fingerprint
 from harness.devices import default_device
 from harness.registry import did_you_mean
 from harness.tasks import TASKS_DIR, world_task_folder
@@ -39,10 +39,14 @@ class BenchPlan:
         return task_manager(self.folders, self.with_defaults)
 
     def fingerprint(self) -> str:
-        """A hash of the task names and every file in the task folders (the reference cache key)."""
+        """A hash of the task names and every file in the task folders (the reference cache key).
+
+        Files are named relative to their folder, so the key does not depend on where the
+        project or the user's task folder lives.
+        """
         files = {
-            str(f): f.read_text(errors="replace")
-            for folder in self.folders
+            f"{i}/{f.relative_to(folder).as_posix()}": f.read_text(errors="replace")
+            for i, folder in enumerate(self.folders)
             for f in sorted(Path(folder).rglob("*"))
             if f.is_file() and f.suffix in (".yaml", ".yml", ".jsonl", ".json", ".py")
         }
@@ -186,6 +190,6 @@ def reference_results(plan: BenchPlan, reference, tokenizer, source: str, log=pr
         results = run_bench(plan, reference, tokenizer)
         (out / "results.json").write_text(json.dumps(results, indent=1))
 
-    key = {"reference": source, "tasks": plan.fingerprint()}
+    key = {"reference": source_fingerprint(source), "tasks": plan.fingerprint()}
     folder = cached_dir("bench_reference", key, build, log=log)
     return json.loads((folder / "results.json").read_text())
