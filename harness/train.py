@@ -26,7 +26,7 @@ from transformers import PrinterCallback, set_seed
 
 from harness import stores
 from harness.callbacks import DivergenceGuard, EvalCallback, MetricsCallback, TrainingDiverged
-from harness.checks import check_experiment, check_method_accepts
+from harness.checks import check_estimable, check_experiment, check_method_accepts
 from harness.data import DataError, PreferenceData, load_preference_data
 from harness.devices import default_device, training_arguments
 from harness.evaluate import Evaluator
@@ -44,7 +44,8 @@ from harness.metrics import (
     data_filtered,
 )
 from harness.models import load_causal_lm, load_tokenizer
-from harness.spec import Experiment
+from harness.sequences import context_length
+from harness.spec import Experiment, SpecError
 from harness.trainers import TrainingJob
 
 # Called with (step, eval metrics) after each harness evaluation; returning True stops training.
@@ -151,7 +152,14 @@ def run_experiment(
     log(f"[{exp.name}] data: loading {exp.dataset}")
     data = load_preference_data(exp)
     check_method_accepts(method, data)
+    check_estimable(exp, data)
     tokenizer, policy, reference = load_models(exp, data)
+    context = context_length(policy)
+    if context is not None and exp.train.max_length > context:
+        raise SpecError(
+            f"train.max_length must be at most the model's context ({context} positions), "
+            f"got {exp.train.max_length}"
+        )
     scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
     filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
     log(
@@ -197,11 +205,15 @@ def train_and_score(
     mlflow.log_text(exp.to_json(), "experiment.json")
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
         mlflow.log_text(text, artifact)
+    evaluator = Evaluator(exp, data, tokenizer, reference)
     data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
     data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
-    mlflow.log_metrics(data_counts, step=0)
+    mlflow.log_metrics(data_counts | evaluator.counts, step=0)
+    if any(evaluator.counts.values()):
+        cut = ", ".join(f"{n} {name.split('/', 1)[1]}" for name, n in evaluator.counts.items() if n)
+        log(f"[{exp.name}] data: held-out rows cut to fit ({cut})")
 
-    run = ExperimentRun(exp, Evaluator(exp, data, tokenizer, reference), list(listeners), log)
+    run = ExperimentRun(exp, evaluator, list(listeners), log)
     stopped_early = run.evaluate(policy, 0)
     if not stopped_early:
         policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
