@@ -74,19 +74,22 @@ class DivergenceGuard(TrainerCallback):
                 if not math.isfinite(norm)
             )
             raise self._diverged(
-                f"the gradient norm became {norms.sum().item()}", state.global_step + 1, first
+                "the gradient norm", norms.sum().item(), state.global_step + 1, first
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key in ("loss", "grad_norm"):
             value = (logs or {}).get(key)
             if isinstance(value, (int, float)) and not math.isfinite(value):
-                raise self._diverged(f"the training {key} became {value}", state.global_step)
+                raise self._diverged(f"the training {key}", value, state.global_step)
 
-    def _diverged(self, what: str, step: int, parameter: str | None = None) -> TrainingDiverged:
-        where = f" (first non-finite gradient: {parameter})" if parameter else ""
+    def _diverged(
+        self, what: str, value: float, step: int, parameter: str | None = None
+    ) -> TrainingDiverged:
+        where = f", first in the gradient of {parameter}" if parameter else ""
         return TrainingDiverged(
-            f"training diverged at step {step}: {what}{where}; lower train.lr ({self.lr:g})"
+            f"training diverged at step {step}: {what} became non-finite ({value}{where}); "
+            f"lower train.lr ({self.lr:g})"
         )
 
 
