@@ -132,8 +132,12 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
 
     was_training = model.training
     model.eval()
-    quiet = logging.getLogger("lm_eval")
-    level, quiet.level = quiet.level, logging.ERROR  # per-task notices; the harness logs a line
+    # lm-eval's per-task notices, and datasets' log of a task file it cannot read (the harness
+    # reports that failure in one line, BenchError): the harness prints its own lines.
+    quiet = [logging.getLogger(name) for name in ("lm_eval", "datasets")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
     try:
         lm = HFLM(
             pretrained=model,
@@ -149,8 +153,17 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
             log_samples=False,
             bootstrap_iters=1000,
         )
+    except Exception as err:  # a task's data or config is broken: name the tasks, in one line
+        root = err
+        while root.__cause__ or root.__context__:
+            root = root.__cause__ or root.__context__
+        first = (str(root).splitlines() or [""])[0]
+        raise BenchError(
+            f"lm-eval failed on task(s) {', '.join(plan.tasks)}: {type(root).__name__}: {first}"
+        ) from err
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
         model.train(was_training)
     return json.loads(
         json.dumps(

@@ -14,7 +14,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # A run small enough to start in seconds on the sentiment world (built once, shared).
 TINY = dict(
-    steps=6, batch_size=8, eval_every=0, log_every=1, n_prompts=8, n_pairs=16, max_new_tokens=8
+    steps=6,
+    batch_size=8,
+    eval_every=0,
+    log_every=1,
+    n_prompts=8,
+    n_pairs=16,
+    max_new_tokens=8,
+    max_pairs=None,
 )
 
 
@@ -23,8 +30,9 @@ def experiment_file(folder: Path, name: str = "tiny", **train) -> Path:
     t = TINY | train
     path = folder / f"{name}.py"
     path.write_text(
-        "from harness import EvalSpec, Experiment, TrainSpec\n\n"
+        "from harness import DataSpec, EvalSpec, Experiment, TrainSpec\n\n"
         f"EXP = Experiment(name={name!r}, method='dpo', beta=0.1, dataset='sentiment',\n"
+        f"    data=DataSpec(max_pairs={t['max_pairs']}),\n"
         f"    train=TrainSpec(steps={t['steps']}, batch_size={t['batch_size']}, "
         f"eval_every={t['eval_every']}, log_every={t['log_every']}),\n"
         f"    eval=EvalSpec(n_prompts={t['n_prompts']}, n_pairs={t['n_pairs']}, "
