@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 import mlflow
 from filelock import FileLock
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
@@ -122,7 +123,13 @@ def use_tracking(uri: str, experiment_name: str) -> str:
         location = None
         if db is not None:
             location = (db.resolve().parent / "artifacts" / experiment_name).as_uri()
-        experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+        try:
+            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+        except MlflowException:  # another process created it since we looked
+            found = client.get_experiment_by_name(experiment_name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
