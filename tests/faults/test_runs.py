@@ -254,11 +254,10 @@ def test_long_held_out_rows_are_truncated_and_counted(tmp_path, capsys, record_p
 
 def test_reaper_leaves_live_runs_alone(tmp_path):
     """A RUNNING run whose process lives (this one) is not reaped."""
-    from harness.stores import Heartbeat, open_store
+    from harness.stores import Heartbeat, open_store, use_tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    open_store(uri)
-    mlflow.set_tracking_uri(uri)
+    use_tracking(uri, "reaper")
     with mlflow.start_run() as active, Heartbeat(active.info.run_id):
         open_store(uri)
         assert MlflowClient(uri).get_run(active.info.run_id).info.status == "RUNNING"
