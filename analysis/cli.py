@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.stores import resolve_tracking_uri
+from harness.stores import open_store, resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/figures")
 
@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     # Deferred: pandas, matplotlib and MLflow take seconds to import; `--help` should not.
     from analysis.report import generate
 
-    generate(resolve_tracking_uri(args.tracking_uri), args.experiments, args.out)
+    uri = resolve_tracking_uri(args.tracking_uri)
+    open_store(uri, writable=False)  # runs whose process died are marked KILLED, not drawn live
+    generate(uri, args.experiments, args.out)
     return 0
 
 

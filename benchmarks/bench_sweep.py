@@ -44,12 +44,12 @@ def make_sweep(trials: int, steps: int, cache: bool):
 
 
 def run_variant(trials: int, steps: int, cache: bool) -> dict:
-    from harness.refcache import cache_dir
+    from harness.cache import cache_root
     from harness.sweep.study import StudySettings, finish, prepare_study, work
 
     sweep = make_sweep(trials, steps, cache)
     if cache:
-        shutil.rmtree(cache_dir(), ignore_errors=True)
+        shutil.rmtree(cache_root() / "reference_logps", ignore_errors=True)
     with tempfile.TemporaryDirectory() as folder:
         settings = StudySettings(
             storage=f"sqlite:///{folder}/optuna.db",

@@ -10,13 +10,15 @@ import math
 from collections.abc import Callable
 
 import mlflow
+import torch
 from transformers import TrainerCallback
 
 from harness.metrics import train_metric_name
+from harness.stores import RunFailed
 
 
-class TrainingDiverged(RuntimeError):
-    """The training loss or the policy's weights became NaN or infinite."""
+class TrainingDiverged(RunFailed):
+    """The training loss, the gradient norm or the policy's weights became NaN or infinite."""
 
 
 class MetricsCallback(TrainerCallback):
@@ -46,9 +48,50 @@ class EvalCallback(TrainerCallback):
         if due and self.evaluate(model, step):
             control.should_training_stop = True
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"training loss became non-finite ({loss}) at step {state.global_step}"
+
+class DivergenceGuard(TrainerCallback):
+    """Stops training at the step where the gradients (so the loss) become NaN or infinite,
+    before the optimizer writes them into the weights, naming what diverged.
+
+    transformers calls `on_pre_optimizer_step` after computing (and clipping) the gradients of
+    every step: one fused norm over them costs little next to the step. The logged loss and
+    grad_norm are checked too (TrainingArguments.logging_nan_inf_filter must be off, or the
+    Trainer replaces a NaN loss by the running mean).
+    """
+
+    def __init__(self, lr: float):
+        self.lr = lr
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norms = torch.stack(torch._foreach_norm(grads))
+        if not torch.isfinite(norms).all():
+            first = next(
+                name
+                for (name, p), norm in zip(_with_grads(model), norms.tolist(), strict=True)
+                if not math.isfinite(norm)
             )
+            raise self._diverged(
+                "the gradient norm", norms.sum().item(), state.global_step + 1, first
+            )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "grad_norm"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise self._diverged(f"the training {key}", value, state.global_step)
+
+    def _diverged(
+        self, what: str, value: float, step: int, parameter: str | None = None
+    ) -> TrainingDiverged:
+        where = f", first in the gradient of {parameter}" if parameter else ""
+        return TrainingDiverged(
+            f"training diverged at step {step}: {what} became non-finite ({value}{where}); "
+            f"lower train.lr ({self.lr:g})"
+        )
+
+
+def _with_grads(model):
+    return [(name, p) for name, p in model.named_parameters() if p.grad is not None]

@@ -80,6 +80,19 @@ def check_method_accepts(method: Method, data: PreferenceData) -> None:
         )
 
 
+def check_estimable(exp: Experiment, data: PreferenceData) -> None:
+    """Fail before training when the held-out data is too small for a standard error (n >= 2):
+    eval/kl_stderr and the win rates' confidence intervals would be NaN."""
+    prompts = min(exp.eval.n_prompts, len(data.eval_prompts))
+    if prompts < 2:
+        raise DataError(
+            f"{data.source}: {prompts} held-out prompt(s) to evaluate on, too few to estimate "
+            "eval/kl's standard error (at least 2 are needed): add rows, raise "
+            f"data.eval_fraction ({exp.data.eval_fraction:g}) or eval.n_prompts "
+            f"({exp.eval.n_prompts})"
+        )
+
+
 # ---- sweeps ----------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ that are filtered (ties, caps, ...) are counted by reason and logged, never drop
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -99,15 +100,46 @@ def read_rows(source: str) -> list[dict]:
         return _read_jsonl(path)
     if path.exists() or path.suffix in FILE_SUFFIXES:
         return _read_with_datasets(path)
-    return list(datasets.load_dataset(source, split="train"))
+    return _read_hub(source)
+
+
+def _read_hub(source: str) -> list[dict]:
+    try:
+        return list(datasets.load_dataset(source, split="train"))
+    except Exception as err:  # the hub client raises many types; say what the user can do
+        if not (isinstance(err, ConnectionError) or os.environ.get("HF_HUB_OFFLINE") == "1"):
+            raise DataError(f"dataset {source!r}: {type(err).__name__}: {err}") from None
+        raise DataError(
+            f"dataset {source!r} is a hub id and the hub cannot be reached (offline: use a local "
+            "path; where the hub is reachable, save it with datasets.load_dataset(...)"
+            ".save_to_disk(DIR) and pass DIR, or a .jsonl/.parquet file)"
+        ) from None
+
+
+def _decode(line: bytes, path: Path, line_no: int) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: line {line_no} is not UTF-8 text (byte 0x{line[err.start]:02x} at "
+            f"column {err.start + 1}); save the file as UTF-8"
+        ) from None
+
+
+def _check_utf8(path: Path) -> None:
+    """Name the file and line of the first byte that is not UTF-8 (readers say neither)."""
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            _decode(line, path, line_no)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
     rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            line = _decode(raw, path, line_no)
             if not line.strip():
                 continue
             try:
@@ -125,6 +157,8 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _read_with_datasets(path: Path) -> list[dict]:
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
+    if path.suffix in (".json", ".csv"):
+        _check_utf8(path)
     try:
         if path.is_dir():
             ds = datasets.load_from_disk(str(path))
@@ -173,10 +207,12 @@ def check_rows(rows: list[dict], source: str) -> str:
     for i, row in enumerate(rows):
         where = f"{source}: row {i}"
         for column in REQUIRED[fmt]:
-            if column not in row or row[column] is None:
+            if column not in row:
                 raise DataError(
                     f"{where}: missing column {column!r} (a {fmt} row needs {REQUIRED[fmt]})"
                 )
+            if row[column] is None:
+                raise DataError(f"{where}, column {column!r}: the value is null (empty)")
         for column in ("prompt", "chosen", "rejected", "completion"):
             if column in row and row[column] is not None:
                 _check_text(row[column], f"{where}, column {column!r}")

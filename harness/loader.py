@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import traceback
 from pathlib import Path
 
 
@@ -26,9 +27,32 @@ def load_module(target: str):
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as err:
+            raise DefinitionError(f"{path}: line {err.lineno}: {err.msg}") from None
+        except Exception as err:  # the file's own code failed: name its line, not importlib's
+            raise DefinitionError(f"{path}: line {_line_in(err, path)}: {_describe(err)}") from None
         return module
-    return importlib.import_module(target)
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as err:
+        raise DefinitionError(f"definition module {target!r} not found ({err})") from None
+
+
+def _line_in(err: Exception, path: Path) -> int | str:
+    """The line of `path` where `err` was raised (the last frame of the traceback in that file)."""
+    lines = [
+        frame.lineno
+        for frame in traceback.extract_tb(err.__traceback__)
+        if Path(frame.filename).resolve() == path.resolve()
+    ]
+    return lines[-1] if lines else "?"
+
+
+def _describe(err: Exception) -> str:
+    # The harness's own errors (SpecError) already read as sentences; others need their type.
+    return str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
 
 
 def load_objects(target: str, kind: type) -> tuple[list, str]:

@@ -85,6 +85,11 @@ def data_filtered(reason: str) -> str:
     return f"data/filtered/{reason}"
 
 
+def data_truncated(what: str) -> str:
+    """Rows cut to fit train.max_length or the model's context (`eval_pairs`, `eval_prompts`)."""
+    return f"data/truncated/{what}"
+
+
 # ---- scoring: win rates, the judge, lm-eval --------------------------------------------------
 
 RM_ACCURACY = "rm/accuracy"  # the reward-model judge's held-out pair accuracy

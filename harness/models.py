@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -33,19 +34,39 @@ def build_tiny_gpt2(
     return GPT2LMHeadModel(config)
 
 
+class ModelError(ValueError):
+    """A model that cannot be loaded by the name given (a hub id while offline, a bad folder)."""
+
+
+@contextlib.contextmanager
+def _named(name_or_path: str | Path):
+    """Turn the hub client's many-line errors into one line naming the model."""
+    try:
+        yield
+    except OSError as err:
+        if Path(name_or_path).exists():
+            raise ModelError(f"model {str(name_or_path)!r}: {err}") from None
+        raise ModelError(
+            f"model {str(name_or_path)!r} is not a local folder and the hub cannot be reached "
+            "(offline: use a local path, a folder written by save_pretrained)"
+        ) from None
+
+
 def load_causal_lm(name_or_path: str | Path, *, trust_remote_code: bool = False):
     """fp32 on CPU; the same call takes a hub id or a folder written by `save_pretrained`."""
-    model = AutoModelForCausalLM.from_pretrained(
-        str(name_or_path), dtype=torch.float32, trust_remote_code=trust_remote_code
-    )
+    with _named(name_or_path):
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
     model.generation_config.pad_token_id = model.config.pad_token_id
     return model
 
 
 def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False):
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(name_or_path), trust_remote_code=trust_remote_code
-    )
+    with _named(name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(name_or_path), trust_remote_code=trust_remote_code
+        )
     if tokenizer.pad_token is None:  # many hub causal LMs ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

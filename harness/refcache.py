@@ -5,27 +5,23 @@ reference is frozen. TRL can precompute them at the start of a run (`precompute_
 but keeps them for that run only. Every trial of a sweep over beta, lr or loss shares the same
 reference and data, so the harness stores them under results/cache/reference_logps, keyed by
 (reference weights, tokenizer, tokenized data, max length, truncation), and loads them instead
-of running the reference again. Files are written to a temporary name and renamed, so
-concurrent workers never read a partial file.
+of running the reference again. Each entry is a verified cache folder (harness/cache.py):
+written whole, checked against its manifest when read, rebuilt when broken.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import torch
 
-from harness.cache import cache_root, settings_key
+from harness.cache import cached_dir
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
-
-
-def cache_dir():
-    return cache_root() / "reference_logps"
+LOGPS_FILE = "logps.npz"  # arrays only, read with allow_pickle=False
 
 
 def model_fingerprint(model) -> str:
@@ -55,28 +51,32 @@ def with_reference_cache(trainer_class):
 
     class CachedReferenceTrainer(trainer_class):
         def _precompute_ref_logps(self, dataset, name, batch_size):
-            key = settings_key(
-                {
-                    "model": model_fingerprint(self.ref_model or self.model),
-                    "tokenizer": tokenizer_fingerprint(self.processing_class),
-                    "data": dataset_fingerprint(dataset),
-                    "max_length": self.args.max_length,
-                    "truncation": self.args.truncation_mode,
-                }
-            )
-            path = cache_dir() / f"{key}.npz"
-            if path.exists():
-                cached = np.load(path)
+            key = {
+                "model": model_fingerprint(self.ref_model or self.model),
+                "tokenizer": tokenizer_fingerprint(self.processing_class),
+                "data": dataset_fingerprint(dataset),
+                "max_length": self.args.max_length,
+                "truncation": self.args.truncation_mode,
+            }
+            computed = []
+
+            def build(out: Path) -> None:
+                computed.append(
+                    super(CachedReferenceTrainer, self)._precompute_ref_logps(
+                        dataset, name, batch_size
+                    )
+                )
+                columns = {c: np.asarray(computed[0][c], dtype=np.float32) for c in COLUMNS}
+                np.savez(out / LOGPS_FILE, **columns)
+
+            folder = cached_dir("reference_logps", key, build)
+            if computed:
+                _tag("miss")
+                return computed[0]
+            with np.load(folder / LOGPS_FILE, allow_pickle=False) as cached:
                 for column in COLUMNS:
                     dataset = dataset.add_column(column, cached[column].tolist())
-                _tag("hit")
-                return dataset
-            dataset = super()._precompute_ref_logps(dataset, name, batch_size)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-                np.savez(tmp, **{c: np.asarray(dataset[c], dtype=np.float32) for c in COLUMNS})
-            os.replace(tmp.name, path)
-            _tag("miss")
+            _tag("hit")
             return dataset
 
     CachedReferenceTrainer.__name__ = f"Cached{trainer_class.__name__}"

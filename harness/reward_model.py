@@ -20,7 +20,7 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
 from trl import RewardConfig, RewardTrainer
 
-from harness.cache import cached_dir
+from harness.cache import cached_dir, source_fingerprint
 from harness.data import PAIRED, DataError, PreferenceData
 from harness.devices import default_device, training_arguments
 
@@ -115,7 +115,7 @@ def reward_model_for(
     source = _backbone_source(data, backbone)
     key = {
         "backbone": backbone,
-        "source": str(source),
+        "source": source_fingerprint(source),  # by content: a moved project reuses it
         "data": fingerprint(data),
         "seed": seed,
         "settings": asdict(settings),

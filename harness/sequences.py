@@ -33,6 +33,28 @@ def tokenize_completion(tokenizer, prompt: str, completion: str) -> tuple[list[i
     return full_ids[:split], full_ids[split:]
 
 
+def context_length(model) -> int | None:
+    """How many positions the model can read (GPT-2's n_positions), None if it does not say."""
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def truncate_pair(
+    prompt_ids: list[int], completion_ids: list[int], max_length: int
+) -> tuple[list[int], list[int]] | None:
+    """(prompt, completion) cut to `max_length` tokens in all, as TRL's DPO collator does
+    ("keep_start": the end of the completion goes); None when the prompt alone fills
+    `max_length`, the rows TRL drops before training."""
+    if len(prompt_ids) >= max_length:
+        return None
+    return prompt_ids, completion_ids[: max_length - len(prompt_ids)]
+
+
+def prompt_budget(model, max_new_tokens: int) -> int | None:
+    """The most prompt tokens that leave room for `max_new_tokens` in the model's context."""
+    context = context_length(model)
+    return None if context is None else max(1, context - max_new_tokens)
+
+
 def _right_padded(prompts: list[list[int]], completions: list[list[int]], pad_id: int):
     """input_ids, attention_mask and a mask of completion positions, right-padded."""
     rows = [p + c for p, c in zip(prompts, completions, strict=True)]
@@ -114,11 +136,16 @@ def sample_completions(
     """Sample one completion per prompt; temperature 0 means greedy decoding.
 
     Runs under a forked RNG so that evaluating in the middle of training never changes the
-    training run's random stream (runs with different eval intervals stay comparable).
+    training run's random stream (runs with different eval intervals stay comparable). A
+    prompt too long for the model's context with `max_new_tokens` keeps its last tokens
+    (`prompt_budget`; the yardstick counts them as data/truncated/eval_prompts).
     """
     model.eval()
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    budget = prompt_budget(model, max_new_tokens)
     prompt_ids = [encode(tokenizer, p) for p in prompts]
+    if budget is not None:
+        prompt_ids = [ids[-budget:] for ids in prompt_ids]
     completion_ids: list[list[int]] = []
     with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         torch.manual_seed(seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -195,6 +196,9 @@ def validate(exp: Experiment) -> None:
             raise SpecError(
                 f"{path} must be one of {allowed}, got {value!r}" + did_you_mean(value, allowed)
             )
+    for key, value in exp.method_args.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"method_args.{key} must be a finite number, got {value!r}")
     if exp.data.max_pairs is not None and exp.data.max_pairs < 2:
         raise SpecError(f"data.max_pairs must be None or >= 2, got {exp.data.max_pairs}")
     if not 0 < exp.data.eval_fraction < 1:
@@ -250,6 +254,8 @@ def _check_type(path: str, value: Any, hint) -> None:
         if t is type(None) and value is None:
             return
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # inf/nan pass every range check, then break training
+                raise SpecError(f"{path} must be a finite number, got {value!r}")
             return
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return

@@ -1,22 +1,56 @@
-"""Where runs go: the one MLflow tracking-URI resolver, experiment set-up, run provenance.
+"""Where runs go and how they end: the MLflow tracking-URI resolver, opening a store safely,
+experiment set-up, run provenance, and the heartbeat that lets a dead run be marked KILLED.
 
-No training code here: `analysis` resolves its store with the same functions.
+No training code here: `analysis` resolves and opens its store with the same functions.
+
+A run's process can die without ending its run (SIGKILL, a power cut): MLflow would show it
+RUNNING forever. Every run the harness starts records its process (`harness.process`,
+host:pid) and a heartbeat tag (`harness.heartbeat`, Unix seconds) refreshed by a thread; every
+harness command that opens a store marks KILLED the RUNNING runs whose process is gone (same
+host, pid not alive) or whose heartbeat is older than the grace period (another host). It is
+the sweep's Optuna heartbeat idea, applied to every run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_OPTUNA_STORAGE = "sqlite:///results/optuna.db"
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
+HEARTBEAT_TAG = "harness.heartbeat"
+PROCESS_TAG = "harness.process"
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
+_opened: set[str] = set()  # stores checked and initialised by this process
+
+
+class RunFailed(RuntimeError):
+    """A run failed for a reason the message states (diverged, policy not saved): the command
+    prints it in one line, names the run (marked FAILED) and exits 1."""
+
+
+class StoreError(ValueError):
+    """A tracking store that cannot be used (unwritable, or its path is not a folder)."""
 
 
 def resolve_tracking_uri(cli_value: str | None = None) -> str:
@@ -29,6 +63,52 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
+def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
+    """A client on `uri` after checking that it can be written, creating its tables once (two
+    processes creating a new SQLite store at once race in MLflow's migrations, so the first
+    connect holds a file lock), and marking KILLED the runs whose process died."""
+    if uri not in _opened:
+        db = sqlite_path(uri)
+        if db is not None:
+            if writable:
+                check_writable(uri, db)
+            lock = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
+            with FileLock(Path(tempfile.gettempdir()) / f"harness-store-{lock}.lock"):
+                MlflowClient(uri).search_experiments(max_results=1)
+        _opened.add(uri)
+    client = MlflowClient(uri)
+    try:
+        reap_dead_runs(client, log)
+    except Exception as err:  # a read-only store can still be read (figures); say why not reaped
+        if writable:
+            raise
+        log(f"harness: could not check the store for dead runs ({type(err).__name__})")
+    return client
+
+
+def check_writable(uri: str, db: Path) -> None:
+    """Raise StoreError, naming the path, unless the database and its folder can be written."""
+    folder = db.parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"tracking URI {uri}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # SQLite writes its journal beside the database
+            pass
+        if db.exists():
+            with open(db, "r+b"):
+                pass
+    except OSError as err:
+        where = err.filename or folder
+        raise StoreError(
+            f"tracking URI {uri}: cannot write {where} ({os.strerror(err.errno)}); "
+            "pass a writable --tracking-uri"
+        ) from None
+
+
 def use_tracking(uri: str, experiment_name: str) -> str:
     """Point MLflow at `uri` and `experiment_name` (created if needed); returns its id.
 
@@ -36,16 +116,20 @@ def use_tracking(uri: str, experiment_name: str) -> str:
     MLflow's default ./mlruns in whatever folder the command ran from.
     """
     db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+    client = open_store(uri)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment_name)
     if found is None:
         location = None
         if db is not None:
             location = (db.resolve().parent / "artifacts" / experiment_name).as_uri()
-        experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+        try:
+            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+        except MlflowException:  # another process created it since we looked
+            found = client.get_experiment_by_name(experiment_name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
@@ -79,6 +163,95 @@ def git_sha() -> str:
         return "unknown"
 
 
+def local_artifact_dir(run_id: str) -> Path | None:
+    """The folder of a run's artifacts when the artifact store is local, else None."""
+    uri = MlflowClient().get_run(run_id).info.artifact_uri
+    if urlparse(uri).scheme not in ("", "file"):
+        return None
+    return Path(local_file_uri_to_path(uri))
+
+
 def policy_artifact_path(run_id: str) -> Path:
     """Local path of a run's saved policy (downloaded if the store is remote)."""
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=POLICY_ARTIFACT))
+
+
+# ---- run lifecycle: heartbeat and reaping ---------------------------------------------------
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Records which process owns a run and refreshes its heartbeat tag until stopped."""
+
+    def __init__(self, run_id: str, interval: float = HEARTBEAT_SECONDS):
+        self.client, self.run_id, self.interval = MlflowClient(), run_id, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.interval):
+            with contextlib.suppress(Exception):  # a busy or full store: the next beat retries
+                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
+    def __enter__(self):
+        self.client.set_tag(self.run_id, PROCESS_TAG, this_process())
+        self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def why_dead(tags: dict[str, str], now: float) -> str | None:
+    """Why a RUNNING run's process is known to be gone, or None while it may be alive."""
+    if HEARTBEAT_TAG not in tags:
+        return None  # not started by a harness that keeps heartbeats: nothing to go by
+    beat = float(tags[HEARTBEAT_TAG])
+    host, _, pid = tags.get(PROCESS_TAG, "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return f"its process (pid {pid}) is gone"
+    if now - beat > GRACE_SECONDS:
+        return f"no heartbeat for {now - beat:.0f}s"
+    return None
+
+
+def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
+    """Mark KILLED every RUNNING run whose process died, one line each; returns their ids."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    now, reaped = time.time(), []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+        reason = why_dead(run.data.tags, now)
+        if reason is None:
+            continue
+        beat = float(run.data.tags[HEARTBEAT_TAG])
+        stamp = datetime.fromtimestamp(beat, UTC).isoformat(timespec="seconds")
+        client.set_tag(run.info.run_id, "error", f"killed: {reason}; last heartbeat {stamp}")
+        client.set_terminated(run.info.run_id, status="KILLED", end_time=int(beat * 1000))
+        log(
+            f"harness: run {run.info.run_id} ({run.info.run_name}) was left RUNNING and "
+            f"{reason}: marked KILLED"
+        )
+        reaped.append(run.info.run_id)
+    return reaped
+
+
+def disk_error(err: OSError) -> bool:
+    """Whether `err` says the disk is full or read-only (not a bug: one line, not a traceback)."""
+    return err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)

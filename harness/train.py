@@ -2,24 +2,31 @@
 
 Stages: load and check the data, load policy and reference, open the run (params, tags,
 experiment JSON), evaluate the starting point (step 0), train with the method's TRL trainer
-while the harness evaluates every `train.eval_every` steps, then evaluate the end point and
-save the sample table and the policy.
+while the harness evaluates every `train.eval_every` steps, evaluate the end point, save the
+policy (whole or not at all), the sample table, and score. Whatever happens the run ends:
+FAILED on an error, KILLED on Ctrl-C, and if the process is killed outright the next harness
+command marks it KILLED from its heartbeat (harness.stores).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 from transformers import PrinterCallback, set_seed
 
 from harness import stores
-from harness.callbacks import EvalCallback, MetricsCallback, TrainingDiverged
-from harness.checks import check_experiment, check_method_accepts
+from harness.callbacks import DivergenceGuard, EvalCallback, MetricsCallback, TrainingDiverged
+from harness.checks import check_estimable, check_experiment, check_method_accepts
 from harness.data import DataError, PreferenceData, load_preference_data
 from harness.devices import default_device, training_arguments
 from harness.evaluate import Evaluator
@@ -37,11 +44,21 @@ from harness.metrics import (
     data_filtered,
 )
 from harness.models import load_causal_lm, load_tokenizer
-from harness.spec import Experiment
+from harness.sequences import context_length
+from harness.spec import Experiment, SpecError
 from harness.trainers import TrainingJob
 
 # Called with (step, eval metrics) after each harness evaluation; returning True stops training.
 EvalListener = Callable[[int, dict[str, float]], bool]
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) while a run trained: the run was marked KILLED; the message says which."""
+
+
+class PolicyNotSaved(stores.RunFailed):
+    """The trained policy could not be written (a full or read-only disk); nothing half-written
+    is left."""
 
 
 @dataclass
@@ -135,7 +152,14 @@ def run_experiment(
     log(f"[{exp.name}] data: loading {exp.dataset}")
     data = load_preference_data(exp)
     check_method_accepts(method, data)
+    check_estimable(exp, data)
     tokenizer, policy, reference = load_models(exp, data)
+    context = context_length(policy)
+    if context is not None and exp.train.max_length > context:
+        raise SpecError(
+            f"train.max_length must be at most the model's context ({context} positions), "
+            f"got {exp.train.max_length}"
+        )
     scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
     filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
     log(
@@ -152,33 +176,67 @@ def run_experiment(
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
+        run_id = active.info.run_id
         try:
-            mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
-            mlflow.log_text(exp.to_json(), "experiment.json")
-            for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
-                mlflow.log_text(text, artifact)
-            data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
-            data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
-            mlflow.log_metrics(data_counts, step=0)
-
-            run = ExperimentRun(
-                exp, Evaluator(exp, data, tokenizer, reference), list(listeners), log
-            )
-            stopped_early = run.evaluate(policy, 0)
-            if not stopped_early:
-                policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
-            mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
-            if scoring.wanted:
-                scoring.score(policy, reference, tokenizer, step=run.last_step)
-            mlflow.log_table(run.sample_table(), artifact_file="samples.json")
-            if exp.train.save_policy:
-                save_policy(policy, tokenizer)
+            with stores.Heartbeat(run_id):
+                run = train_and_score(
+                    exp, method, data, tokenizer, policy, reference, scoring, listeners, run_id, log
+                )
+        except KeyboardInterrupt as err:
+            end_run_after(err, run_id, "KILLED")
+            raise RunInterrupted(f"run {run_id} ({exp.name}) marked KILLED") from None
         except BaseException as err:
-            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            end_run_after(err, run_id, "FAILED")
+            if isinstance(err, stores.RunFailed):
+                err.args = (f"run {run_id} ({exp.name}) FAILED: {err}",)
             raise
-        finally:
-            mlflow.flush_async_logging()
-    return RunResult(active.info.run_id, exp, run.metrics, time.perf_counter() - started)
+    return RunResult(run_id, exp, run.metrics, time.perf_counter() - started)
+
+
+def train_and_score(
+    exp, method, data, tokenizer, policy, reference, scoring, listeners, run_id, log
+) -> ExperimentRun:
+    """Inside the open run: log what the run is, train, save the policy, then score it.
+
+    The policy is saved right after training, before the sample table and scoring, so a
+    failure there leaves a FAILED run whose policy `harness eval` can still score.
+    """
+    mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
+    mlflow.log_text(exp.to_json(), "experiment.json")
+    for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
+        mlflow.log_text(text, artifact)
+    evaluator = Evaluator(exp, data, tokenizer, reference)
+    data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
+    data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
+    mlflow.log_metrics(data_counts | evaluator.counts, step=0)
+    if any(evaluator.counts.values()):
+        cut = ", ".join(f"{n} {name.split('/', 1)[1]}" for name, n in evaluator.counts.items() if n)
+        log(f"[{exp.name}] data: held-out rows cut to fit ({cut})")
+
+    run = ExperimentRun(exp, evaluator, list(listeners), log)
+    stopped_early = run.evaluate(policy, 0)
+    if not stopped_early:
+        policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+    mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
+    if exp.train.save_policy:
+        save_policy(run_id, policy, tokenizer)
+    mlflow.log_table(run.sample_table(), artifact_file="samples.json")
+    if scoring.wanted:
+        scoring.score(run_id, policy, reference, tokenizer, step=run.last_step)
+    mlflow.flush_async_logging()
+    return run
+
+
+def end_run_after(err: BaseException, run_id: str, status: str) -> None:
+    """End the active run with `status` and the error as its `error` tag, before MLflow's
+    context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
+    (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
+    with contextlib.suppress(Exception):
+        mlflow.flush_async_logging()
+        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+        mlflow.set_tag("error", f"{reason}: {err}"[:5000])
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status)
 
 
 def train_policy(exp, method, data, tokenizer, policy, reference, run: ExperimentRun):
@@ -197,6 +255,7 @@ def train_policy(exp, method, data, tokenizer, policy, reference, run: Experimen
             args=trainer_arguments(exp, output_dir),
             callbacks=[
                 MetricsCallback(exp.method),
+                DivergenceGuard(exp.train.lr),
                 EvalCallback(run.evaluate, exp.train.eval_every),
             ],
         )
@@ -224,12 +283,29 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
         data_seed=t.seed,
         logging_steps=t.log_every or t.steps,
         remove_unused_columns=False,  # ORPO and CPO need their extra columns
+        logging_nan_inf_filter=False,  # log a NaN loss as NaN (DivergenceGuard stops there)
     )
 
 
-def save_policy(policy, tokenizer) -> None:
-    """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact."""
-    with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
+def save_policy(run_id: str, policy, tokenizer) -> None:
+    """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact, whole or
+    not at all: written into a temporary folder, then renamed into place (a local store) or
+    uploaded (a remote one). A full disk leaves no half-written `policy/`."""
+    target = stores.local_artifact_dir(run_id)
+    if target is None:
+        with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
+            policy.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            MlflowClient().log_artifacts(run_id, folder, artifact_path=stores.POLICY_ARTIFACT)
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    # Beside the artifacts folder, not in it: MLflow never lists a half-written policy.
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=".policy-"))
+    try:
         policy.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
-        mlflow.log_artifacts(folder, artifact_path=stores.POLICY_ARTIFACT)
+        os.replace(folder, target / stores.POLICY_ARTIFACT)
+    except Exception as err:  # safetensors reports a full disk as its own error type
+        raise PolicyNotSaved(f"the policy could not be saved in {target} ({err})") from err
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -117,7 +117,7 @@ def test_world_model_needs_a_world_dataset(tracking, tmp_path):
     data_file.write_text(
         "".join(
             json.dumps({"prompt": f"a{i}", "chosen": "b", "rejected": "c"}) + "\n"
-            for i in range(10)
+            for i in range(20)  # 2 held-out prompts: enough to evaluate
         )
     )
     with pytest.raises(DataError, match="model.name_or_path='world' needs a built-in world"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import metrics
-from harness.cache import cached_dir, settings_key
+from harness.cache import cached_dir, settings_key, source_fingerprint
 from harness.devices import default_device
 from harness.registry import did_you_mean
 from harness.tasks import TASKS_DIR, world_task_folder
@@ -39,10 +39,14 @@ class BenchPlan:
         return task_manager(self.folders, self.with_defaults)
 
     def fingerprint(self) -> str:
-        """A hash of the task names and every file in the task folders (the reference cache key)."""
+        """A hash of the task names and every file in the task folders (the reference cache key).
+
+        Files are named relative to their folder, so the key does not depend on where the
+        project or the user's task folder lives.
+        """
         files = {
-            str(f): f.read_text(errors="replace")
-            for folder in self.folders
+            f"{i}/{f.relative_to(folder).as_posix()}": f.read_text(errors="replace")
+            for i, folder in enumerate(self.folders)
             for f in sorted(Path(folder).rglob("*"))
             if f.is_file() and f.suffix in (".yaml", ".yml", ".jsonl", ".json", ".py")
         }
@@ -128,8 +132,12 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
 
     was_training = model.training
     model.eval()
-    quiet = logging.getLogger("lm_eval")
-    level, quiet.level = quiet.level, logging.ERROR  # per-task notices; the harness logs a line
+    # lm-eval's per-task notices, and datasets' log of a task file it cannot read (the harness
+    # reports that failure in one line, BenchError): the harness prints its own lines.
+    quiet = [logging.getLogger(name) for name in ("lm_eval", "datasets")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
     try:
         lm = HFLM(
             pretrained=model,
@@ -145,8 +153,17 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
             log_samples=False,
             bootstrap_iters=1000,
         )
+    except Exception as err:  # a task's data or config is broken: name the tasks, in one line
+        root = err
+        while root.__cause__ or root.__context__:
+            root = root.__cause__ or root.__context__
+        first = (str(root).splitlines() or [""])[0]
+        raise BenchError(
+            f"lm-eval failed on task(s) {', '.join(plan.tasks)}: {type(root).__name__}: {first}"
+        ) from err
     finally:
-        quiet.setLevel(level)
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
         model.train(was_training)
     return json.loads(
         json.dumps(
@@ -186,6 +203,6 @@ def reference_results(plan: BenchPlan, reference, tokenizer, source: str, log=pr
         results = run_bench(plan, reference, tokenizer)
         (out / "results.json").write_text(json.dumps(results, indent=1))
 
-    key = {"reference": source, "tasks": plan.fingerprint()}
+    key = {"reference": source_fingerprint(source), "tasks": plan.fingerprint()}
     folder = cached_dir("bench_reference", key, build, log=log)
     return json.loads((folder / "results.json").read_text())

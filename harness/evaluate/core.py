@@ -6,7 +6,9 @@ DPO run and an ORPO run are compared on the same quantity.
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections import Counter
 
 from harness.data import PreferenceData, prompt_text
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
@@ -15,10 +17,19 @@ from harness.metrics import (
     EVAL_KL,
     EVAL_KL_STDERR,
     EVAL_LENGTH,
+    data_filtered,
+    data_truncated,
     eval_logps,
     eval_rewards,
 )
-from harness.sequences import sample_completions, sequence_logps, tokenize_completion
+from harness.sequences import (
+    context_length,
+    prompt_budget,
+    sample_completions,
+    sequence_logps,
+    tokenize_completion,
+    truncate_pair,
+)
 from harness.spec import Experiment
 
 
@@ -28,23 +39,49 @@ class Evaluator:
     def __init__(self, exp: Experiment, data: PreferenceData, tokenizer, reference):
         self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
         self.pad = tokenizer.pad_token_id
-        pairs = data.eval_pairs[: exp.eval.n_pairs]
-        chosen = [tokenize_completion(tokenizer, *text_pair(r, "chosen", tokenizer)) for r in pairs]
-        rejected = [
-            tokenize_completion(tokenizer, *text_pair(r, "rejected", tokenizer)) for r in pairs
-        ]
+        self.counts: Counter = (
+            Counter()
+        )  # data/truncated/... and data/filtered/... of held-out rows
+        chosen, rejected = self._fit_pairs(data.eval_pairs[: exp.eval.n_pairs], reference)
         self.pairs = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
         # The reference is frozen: score the held-out pairs under it once.
         self.reference_logps = {
             k: sequence_logps(reference, *v, self.pad) for k, v in self.pairs.items()
         }
         self.prompts = [prompt_text(p, tokenizer) for p in data.eval_prompts[: exp.eval.n_prompts]]
+        budget = prompt_budget(reference, exp.eval.max_new_tokens)
+        if budget is not None:
+            lengths = [
+                len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in self.prompts
+            ]
+            self.counts[data_truncated("eval_prompts")] = sum(n > budget for n in lengths)
+
+    def _fit_pairs(self, pairs: list[dict], reference) -> tuple[list, list]:
+        """Held-out pairs tokenized and truncated as training truncates them (TRL's keep_start to
+        train.max_length), and to the model's context; a pair whose prompt alone fills the
+        limit is left out, as TRL leaves it out of training. Both are counted."""
+        limit = min(self.exp.train.max_length, context_length(reference) or math.inf)
+        chosen, rejected = [], []
+        self.counts[data_truncated("eval_pairs")] = 0
+        for row in pairs:
+            sides = [
+                tokenize_completion(self.tokenizer, *text_pair(row, side, self.tokenizer))
+                for side in ("chosen", "rejected")
+            ]
+            fitted = [truncate_pair(p, c, limit) for p, c in sides]
+            if None in fitted:
+                self.counts[data_filtered("eval_prompt_fills_max_length")] += 1
+                continue
+            self.counts[data_truncated("eval_pairs")] += fitted != sides
+            chosen.append(fitted[0])
+            rejected.append(fitted[1])
+        return chosen, rejected
 
     def evaluate(self, policy) -> tuple[dict[str, float], dict[str, list]]:
         """(metrics by eval/... name, a table of sample completions for the run's artifacts)."""
         exp = self.exp
         metrics: dict[str, float] = {}
-        if self.pairs["chosen"][0]:
+        if self.pairs["chosen"][0]:  # held-out pairs exist (paired data) and fit
             logps = {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
             rewards = {
                 k: implicit_rewards(logps[k], self.reference_logps[k], exp.beta) for k in logps

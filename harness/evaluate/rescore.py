@@ -1,4 +1,8 @@
-"""Score a finished run's saved policy later (`harness eval`), logging into that same run."""
+"""Score a finished run's saved policy later (`harness eval`), logging into that same run.
+
+The run is never reopened: its status and end time stay what its training left (a FAILED run
+whose policy was saved before scoring failed can be scored, and stays FAILED).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from harness.evaluate.scoring import prepare_scoring
 from harness.metrics import EVAL_KL
 from harness.models import load_causal_lm, load_tokenizer
 from harness.spec import Experiment
-from harness.stores import POLICY_ARTIFACT, policy_artifact_path
+from harness.stores import POLICY_ARTIFACT, open_store, policy_artifact_path
 
 FINAL_STEP_TAG = "final_step"  # set by `harness run`: the step of the run's last evaluation
 
@@ -37,7 +41,7 @@ def score_run(
     """Load the run's experiment and policy, check the settings, score, log into the run."""
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient()
+    client = open_store(mlflow.get_tracking_uri(), log=log)
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -75,8 +79,7 @@ def score_run(
     reference = reference.to(default_device()).eval()
     step = final_step(client, run)
     log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
-    with mlflow.start_run(run_id=run_id):
-        return scoring.score(policy, reference, tokenizer, step=step)
+    return scoring.score(run_id, policy, reference, tokenizer, step=step)
 
 
 def final_step(client: MlflowClient, run) -> int:

@@ -3,7 +3,8 @@
 `prepare_scoring` checks everything a user can get wrong (task names, task folder, judges,
 temperatures) and trains or loads the reward model before any run is opened or written;
 `Scoring.score` computes every number first and logs them together at the end, so a failure
-leaves nothing half-logged.
+leaves nothing half-logged. It logs through the client by run id and never (re)opens the run,
+so scoring a finished run later (`harness eval`) never changes its status or end time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import mlflow
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
 
 from harness.data import DataError, PreferenceData
 from harness.evaluate import bench, winrate
@@ -48,8 +50,8 @@ class Scoring:
             parts.append(f"bench tasks={','.join(self.plan.tasks)}")
         return "; ".join(parts) or "nothing"
 
-    def score(self, policy, reference, tokenizer, *, step: int) -> dict[str, float]:
-        """Compute win rates and benchmarks, then log them into the active run at `step`."""
+    def score(self, run_id: str, policy, reference, tokenizer, *, step: int) -> dict[str, float]:
+        """Compute win rates and benchmarks, then log them into run `run_id` at `step`."""
         started = time.perf_counter()
         metrics: dict[str, float] = {}
         table, results = None, {}
@@ -80,16 +82,19 @@ class Scoring:
             )
             metrics |= bench.bench_metrics(results["policy"])
             metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
-        mlflow.log_metrics(metrics, step=step)
-        mlflow.set_tag("scoring", self.describe())
+        client, now = MlflowClient(), int(time.time() * 1000)
+        client.log_batch(
+            run_id,
+            metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
+            tags=[RunTag("scoring", self.describe())],
+        )
         if table is not None:  # MLflow appends to an existing table: rows say which scoring
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
             table = {"scored_at": [stamp] * len(table["prompt"])} | table
-            mlflow.log_table(table, artifact_file="winrate/completions.json")
+            client.log_table(run_id, table, artifact_file="winrate/completions.json")
         for who, result in results.items():
             name = "results.json" if who == "policy" else "results_reference.json"
-            mlflow.log_dict(result, f"bench/{name}")
-        mlflow.flush_async_logging()
+            client.log_dict(run_id, result, f"bench/{name}")
         seconds = time.perf_counter() - started
         self.log(f"[{self.exp.name}] scored in {seconds:.1f}s: " + summarize(metrics))
         return metrics

@@ -181,7 +181,10 @@ class Heartbeat:
 
 
 def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str) -> None:
-    """MLflow child runs still RUNNING for trials Optuna failed (their worker died): KILLED."""
+    """MLflow child runs of trials Optuna failed (their worker died): KILLED, tagged FAIL.
+
+    The run may already be KILLED: any harness command on the store marks a run whose process
+    died (harness.stores.reap_dead_runs); it still lacks its trial's state."""
     failed = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
     if not failed:
         return
@@ -189,11 +192,14 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     runs = client.search_runs(
         [experiment.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'",
+        f"tags.mlflow.parentRunId = '{parent}' and attributes.status != 'FINISHED'",
     )
     for run in runs:
-        if run.data.tags.get("trial") in failed:
-            client.set_tag(run.info.run_id, "trial_state", "FAIL")
+        tags = run.data.tags
+        if tags.get("trial") not in failed or "trial_state" in tags:
+            continue
+        client.set_tag(run.info.run_id, "trial_state", "FAIL")
+        if run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, "error", "worker died mid-trial (no heartbeat)")
             client.set_terminated(run.info.run_id, status="KILLED")
 

@@ -1,0 +1,88 @@
+"""What the fault tests share: a tiny experiment file, `harness` in its own process, and the
+check that a user sees one line naming the thing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A run small enough to start in seconds on the sentiment world (built once, shared).
+TINY = dict(
+    steps=6,
+    batch_size=8,
+    eval_every=0,
+    log_every=1,
+    n_prompts=8,
+    n_pairs=16,
+    max_new_tokens=8,
+    max_pairs=None,
+)
+
+
+def experiment_file(folder: Path, name: str = "tiny", **train) -> Path:
+    """A definition file with one DPO experiment on the sentiment world; `train` overrides."""
+    t = TINY | train
+    path = folder / f"{name}.py"
+    path.write_text(
+        "from harness import DataSpec, EvalSpec, Experiment, TrainSpec\n\n"
+        f"EXP = Experiment(name={name!r}, method='dpo', beta=0.1, dataset='sentiment',\n"
+        f"    data=DataSpec(max_pairs={t['max_pairs']}),\n"
+        f"    train=TrainSpec(steps={t['steps']}, batch_size={t['batch_size']}, "
+        f"eval_every={t['eval_every']}, log_every={t['log_every']}),\n"
+        f"    eval=EvalSpec(n_prompts={t['n_prompts']}, n_pairs={t['n_pairs']}, "
+        f"max_new_tokens={t['max_new_tokens']}))\n"
+    )
+    return path
+
+
+def harness_env() -> dict[str, str]:
+    return os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def start_harness(*args: str, cwd: Path) -> subprocess.Popen:
+    """`harness ARGS` as a user runs it, in its own process (to signal or kill it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args],
+        cwd=cwd,
+        env=harness_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as in a terminal: a parent started in the background passes SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300) -> list[str]:
+    """Read the process's stdout until a line contains `text`; the lines read."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    process.send_signal(signal.SIGKILL)
+    raise AssertionError(f"never printed {text!r}; stdout: {''.join(lines)[-2000:]}")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The harness's own lines on stderr (libraries may warn there too)."""
+    return [line for line in stderr.splitlines() if line.startswith("harness:")]
+
+
+def assert_one_line(stderr: str, *names: str) -> str:
+    """stderr holds one harness line, no traceback, naming every one of `names`; returns it."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr[-3000:]
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
