@@ -37,8 +37,13 @@ class MetricsCallback(TrainerCallback):
 class EvalCallback(TrainerCallback):
     """Runs `evaluate(policy, step)` every `every` steps; it returns True to stop training."""
 
-    def __init__(self, evaluate: Callable[[object, int], bool], every: int):
-        self.evaluate, self.every = evaluate, every
+    def __init__(
+        self,
+        evaluate: Callable[[object, int], bool],
+        every: int,
+        on_loss: Callable[[float], None] = lambda loss: None,
+    ):
+        self.evaluate, self.every, self.on_loss = evaluate, every, on_loss
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
@@ -52,3 +57,5 @@ class EvalCallback(TrainerCallback):
             raise TrainingDiverged(
                 f"training loss became non-finite ({loss}) at step {state.global_step}"
             )
+        if loss is not None:
+            self.on_loss(loss)

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import torch
@@ -19,13 +20,14 @@ from transformers import PrinterCallback, set_seed
 
 from harness import stores
 from harness.callbacks import EvalCallback, MetricsCallback, TrainingDiverged
-from harness.checks import check_experiment, check_method_accepts
+from harness.checks import check_experiment, check_method_accepts, with_defaults
+from harness.console import library_output
 from harness.data import DataError, PreferenceData, load_preference_data
 from harness.devices import default_device, training_arguments
 from harness.evaluate import Evaluator
 from harness.evaluate.rescore import FINAL_STEP_TAG
 from harness.evaluate.scoring import prepare_scoring
-from harness.methods import METHODS, flat_params, resolved_args
+from harness.methods import METHODS, flat_params, resolved_args, run_name
 from harness.metrics import (
     DATA_EVAL_PAIRS,
     DATA_TRAIN_ROWS,
@@ -78,6 +80,7 @@ class ExperimentRun:
     def __init__(self, exp: Experiment, evaluator: Evaluator, listeners: list[EvalListener], log):
         self.exp, self.evaluator, self.listeners, self.log = exp, evaluator, listeners, log
         self.metrics: dict[str, float] = {}
+        self.loss: float | None = None  # the latest training loss, shown with each evaluation
         self.last_step = -1
         self.first_table: dict[str, list] = {}
 
@@ -92,8 +95,14 @@ class ExperimentRun:
         mlflow.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
         self.first_table = self.first_table or table
-        self.log(f"[{self.exp.name}] step {step:>4}/{self.exp.train.steps}  " + summarize(metrics))
+        loss = "" if self.loss is None else f"loss {self.loss:.3f}  "
+        self.log(
+            f"[{self.exp.name}] step {step:>4}/{self.exp.train.steps}  {loss}{summarize(metrics)}"
+        )
         return any([listener(step, metrics) for listener in self.listeners])
+
+    def note_loss(self, loss: float) -> None:
+        self.loss = loss
 
     def sample_table(self) -> dict[str, list]:
         """Policy samples at the end beside reference samples (step 0) for the same prompts."""
@@ -130,6 +139,9 @@ def run_experiment(
     """
     started = time.perf_counter()
     check_experiment(exp)
+    exp = with_defaults(exp)
+    if exp.name != run_name(exp):  # sft-b0.1 -> sft: beta does not enter its training
+        exp = exp.replace({"name": run_name(exp)})
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
     log(f"[{exp.name}] data: loading {exp.dataset}")
@@ -155,6 +167,7 @@ def run_experiment(
         try:
             mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
             mlflow.log_text(exp.to_json(), "experiment.json")
+            log_datasets(exp, data)
             for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
                 mlflow.log_text(text, artifact)
             data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
@@ -197,7 +210,7 @@ def train_policy(exp, method, data, tokenizer, policy, reference, run: Experimen
             args=trainer_arguments(exp, output_dir),
             callbacks=[
                 MetricsCallback(exp.method),
-                EvalCallback(run.evaluate, exp.train.eval_every),
+                EvalCallback(run.evaluate, exp.train.eval_every, on_loss=run.note_loss),
             ],
         )
         trainer = method.build(job)
@@ -227,9 +240,27 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
     )
 
 
-def save_policy(policy, tokenizer) -> None:
-    """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact."""
-    with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
-        policy.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        mlflow.log_artifacts(folder, artifact_path=stores.POLICY_ARTIFACT)
+def log_datasets(exp: Experiment, data: PreferenceData) -> None:
+    """The training rows and held-out pairs as the run's MLflow dataset inputs."""
+    if data.world is not None:
+        source, hub = str(data.world.reference_path.parent.resolve()), False
+    else:
+        local = Path(exp.dataset)
+        source, hub = (str(local.resolve()), False) if local.exists() else (exp.dataset, True)
+    splits = {"train": data.train, "eval": data.eval_pairs}
+    stores.log_dataset_inputs(exp.dataset, source, splits, hub=hub)
+
+
+def save_policy(policy, tokenizer) -> str:
+    """The trained policy and its tokenizer as an MLflow model (transformers flavour) logged
+    from the run: listed under the experiment's Models, registrable, and loadable with
+    `mlflow.transformers.load_model`. Returns its URI, also kept in the run's tag."""
+    with library_output():  # transformers' save bars, MLflow's model-card and license notices
+        info = mlflow.transformers.log_model(
+            {"model": policy, "tokenizer": tokenizer},
+            name=stores.POLICY_ARTIFACT,
+            task="text-generation",
+            pip_requirements=stores.model_requirements(),
+        )
+    mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
+    return info.model_uri

@@ -15,7 +15,14 @@ from harness.stores import mlflow_ui_hint, resolve_tracking_uri, use_tracking
 
 
 def register(subparsers) -> None:
-    run = subparsers.add_parser("run", help="train and evaluate experiments, one MLflow run each")
+    run = subparsers.add_parser(
+        "run",
+        help="train and evaluate experiments, one MLflow run each",
+        description="Train and evaluate the experiments a file defines, one MLflow run each.",
+        epilog="Settable fields (for --set): `harness fields` lists every dotted name with its "
+        "default and meaning; `harness methods` lists the methods, what beta means for each, "
+        "and their method_args.",
+    )
     run.add_argument("target", help="experiments/FILE.py or module:OBJECT")
     add_override_args(run)
     add_tracking_args(run)

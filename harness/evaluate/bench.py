@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness import metrics
 from harness.cache import cached_dir, settings_key
+from harness.console import library_output
 from harness.devices import default_device
 from harness.registry import did_you_mean
 from harness.tasks import TASKS_DIR, world_task_folder
@@ -130,21 +131,24 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
     model.eval()
     quiet = logging.getLogger("lm_eval")
     level, quiet.level = quiet.level, logging.ERROR  # per-task notices; the harness logs a line
+    # lm-eval's progress bars ignore TQDM_DISABLE and its environment report runs `git`, which
+    # complains outside a checkout: what it writes to stderr is shown only if it fails.
     try:
-        lm = HFLM(
-            pretrained=model,
-            tokenizer=tokenizer,
-            batch_size=batch_size,
-            device=default_device(),
-        )
-        out = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=list(plan.tasks),
-            limit=plan.limit,
-            task_manager=plan.task_manager(),
-            log_samples=False,
-            bootstrap_iters=1000,
-        )
+        with library_output():
+            lm = HFLM(
+                pretrained=model,
+                tokenizer=tokenizer,
+                batch_size=batch_size,
+                device=default_device(),
+            )
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=list(plan.tasks),
+                limit=plan.limit,
+                task_manager=plan.task_manager(),
+                log_samples=False,
+                bootstrap_iters=1000,
+            )
     finally:
         quiet.setLevel(level)
         model.train(was_training)

@@ -82,10 +82,8 @@ class Scoring:
             metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
         mlflow.log_metrics(metrics, step=step)
         mlflow.set_tag("scoring", self.describe())
-        if table is not None:  # MLflow appends to an existing table: rows say which scoring
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            table = {"scored_at": [stamp] * len(table["prompt"])} | table
-            mlflow.log_table(table, artifact_file="winrate/completions.json")
+        if table is not None:
+            mlflow.log_table(completions_table(table), artifact_file="winrate/completions.json")
         for who, result in results.items():
             name = "results.json" if who == "policy" else "results_reference.json"
             mlflow.log_dict(result, f"bench/{name}")
@@ -93,6 +91,17 @@ class Scoring:
         seconds = time.perf_counter() - started
         self.log(f"[{self.exp.name}] scored in {seconds:.1f}s: " + summarize(metrics))
         return metrics
+
+
+def completions_table(table: dict[str, list]) -> dict[str, list]:
+    """The judged completions, keyed first by a row id that is the same in every run scored on
+    the same prompts (`p007 t0.5`: prompt 7 at temperature 0.5), so MLflow's cross-run artifact
+    view lines runs up; `scored_at` last (MLflow appends when a run is scored again)."""
+    temperatures = table["temperature"]  # one block of the same prompts per temperature
+    n_prompts = temperatures.count(temperatures[0])
+    ids = [f"p{i % n_prompts:03d} t{t:g}" for i, t in enumerate(temperatures)]
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"prompt_id": ids} | table | {"scored_at": [stamp] * len(ids)}
 
 
 def summarize(metrics: dict[str, float]) -> str:
