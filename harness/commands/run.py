@@ -45,14 +45,15 @@ def cmd_run(args) -> int:
     quiet_libraries()
     uri = resolve_tracking_uri(args.tracking_uri)
     name = args.mlflow_experiment or stem
-    use_tracking(uri, name)
+    experiment_id = use_tracking(uri, name)
     print(f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {uri}")
     results = [run_experiment(exp) for exp in experiments]
     print()
     print(summary_table(results))
     print(
-        f"\n{len(results)} run(s) logged to MLflow experiment {name!r}. Compare them with:\n"
-        f"  {mlflow_ui_hint(uri)}"
+        f"\n{len(results)} run(s) logged to MLflow experiment {name!r} at {uri}; each run holds "
+        "its metrics, samples, datasets and trained policy (an MLflow model).\n"
+        f"Compare them in the MLflow UI:\n  {mlflow_ui_hint(uri, experiment_id)}"
     )
     return 0
 

@@ -15,7 +15,12 @@ from harness.commands.common import (
 )
 from harness.loader import load_module, load_objects
 from harness.space import Sweep, SweepError
-from harness.stores import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
+from harness.stores import (
+    DEFAULT_OPTUNA_STORAGE,
+    mlflow_ui_hint,
+    resolve_tracking_uri,
+    use_tracking,
+)
 
 
 def register(subparsers) -> None:
@@ -93,7 +98,12 @@ def cmd_sweep(args) -> int:
         run_workers(args, settings, sweep)
         summary = finish(study, settings, parent)
         print(summary_text(study, settings, summary))
-    print(f"\nCompare trials (nested under each sweep's parent run) with:\n  {mlflow_ui_hint(uri)}")
+        experiment_id = use_tracking(uri, settings.mlflow_experiment)
+        print(
+            f"Trials: MLflow runs nested under the sweep's parent run in experiment "
+            f"{settings.mlflow_experiment!r} at {uri}; compare them in the MLflow UI:\n"
+            f"  {mlflow_ui_hint(uri, experiment_id)}"
+        )
     return 0
 
 
