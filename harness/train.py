@@ -52,6 +52,7 @@ class RunResult:
     experiment: Experiment
     metrics: dict[str, float]  # the final evaluation
     seconds: float
+    uses_beta: bool = True  # whether beta entered training (summaries show "-" otherwise)
 
 
 def load_models(exp: Experiment, data: PreferenceData):
@@ -182,6 +183,7 @@ def run_experiment(
                 policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
             mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
             if scoring.wanted:
+                log(f"[{exp.name}] scoring: {scoring.describe()}")
                 scoring.score(policy, reference, tokenizer, step=run.last_step)
             mlflow.log_table(run.sample_table(), artifact_file="samples.json")
             if exp.train.save_policy:
@@ -191,7 +193,8 @@ def run_experiment(
             raise
         finally:
             mlflow.flush_async_logging()
-    return RunResult(active.info.run_id, exp, run.metrics, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return RunResult(active.info.run_id, exp, run.metrics, seconds, method.uses_beta)
 
 
 def train_policy(exp, method, data, tokenizer, policy, reference, run: ExperimentRun):

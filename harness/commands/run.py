@@ -68,8 +68,9 @@ def summary_table(results) -> str:
         m = r.metrics
         gold = f"{m[EVAL_GOLD_REWARD]:+.3f}" if EVAL_GOLD_REWARD in m else "-"
         acc = f"{m[EVAL_PAIR_ACCURACY]:.2f}" if EVAL_PAIR_ACCURACY in m else "-"
+        beta = f"{r.experiment.beta:g}" if r.uses_beta else "-"
         lines.append(
-            f"{r.experiment.name:<24} {r.experiment.method:<7} {r.experiment.beta:>6g} "
+            f"{r.experiment.name:<24} {r.experiment.method:<7} {beta:>6} "
             f"{gold:>7} {m[EVAL_KL]:>7.3f} {acc:>8} {r.seconds:>6.1f}s"
         )
     return "\n".join(lines)
