@@ -32,6 +32,9 @@ def library_output():
     saved = os.dup(2)
     with tempfile.TemporaryFile() as buffer:
         os.dup2(buffer.fileno(), 2)
+        # sys.stderr too: it need not write to descriptor 2 (a test runner's capture, a notebook)
+        text = open(buffer.fileno(), "w", buffering=1, closefd=False)  # noqa: SIM115
+        python_stderr, sys.stderr = sys.stderr, text
         failed = False
         try:
             yield
@@ -39,7 +42,8 @@ def library_output():
             failed = True
             raise
         finally:
-            sys.stderr.flush()
+            text.flush()
+            sys.stderr = python_stderr
             os.dup2(saved, 2)
             os.close(saved)
             if failed:

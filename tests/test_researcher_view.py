@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from harness import Experiment
 from harness.checks import check_experiment, with_defaults
 from harness.commands.fields import fields_text
+from harness.console import VERBOSE_ENV, library_output
 from harness.evaluate.scoring import completions_table
 from harness.methods import config_label, run_name
 from harness.spec import SpecError, field_paths
@@ -105,6 +106,25 @@ def test_completions_rows_line_up_across_runs():
     one, two = completions_table(table(list("wxyz"))), completions_table(table(list("pqrs")))
     assert list(one)[0] == "prompt_id" and list(one)[-1] == "scored_at"
     assert one["prompt_id"] == two["prompt_id"] == ["p000 t0", "p001 t0", "p000 t1", "p001 t1"]
+
+
+def test_library_output_is_kept_back_unless_it_fails_or_verbose(capfd, monkeypatch):
+    def library(fail: bool):
+        subprocess.run(["sh", "-c", "echo 'fatal: not a git repository' >&2"])
+        print("10%|##  | 1/10", file=sys.stderr)
+        if fail:
+            raise RuntimeError("broke")
+
+    with library_output():
+        library(fail=False)
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError), library_output():
+        library(fail=True)
+    assert "fatal: not a git repository" in capfd.readouterr().err  # shown with the failure
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    with library_output():
+        library(fail=False)
+    assert "1/10" in capfd.readouterr().err
 
 
 # ---- a scored run, as a user runs it from a terminal outside any git checkout ----------------
