@@ -178,10 +178,13 @@ def test_names_params_datasets_and_model_read_back_from_mlflow(terminal_run):
     params = run.data.params
     assert params["dataset"] == "sentiment" and params["eval.judges"] == '["rm", "gold"]'
     assert params["eval.max_new_tokens"] == "8" and params["data.max_pairs"] == "null"
-    inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    inputs = {}
+    for logged in run.inputs.dataset_inputs:
+        tags = {t.key: t.value for t in logged.tags}
+        inputs[tags["mlflow.data.context"]] = logged.dataset
+        assert json.loads(logged.dataset.profile)["num_rows"] == int(tags["rows"]) > 0
     assert set(inputs) == {"train", "eval"}
-    profile = json.loads(inputs["train"].profile)
-    assert inputs["train"].name == "sentiment" and profile["num_rows"] > 0
+    assert inputs["train"].name == "sentiment" and inputs["train"].source_type == "local"
     assert inputs["train"].digest != inputs["eval"].digest
 
     model_uri = run.data.tags[POLICY_MODEL_TAG]

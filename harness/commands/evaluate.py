@@ -11,7 +11,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="score a finished run's policy (win rates, lm-eval) into that run"
     )
-    p.add_argument("--run-id", required=True, help="the MLflow run whose `policy/` to score")
+    p.add_argument(
+        "--run-id",
+        required=True,
+        help="the MLflow run whose trained policy to score "
+        "(its MLflow model, or the policy/ files of older runs)",
+    )
     p.add_argument(
         "--tasks",
         help="lm-eval tasks, comma-separated; 'world' = the world's "
