@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import mlflow
 
+from harness.checks import with_defaults
 from harness.data import DataError, PreferenceData
 from harness.evaluate import bench, winrate
 from harness.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
@@ -135,6 +136,7 @@ def prepare_scoring(
     log=print,
 ) -> Scoring:
     """What to score for `exp` (arguments override its eval settings), checked up front."""
+    exp = with_defaults(exp)  # eval.max_new_tokens=None: the dataset's own value
     ev = exp.eval
     winrate_on = ev.winrate if winrate_on is None else winrate_on
     temperatures = tuple(ev.temperatures if temperatures is None else temperatures)
