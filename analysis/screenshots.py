@@ -27,7 +27,7 @@ import aiohttp
 
 from harness.stores import DEFAULT_TRACKING_URI, runs_page_url, sqlite_path, use_tracking
 
-WIDTH, HEIGHT = 1700, 950
+WIDTH, HEIGHT = 1920, 1000
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Browser settings a first visit would otherwise get: MLflow's assistant panel opens itself once.
 LOCAL_STORAGE = {
@@ -185,14 +185,18 @@ class Browser:
         await self.wait_for(ready, what)
         # park the mouse on the sidebar: a pointer over a chart shows plotly's toolbar
         await self.send("Input.dispatchMouseEvent", type="mouseMoved", x=5, y=self.height - 5)
-        await asyncio.sleep(2)  # let the table and charts finish laying out
+        await asyncio.sleep(5)  # let the table and charts finish laying out
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.send("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(shot["data"]))
 
 
-RUNS_LOADED = "document.body.innerText.includes('matching runs')"
+# The table's rows and the saved view's metric columns are drawn ("0 matching runs" shows first).
+RUNS_LOADED = (
+    "document.querySelectorAll('.ag-center-cols-container .ag-row').length > 0"
+    " && document.body.innerText.includes('eval/kl')"
+)
 CHARTS_DRAWN = "document.querySelectorAll('.js-plotly-plot').length > 0"
 
 
@@ -200,9 +204,9 @@ async def take(server_url: str, experiment_id: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     shots = []
     async with Browser() as browser:
-        await browser.open(server_url + "/", "document.readyState === 'complete'", "MLflow")
-        for key, value in LOCAL_STORAGE.items():
-            await browser.evaluate(f"localStorage.setItem({key!r}, {value!r})")
+        # before any of the page's own scripts, on every page: the settings a first visit lacks
+        settings = "".join(f"localStorage.setItem({k!r}, {v!r});" for k, v in LOCAL_STORAGE.items())
+        await browser.send("Page.addScriptToEvaluateOnNewDocument", source=settings)
         table = runs_page_url(server_url, experiment_id)
         await browser.open(table, RUNS_LOADED, "the runs table")
         shots.append(out / "runs_table.png")
