@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE  := 1
 export TRL_EXPERIMENTAL_SILENCE := 1
 export MPLCONFIGDIR         := $(CURDIR)/results/cache/matplotlib
 
-.PHONY: demo test test-fast lint format bench setup
+.PHONY: demo test test-fast lint format bench setup screenshots
 setup: $(STAMP)
 
 # torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/harness run experiments/quickstart.py
 	$(VENV)/bin/harness figures --experiment quickstart --out results/figures
+
+# The MLflow UI on the demo's store, as a researcher sees it, into results/screenshots/ (README).
+# Needs Chromium from the system's packages (apt-get install chromium); not part of `make test`.
+screenshots: $(STAMP)
+	test -f results/mlflow.db || $(MAKE) demo
+	$(PY) -m analysis.screenshots --store sqlite:///results/mlflow.db --experiment quickstart \
+		--out results/screenshots
 
 # The full suite, what CI runs; the layer contract (import-linter) is checked first.
 test: $(STAMP)

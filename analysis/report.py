@@ -106,6 +106,7 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
     log(
         f"{len(report.plots)} figure(s) as PNG and PDF and {len(report.tables)} table(s) as "
         f"CSV, Markdown and LaTeX in {report.out}/"
+        + (f"; start with {report.out / 'summary.md'}" if "summary" in report.tables else "")
     )
     return report
 

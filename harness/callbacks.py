@@ -39,14 +39,24 @@ class MetricsCallback(TrainerCallback):
 class EvalCallback(TrainerCallback):
     """Runs `evaluate(policy, step)` every `every` steps; it returns True to stop training."""
 
-    def __init__(self, evaluate: Callable[[object, int], bool], every: int):
-        self.evaluate, self.every = evaluate, every
+    def __init__(
+        self,
+        evaluate: Callable[[object, int], bool],
+        every: int,
+        on_loss: Callable[[float], None] = lambda loss: None,
+    ):
+        self.evaluate, self.every, self.on_loss = evaluate, every, on_loss
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
         due = self.every and step % self.every == 0 and step < state.max_steps
         if due and self.evaluate(model, step):
             control.should_training_stop = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and math.isfinite(loss):  # DivergenceGuard handles the others
+            self.on_loss(loss)
 
 
 class DivergenceGuard(TrainerCallback):

@@ -19,7 +19,7 @@ from harness.metrics import (
 )
 from harness.registry import did_you_mean
 from harness.space import Choice, Sweep, SweepError, When
-from harness.spec import Experiment, SpecError, field_paths
+from harness.spec import DEFAULT_MAX_NEW_TOKENS, Experiment, SpecError, field_paths
 from harness.worlds import WORLDS, get_world
 
 
@@ -37,6 +37,22 @@ def check_experiment(exp: Experiment) -> None:
         raise SpecError(str(err)) from None
     if exp.dataset in WORLDS:
         get_world(exp.dataset).check(exp)
+
+
+def with_defaults(exp: Experiment) -> Experiment:
+    """`exp` with its None-means-default fields filled: by the dataset's world where the world
+    allows only one value, else by the general default."""
+    world = get_world(exp.dataset).defaults() if exp.dataset in WORLDS else {}
+    filled = {"eval.max_new_tokens": world.get("eval.max_new_tokens", DEFAULT_MAX_NEW_TOKENS)}
+    changes = {k: v for k, v in filled.items() if _value(exp, k) is None}
+    return exp.replace(changes) if changes else exp
+
+
+def _value(exp: Experiment, path: str):
+    node = exp
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
 
 
 def settable_fields(exp: Experiment) -> list[str]:

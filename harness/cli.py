@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
 from harness.commands import COMMANDS
+from harness.console import VERBOSE_ENV
 from harness.stores import RunFailed, disk_error
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' own output (progress bars, notices, warnings)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
@@ -22,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input (one line naming the field, file or row); 1 a run failed
     for a stated reason (diverged, disk full); 130 interrupted (the run is marked KILLED)."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # sweep workers inherit it
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler stopping the job: as Ctrl-C
     try:
         return args.func(args)

@@ -18,7 +18,7 @@ from typing import Any
 from harness import trainers
 from harness.data import PAIRED, PROMPT_ONLY, UNPAIRED
 from harness.registry import Registry, did_you_mean
-from harness.spec import Experiment
+from harness.spec import Experiment, default_name
 from harness.trainers import TrainingJob
 
 
@@ -33,6 +33,7 @@ class Method:
     build: Callable[[TrainingJob], Any]  # job -> a transformers Trainer ready to .train()
     settings: Mapping[str, Any] = field(default_factory=dict)  # method_args defaults
     needs_gold: bool = False  # trains on the world's gold reward (built-in worlds only)
+    uses_beta: bool = True  # False: beta does not enter training, so runs are not named by it
     # Constraints between the method's settings and the experiment, checked at construction:
     # experiment -> an error message naming the dotted fields, or None.
     validate: Callable[[Experiment], str | None] | None = None
@@ -69,6 +70,16 @@ def resolved_args(exp: Experiment) -> dict[str, Any]:
 def flat_params(exp: Experiment) -> dict[str, Any]:
     """Every experiment field by dotted name, method settings with their defaults filled in."""
     return exp.flat_params(METHODS.get(exp.method).settings)
+
+
+def config_label(exp: Experiment) -> str:
+    """`dpo-b0.1`: the method and, where it enters training, beta."""
+    return f"{exp.method}-b{exp.beta:g}" if METHODS.get(exp.method).uses_beta else exp.method
+
+
+def run_name(exp: Experiment) -> str:
+    """The MLflow run name: the experiment's own name, or its default without an unused beta."""
+    return config_label(exp) if exp.name == default_name(exp) else exp.name
 
 
 # ---- the DPO family: DPOTrainer losses -----------------------------------------------------
@@ -217,6 +228,7 @@ _register(
         uses_reference=False,
         paper="Rafailov et al. 2023 (arXiv:2305.18290), sec. 6: the Preferred-FT baseline",
         build=trainers.sft_trainer,
+        uses_beta=False,
     )
 )
 

@@ -22,7 +22,7 @@ from trl import RewardConfig, RewardTrainer
 
 from harness.cache import cached_dir, source_fingerprint
 from harness.data import PAIRED, DataError, PreferenceData
-from harness.devices import default_device, training_arguments
+from harness.devices import StageProgress, default_device, training_arguments
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +122,7 @@ def reward_model_for(
     }
 
     def build(out: Path) -> None:
-        model, tokenizer = train_reward_model(data, source, settings=settings, seed=seed, log=log)
+        model, tokenizer = train_reward_model(data, source, settings=settings, seed=seed)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         accuracy = pair_accuracy(model, tokenizer, data.eval_pairs)
@@ -159,9 +159,7 @@ def fingerprint(data: PreferenceData) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def train_reward_model(
-    data: PreferenceData, source, *, settings: RewardModelSettings, seed: int, log=print
-):
+def train_reward_model(data: PreferenceData, source, *, settings: RewardModelSettings, seed: int):
     """(model, tokenizer) fitted with TRL's RewardTrainer on the train pairs, CPU-safe."""
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     if tokenizer.eos_token is None:  # encoders (BERT, MiniLM) end a sequence with [SEP]
@@ -175,7 +173,7 @@ def train_reward_model(
     model.config.pad_token_id = tokenizer.pad_token_id
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in data.train]
     steps = max(1, math.ceil(len(rows) * settings.epochs / settings.batch_size))
-    log(f"  reward model: {len(rows)} train pairs, {steps} steps on {source}")
+
     with tempfile.TemporaryDirectory(prefix="harness-rm-") as output_dir:
         config = RewardConfig(
             **training_arguments(
@@ -196,6 +194,7 @@ def train_reward_model(
             args=config,
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
+            callbacks=[StageProgress(f"  reward model: {len(rows)} train pairs on {source}")],
         )
         trainer.remove_callback(PrinterCallback)
         trainer.train()

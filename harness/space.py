@@ -8,7 +8,9 @@ names that need a registry (methods, their settings, the objective's metric) are
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -142,8 +144,20 @@ class Sweep:
         return self.base.replace({**params, "train.seed": seed})
 
     def describe(self) -> dict[str, str]:
-        """The space as MLflow params: dotted key -> distribution."""
-        return {f"space.{k}": repr(v) for k, v in self.space.items()}
+        """The space as MLflow params, JSON: `space.beta` -> `{"log_uniform": [0.01, 1.0]}`."""
+        return {f"space.{k}": json.dumps(_as_json(v)) for k, v in self.space.items()}
+
+
+def _as_json(dist) -> dict:
+    """A distribution as plain JSON data named by its kind (snake case of the class name)."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(dist).__name__).lower()
+    if isinstance(dist, When):
+        return {"when": dict(dist.condition), "then": _as_json(dist.distribution)}
+    if isinstance(dist, Choice):
+        return {kind: list(dist.options)}
+    if isinstance(dist, IntUniform) and dist.log:
+        return {kind: [dist.low, dist.high], "log": True}
+    return {kind: [dist.low, dist.high]}
 
 
 def validate_sweep(sweep: Sweep) -> None:

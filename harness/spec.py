@@ -8,8 +8,12 @@ is used by `--set`, by `Experiment.replace`, by sweeps, and as the MLflow param.
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import io
 import json
 import math
+import textwrap
+import tokenize
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.registry import did_you_mean
+
+DEFAULT_MAX_NEW_TOKENS = 24  # eval.max_new_tokens where the dataset does not fix it
 
 
 class SpecError(ValueError):
@@ -46,33 +52,39 @@ class DataSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSpec:
-    lr: float = 2e-4  # measured on the sentiment world: 100-150 DPO steps move gold reward clearly, KL stays < 5
-    steps: int = 100
-    batch_size: int = 16
+    # Learning rate. Measured on the sentiment world: 100-150 DPO steps move gold reward, KL < 5.
+    lr: float = 2e-4
+    steps: int = 100  # optimizer steps
+    batch_size: int = 16  # training rows per step (per device)
     max_length: int = 64  # prompt + completion tokens; the sentiment world's pairs fit in 40
-    seed: int = 0
+    seed: int = 0  # training seed: initialisation, data order and evaluation samples
     # Harness evaluation (KL, gold reward, held-out rewards) every N steps and at the end.
     eval_every: int = 25
     log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # steps of linear learning-rate warm-up
+    # Learning-rate schedule (linear, constant, cosine, constant_with_warmup); linear is
     # transformers' default; "constant" keeps pushing, as long-training overfitting studies need.
     lr_scheduler: str = "linear"
-    grad_accum: int = 1
+    grad_accum: int = 1  # batches accumulated into one optimizer step
     # DPO-family: reference log-probs computed once and cached on disk (harness/refcache.py)
     reference_cache: bool = True
-    save_policy: bool = True  # the trained policy as the run's `policy/` artifact (safetensors)
+    save_policy: bool = True  # the trained policy as an MLflow model (Models tab, `harness eval`)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalSpec:
     n_prompts: int = 64  # held-out prompts sampled at temperature 1 for KL and gold reward
     n_pairs: int = 128  # held-out preference pairs for implicit rewards and accuracies
-    max_new_tokens: int = 24
+    # Tokens sampled per completion (eval/, win rates); None: the dataset's own where only one
+    # value is valid (the exact world's 5), else 24 (DEFAULT_MAX_NEW_TOKENS).
+    max_new_tokens: int | None = None
     n_table_rows: int = 16  # sample completions kept in the run's artifact table
     # Scoring after training (harness.evaluate.scoring; `harness eval` does the same later).
     winrate: bool = False  # win rates of the policy against the reference and chosen responses
-    temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # DPO paper fig. 3; 0 = greedy
-    judges: tuple[str, ...] = ("rm", "gold")  # gold is skipped where the dataset has no gold reward
+    # Sampling temperatures of the win rates (DPO paper fig. 3); 0 = greedy.
+    temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # Who judges the win rates: the reward model, the gold reward (skipped where there is none).
+    judges: tuple[str, ...] = ("rm", "gold")
     rm_backbone: str = "world"  # the rm judge's backbone: "world", "minilm", a hub id or a path
     tasks: tuple[str, ...] = ()  # lm-eval tasks; "world" = the tasks shipped for the world
     include_path: str | None = None  # a folder of lm-eval task YAMLs searched before lm-eval's own
@@ -86,10 +98,14 @@ class EvalSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Experiment:
-    method: str
-    beta: float
-    dataset: str
-    name: str = ""  # defaults to "{method}-b{beta}"
+    method: str  # the preference-optimization method or baseline: see `harness methods`
+    beta: (
+        float  # the method's regularisation strength (what it means per method: `harness methods`)
+    )
+    dataset: (
+        str  # a built-in world (sentiment, exact), a .jsonl/.json/.csv/.parquet file or a hub id
+    )
+    name: str = ""  # defaults to "{method}-b{beta}" (runs of methods that ignore beta drop it)
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
@@ -101,7 +117,7 @@ class Experiment:
         object.__setattr__(self, "method_args", types.MappingProxyType(dict(self.method_args)))
         validate(self)
         if not self.name:
-            object.__setattr__(self, "name", f"{self.method}-b{self.beta:g}")
+            object.__setattr__(self, "name", default_name(self))
 
     def replace(self, changes: Mapping[str, Any] | None = None, **kwargs) -> Experiment:
         """A copy with fields changed by dotted name: `exp.replace({"train.steps": 200})`."""
@@ -184,7 +200,7 @@ def validate(exp: Experiment) -> None:
     method, its settings, the dataset) are checked by `harness.checks.check_experiment`.
     """
     for path, value in _typed_fields(exp):
-        if path in _POSITIVE and not value > 0:
+        if path in _POSITIVE and value is not None and not value > 0:
             raise SpecError(f"{path} must be > 0, got {value!r}")
         if path in _NON_NEGATIVE and value < 0:
             raise SpecError(f"{path} must be >= 0, got {value!r}")
@@ -277,9 +293,17 @@ def field_paths(exp: Experiment) -> list[str]:
     return [p for p, _ in _typed_fields(exp)] + [f"method_args.{k}" for k in exp.method_args]
 
 
+def default_name(exp: Experiment) -> str:
+    return f"{exp.method}-b{exp.beta:g}"
+
+
 def replace(exp: Experiment, changes: Mapping[str, Any]) -> Experiment:
-    """Apply {dotted name: value}; string values (from `--set`) are parsed by the field's type."""
+    """Apply {dotted name: value}; string values (from `--set`) are parsed by the field's type.
+
+    A default name follows the new method and beta; a name the user gave stays."""
     data = exp.to_dict()
+    if exp.name == default_name(exp):
+        data["name"] = ""
     for path, value in changes.items():
         _set_path(exp, data, path, value)
     return Experiment.from_dict(data)
@@ -341,3 +365,62 @@ def parse_override(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise SpecError(f"--set expects dotted.name=value, got {text!r}")
     return key.strip(), value
+
+
+# ---- documentation ---------------------------------------------------------------------------
+
+
+def field_docs(cls) -> dict[str, str]:
+    """{field name: its meaning} read from the comments in `cls`'s source: the comment on the
+    field's line, else the comment lines right above it (`harness fields` prints them)."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    names = {f.name for f in dataclasses.fields(cls)}
+    inline: dict[str, str] = {}
+    above: dict[str, str] = {}
+    block: list[str] = []
+    current = None
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            text = token.string.lstrip("#").strip()
+            if current is not None:
+                inline.setdefault(current, text)
+            else:
+                block.append(text)
+        elif token.type == tokenize.NEWLINE:
+            current = None
+        elif token.type == tokenize.NL and current is None and token.line.strip() == "":
+            block = []  # a blank line ends a comment block
+        elif token.type == tokenize.NAME and token.start[1] == 4 and current is None:
+            if token.string in names and token.line.lstrip().startswith(token.string + ":"):
+                current = token.string
+                above[current] = " ".join(block)
+            block = []
+    return {name: inline.get(name) or above.get(name, "") for name in names}
+
+
+def documented_fields() -> list[tuple[str, Any, str]]:
+    """(dotted name, default, meaning) for every Experiment field; REQUIRED where none."""
+    rows = []
+
+    def walk(cls, prefix: str) -> None:
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+                continue
+            if f.name == "method_args":  # keys depend on the method: `harness fields` says so
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = REQUIRED
+            rows.append((prefix + f.name, default, docs[f.name]))
+
+    walk(Experiment, "")
+    return rows
+
+
+REQUIRED = object()  # documented_fields' default of a field that has none

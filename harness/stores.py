@@ -1,5 +1,6 @@
 """Where runs go and how they end: the MLflow tracking-URI resolver, opening a store safely,
-experiment set-up, run provenance, and the heartbeat that lets a dead run be marked KILLED.
+experiment set-up, run provenance, the heartbeat that lets a dead run be marked KILLED, and how
+the MLflow UI opens an experiment.
 
 No training code here: `analysis` resolves and opens its store with the same functions.
 
@@ -9,6 +10,12 @@ host:pid) and a heartbeat tag (`harness.heartbeat`, Unix seconds) refreshed by a
 harness command that opens a store marks KILLED the RUNNING runs whose process is gone (same
 host, pid not alive) or whose heartbeat is older than the grace period (another host). It is
 the sweep's Optuna heartbeat idea, applied to every run.
+
+MLflow 3.17's UI picks an experiment's page from a browser-wide "GenAI | Model training" switch
+(`?workflowType=` in the URL, else the browser's localStorage, default GenAI), not from the
+`mlflow.experimentKind` tag; the runs table's columns come from a saved view, an experiment tag
+`mlflow.sharedViewState.{id}` opened with `?viewStateShareKey={id}`. Both were read from the UI
+bundled with mlflow (mlflow/server/js) and checked in headless Chromium (`make screenshots`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -23,16 +31,22 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+import pandas as pd
 from filelock import FileLock
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
+
+from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEFAULT_OPTUNA_STORAGE = "sqlite:///results/optuna.db"
@@ -51,6 +65,20 @@ class RunFailed(RuntimeError):
 
 class StoreError(ValueError):
     """A tracking store that cannot be used (unwritable, or its path is not a folder)."""
+
+
+POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
+UI_VIEW_ID = "harness"
+# The runs table's columns in the harness's saved view: what tells methods apart, side by side.
+UI_COLUMNS = (
+    "params.`method`",
+    "params.`beta`",
+    "attributes.`Dataset`",
+    f"metrics.`{EVAL_GOLD_REWARD}`",
+    f"metrics.`{EVAL_KL}`",
+    f"metrics.`{EVAL_PAIR_ACCURACY}`",
+    "attributes.`Models`",
+)
 
 
 def resolve_tracking_uri(cli_value: str | None = None) -> str:
@@ -132,21 +160,56 @@ def use_tracking(uri: str, experiment_name: str) -> str:
             experiment_id = found.experiment_id
     else:
         experiment_id = found.experiment_id
+    for key, value in ui_tags().items():
+        if found is None or found.tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
 
-def mlflow_ui_hint(uri: str) -> str:
-    """The command that opens the MLflow UI on `uri`, using this environment's mlflow."""
+def ui_tags() -> dict[str, str]:
+    """Experiment tags: a model-training experiment with the harness's saved runs view."""
+    state = {
+        "selectedColumns": list(UI_COLUMNS),
+        "columnOrder": list(UI_COLUMNS),
+        "chartsSearchFilter": "eval/",  # the charts view: the yardstick, every method alike
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    }
+    view = {"name": "harness: compare runs", "createdAt": 0, "updatedAt": 0}
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        f"mlflow.sharedViewState.{UI_VIEW_ID}": json.dumps(view | {"state": json.dumps(state)}),
+    }
+
+
+def runs_page_url(server_url: str, experiment_id: str) -> str:
+    """The experiment's runs table with the harness's columns, at an MLflow server."""
+    return (
+        f"{server_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={UI_VIEW_ID}"
+    )
+
+
+def mlflow_ui_hint(uri: str, experiment_id: str | None = None) -> str:
+    """How to open the MLflow UI on `uri` (at the experiment's runs), with this environment's
+    mlflow: a server URI opens as it is; a database needs `mlflow ui` started first."""
+    if uri.startswith(("http://", "https://")):
+        return runs_page_url(uri, experiment_id) if experiment_id else uri
     beside = Path(sys.executable).parent / "mlflow"
     mlflow_bin = str(beside) if beside.exists() else "mlflow"
     if mlflow_bin.startswith(os.getcwd()):
         mlflow_bin = os.path.relpath(mlflow_bin)
-    return f"{mlflow_bin} ui --backend-store-uri {uri}"
+    command = f"{mlflow_bin} ui --backend-store-uri {uri}"
+    if experiment_id is None:
+        return command
+    return f"{command}\n  then open {runs_page_url('http://127.0.0.1:5000', experiment_id)}"
 
 
 def param_value(value: Any) -> str:
-    return "None" if value is None else str(value)
+    """MLflow params are strings: strings stay as they are, anything else is JSON
+    (`null`, `true`, `0.1`, `["rm", "gold"]`), so tools can parse them back."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def git_sha() -> str:
@@ -172,7 +235,8 @@ def local_artifact_dir(run_id: str) -> Path | None:
 
 
 def policy_artifact_path(run_id: str) -> Path:
-    """Local path of a run's saved policy (downloaded if the store is remote)."""
+    """Local path of a run's policy saved as plain files (runs logged before the policy became
+    an MLflow model; downloaded if the store is remote)."""
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=POLICY_ARTIFACT))
 
 
@@ -255,3 +319,26 @@ def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
 def disk_error(err: OSError) -> bool:
     """Whether `err` says the disk is full or read-only (not a bug: one line, not a traceback)."""
     return err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
+
+
+def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:
+    """Each split as a dataset input of the active run (the runs table's Dataset column and its
+    filters): `name`, a digest of the rows, where they came from, and the row count."""
+
+    inputs, contexts, tags = [], [], []
+    for split, rows in splits.items():
+        if not rows:
+            continue
+        origin = HuggingFaceDatasetSource(source, split=split) if hub else Path(source).as_uri()
+        with warnings.catch_warnings():  # MLflow has two equal resolvers for local paths
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+            inputs.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name))
+        contexts.append(split)
+        tags.append({"rows": str(len(rows))})
+    mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags)
+
+
+def model_requirements() -> list[str]:
+    """pip requirements of a logged policy: the installed transformers and torch (MLflow's own
+    inference would import torchvision, which the harness does not need)."""
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("transformers", "torch")]

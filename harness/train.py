@@ -11,8 +11,6 @@ command marks it KILLED from its heartbeat (harness.stores).
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,18 +19,18 @@ from pathlib import Path
 
 import mlflow
 import torch
-from mlflow.tracking import MlflowClient
 from transformers import PrinterCallback, set_seed
 
 from harness import stores
 from harness.callbacks import DivergenceGuard, EvalCallback, MetricsCallback, TrainingDiverged
-from harness.checks import check_estimable, check_experiment, check_method_accepts
+from harness.checks import check_estimable, check_experiment, check_method_accepts, with_defaults
+from harness.console import library_output
 from harness.data import DataError, PreferenceData, load_preference_data
 from harness.devices import default_device, training_arguments
 from harness.evaluate import Evaluator
 from harness.evaluate.rescore import FINAL_STEP_TAG
 from harness.evaluate.scoring import prepare_scoring
-from harness.methods import METHODS, flat_params, resolved_args
+from harness.methods import METHODS, flat_params, resolved_args, run_name
 from harness.metrics import (
     DATA_EVAL_PAIRS,
     DATA_TRAIN_ROWS,
@@ -67,6 +65,7 @@ class RunResult:
     experiment: Experiment
     metrics: dict[str, float]  # the final evaluation
     seconds: float
+    uses_beta: bool = True  # whether beta entered training (summaries show "-" otherwise)
 
 
 def load_models(exp: Experiment, data: PreferenceData):
@@ -95,6 +94,7 @@ class ExperimentRun:
     def __init__(self, exp: Experiment, evaluator: Evaluator, listeners: list[EvalListener], log):
         self.exp, self.evaluator, self.listeners, self.log = exp, evaluator, listeners, log
         self.metrics: dict[str, float] = {}
+        self.loss: float | None = None  # the latest training loss, shown with each evaluation
         self.last_step = -1
         self.first_table: dict[str, list] = {}
 
@@ -109,8 +109,14 @@ class ExperimentRun:
         mlflow.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
         self.first_table = self.first_table or table
-        self.log(f"[{self.exp.name}] step {step:>4}/{self.exp.train.steps}  " + summarize(metrics))
+        loss = "" if self.loss is None else f"loss {self.loss:.3f}  "
+        self.log(
+            f"[{self.exp.name}] step {step:>4}/{self.exp.train.steps}  {loss}{summarize(metrics)}"
+        )
         return any([listener(step, metrics) for listener in self.listeners])
+
+    def note_loss(self, loss: float) -> None:
+        self.loss = loss
 
     def sample_table(self) -> dict[str, list]:
         """Policy samples at the end beside reference samples (step 0) for the same prompts."""
@@ -147,6 +153,9 @@ def run_experiment(
     """
     started = time.perf_counter()
     check_experiment(exp)
+    exp = with_defaults(exp)
+    if exp.name != run_name(exp):  # sft-b0.1 -> sft: beta does not enter its training
+        exp = exp.replace({"name": run_name(exp)})
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
     log(f"[{exp.name}] data: loading {exp.dataset}")
@@ -190,7 +199,8 @@ def run_experiment(
             if isinstance(err, stores.RunFailed):
                 err.args = (f"run {run_id} ({exp.name}) FAILED: {err}",)
             raise
-    return RunResult(run_id, exp, run.metrics, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return RunResult(run_id, exp, run.metrics, seconds, method.uses_beta)
 
 
 def train_and_score(
@@ -203,6 +213,7 @@ def train_and_score(
     """
     mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
     mlflow.log_text(exp.to_json(), "experiment.json")
+    log_datasets(exp, data)
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
         mlflow.log_text(text, artifact)
     evaluator = Evaluator(exp, data, tokenizer, reference)
@@ -219,9 +230,10 @@ def train_and_score(
         policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
     mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
     if exp.train.save_policy:
-        save_policy(run_id, policy, tokenizer)
+        save_policy(policy, tokenizer)
     mlflow.log_table(run.sample_table(), artifact_file="samples.json")
     if scoring.wanted:
+        log(f"[{exp.name}] scoring: {scoring.describe()}")
         scoring.score(run_id, policy, reference, tokenizer, step=run.last_step)
     mlflow.flush_async_logging()
     return run
@@ -256,7 +268,7 @@ def train_policy(exp, method, data, tokenizer, policy, reference, run: Experimen
             callbacks=[
                 MetricsCallback(exp.method),
                 DivergenceGuard(exp.train.lr),
-                EvalCallback(run.evaluate, exp.train.eval_every),
+                EvalCallback(run.evaluate, exp.train.eval_every, on_loss=run.note_loss),
             ],
         )
         trainer = method.build(job)
@@ -287,25 +299,31 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
     )
 
 
-def save_policy(run_id: str, policy, tokenizer) -> None:
-    """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact, whole or
-    not at all: written into a temporary folder, then renamed into place (a local store) or
-    uploaded (a remote one). A full disk leaves no half-written `policy/`."""
-    target = stores.local_artifact_dir(run_id)
-    if target is None:
-        with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
-            policy.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
-            MlflowClient().log_artifacts(run_id, folder, artifact_path=stores.POLICY_ARTIFACT)
-        return
-    target.mkdir(parents=True, exist_ok=True)
-    # Beside the artifacts folder, not in it: MLflow never lists a half-written policy.
-    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=".policy-"))
+def log_datasets(exp: Experiment, data: PreferenceData) -> None:
+    """The training rows and held-out pairs as the run's MLflow dataset inputs."""
+    if data.world is not None:
+        source, hub = str(data.world.reference_path.parent.resolve()), False
+    else:
+        local = Path(exp.dataset)
+        source, hub = (str(local.resolve()), False) if local.exists() else (exp.dataset, True)
+    splits = {"train": data.train, "eval": data.eval_pairs}
+    stores.log_dataset_inputs(exp.dataset, source, splits, hub=hub)
+
+
+def save_policy(policy, tokenizer) -> str:
+    """The trained policy and its tokenizer as an MLflow model (transformers flavour) logged
+    from the run: listed under the experiment's Models, registrable, and loadable with
+    `mlflow.transformers.load_model`. Returns its URI, kept in the run's tag only once the
+    model is complete, so `harness eval` never loads a half-written one."""
     try:
-        policy.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        os.replace(folder, target / stores.POLICY_ARTIFACT)
-    except Exception as err:  # safetensors reports a full disk as its own error type
-        raise PolicyNotSaved(f"the policy could not be saved in {target} ({err})") from err
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        with library_output():  # transformers' save bars, MLflow's model-card and license notices
+            info = mlflow.transformers.log_model(
+                {"model": policy, "tokenizer": tokenizer},
+                name=stores.POLICY_ARTIFACT,
+                task="text-generation",
+                pip_requirements=stores.model_requirements(),
+            )
+    except Exception as err:  # safetensors and MLflow report a full disk as their own errors
+        raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
+    mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
+    return info.model_uri

@@ -7,9 +7,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import DataSpec, EvalSpec, Experiment, TrainSpec
+from harness.evaluate.rescore import load_policy
 from harness.methods import METHODS
 from harness.models import load_causal_lm
-from harness.stores import policy_artifact_path
 from harness.train import run_experiment
 from harness.worlds import get_world
 
@@ -90,7 +90,7 @@ def test_method_trains_and_reports_the_yardstick(method, module_tracking):
     assert run.data.params["beta"] == "0.1"
 
     reference = load_causal_lm(get_world("sentiment").reference_path).state_dict()
-    trained = load_causal_lm(policy_artifact_path(result.run_id)).state_dict()
+    trained = load_policy(run, trust_remote_code=False)[0].state_dict()
     changed = [k for k in reference if not torch.equal(reference[k], trained[k])]
     assert changed, f"{method}: training left every parameter equal to the reference"
 

@@ -1,5 +1,6 @@
 """Optuna sweeps for real: SQLite Optuna storage, SQLite MLflow, tiny DPO trials."""
 
+import json
 import os
 import subprocess
 import sys
@@ -186,6 +187,9 @@ def test_sweep_logs_nested_runs_and_resumes_without_repeating(tmp_path, tracking
             and float(run.data.params["beta"]) == trial.params["beta"]
         )
         assert run.data.params["train.steps"] == "4" and "eval/gold/reward" in run.data.metrics
+        method, beta = trial.params["method"], trial.params["beta"]
+        assert run.info.run_name == f"study-t{trial.number}-{method}-b{beta:g}-s0"
+    assert json.loads(parent.data.params["space.method"]) == {"choice": ["dpo", "ipo"]}
     # every trial after the first shares the reference and data: its log-probs come from the cache
     assert {
         r.data.tags.get("reference_cache") for r in children if r.data.tags["trial"] != "0"

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import warnings
 
+from harness.console import verbose
 from harness.spec import Experiment, parse_override
 
 
 def quiet_libraries() -> None:
-    """The harness prints a line per stage; silence the libraries' per-call progress bars."""
+    """The harness prints a line per stage; silence the libraries' per-call progress bars and
+    notices, unless `--verbose` asked for them."""
+    if verbose():
+        return
     # Deferred: these libraries take seconds to import, and `--help` or a bad argument should not.
     import datasets
     import optuna
     import transformers
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's own bars (reference log-probs) read it
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Updating database tables" etc.
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from harness.commands.common import add_tracking_args, quiet_libraries
 from harness.spec import JUDGES, SpecError
-from harness.stores import resolve_tracking_uri
+from harness.stores import mlflow_ui_hint, resolve_tracking_uri
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "eval", help="score a finished run's policy (win rates, lm-eval) into that run"
     )
-    p.add_argument("--run-id", required=True, help="the MLflow run whose `policy/` to score")
+    p.add_argument(
+        "--run-id",
+        required=True,
+        help="the MLflow run whose trained policy to score "
+        "(its MLflow model, or the policy/ files of older runs)",
+    )
     p.add_argument(
         "--tasks",
         help="lm-eval tasks, comma-separated; 'world' = the world's "
@@ -47,15 +52,27 @@ def cmd_eval(args) -> int:
     quiet_libraries()
     from harness.evaluate.rescore import score_run  # deferred: torch and TRL take seconds
 
+    uri = resolve_tracking_uri(args.tracking_uri)
     score_run(
         args.run_id,
-        tracking_uri=resolve_tracking_uri(args.tracking_uri),
+        tracking_uri=uri,
         temperatures=temperatures,
         judges=judges,
         tasks=tasks,
         include_path=args.include_path,
     )
+    experiment_id = run_experiment_id(uri, args.run_id)
+    print(
+        f"\nScores logged into run {args.run_id} at {uri} (winrate/, bench/ metrics; "
+        f"winrate/completions.json). Open it in the MLflow UI:\n  {mlflow_ui_hint(uri, experiment_id)}"
+    )
     return 0
+
+
+def run_experiment_id(uri: str, run_id: str) -> str:
+    from mlflow.tracking import MlflowClient  # deferred: mlflow takes seconds to import
+
+    return MlflowClient(uri).get_run(run_id).info.experiment_id
 
 
 def parse_temperatures(text: str) -> tuple[float, ...]:

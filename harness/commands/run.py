@@ -15,7 +15,14 @@ from harness.stores import mlflow_ui_hint, resolve_tracking_uri, use_tracking
 
 
 def register(subparsers) -> None:
-    run = subparsers.add_parser("run", help="train and evaluate experiments, one MLflow run each")
+    run = subparsers.add_parser(
+        "run",
+        help="train and evaluate experiments, one MLflow run each",
+        description="Train and evaluate the experiments a file defines, one MLflow run each.",
+        epilog="Settable fields (for --set): `harness fields` lists every dotted name with its "
+        "default and meaning; `harness methods` lists the methods, what beta means for each, "
+        "and their method_args.",
+    )
     run.add_argument("target", help="experiments/FILE.py or module:OBJECT")
     add_override_args(run)
     add_tracking_args(run)
@@ -38,14 +45,15 @@ def cmd_run(args) -> int:
     quiet_libraries()
     uri = resolve_tracking_uri(args.tracking_uri)
     name = args.mlflow_experiment or stem
-    use_tracking(uri, name)
+    experiment_id = use_tracking(uri, name)
     print(f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {uri}")
     results = [run_experiment(exp) for exp in experiments]
     print()
     print(summary_table(results))
     print(
-        f"\n{len(results)} run(s) logged to MLflow experiment {name!r}. Compare them with:\n"
-        f"  {mlflow_ui_hint(uri)}"
+        f"\n{len(results)} run(s) logged to MLflow experiment {name!r} at {uri}; each run holds "
+        "its metrics, samples, datasets and trained policy (an MLflow model).\n"
+        f"Compare them in the MLflow UI:\n  {mlflow_ui_hint(uri, experiment_id)}"
     )
     return 0
 
@@ -60,8 +68,9 @@ def summary_table(results) -> str:
         m = r.metrics
         gold = f"{m[EVAL_GOLD_REWARD]:+.3f}" if EVAL_GOLD_REWARD in m else "-"
         acc = f"{m[EVAL_PAIR_ACCURACY]:.2f}" if EVAL_PAIR_ACCURACY in m else "-"
+        beta = f"{r.experiment.beta:g}" if r.uses_beta else "-"
         lines.append(
-            f"{r.experiment.name:<24} {r.experiment.method:<7} {r.experiment.beta:>6g} "
+            f"{r.experiment.name:<24} {r.experiment.method:<7} {beta:>6} "
             f"{gold:>7} {m[EVAL_KL]:>7.3f} {acc:>8} {r.seconds:>6.1f}s"
         )
     return "\n".join(lines)

@@ -15,7 +15,12 @@ from harness.commands.common import (
 )
 from harness.loader import load_module, load_objects
 from harness.space import Sweep, SweepError
-from harness.stores import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
+from harness.stores import (
+    DEFAULT_OPTUNA_STORAGE,
+    mlflow_ui_hint,
+    resolve_tracking_uri,
+    use_tracking,
+)
 
 
 def register(subparsers) -> None:
@@ -29,7 +34,7 @@ def register(subparsers) -> None:
         help="Optuna storage, any SQLAlchemy URL (default: %(default)s)",
     )
     p.add_argument("--study", help="study name (default: the sweep's name)")
-    p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the file's stem)")
+    p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the study's name)")
     p.add_argument(
         "--heartbeat-interval", type=int, default=10, help="seconds between trial heartbeats"
     )
@@ -63,7 +68,7 @@ def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[
 def cmd_sweep(args) -> int:
     if args.workers < 1:
         raise SweepError(f"--workers must be >= 1, got {args.workers}")
-    sweeps, stem = load_sweeps(args.target, args.overrides, args.trials)
+    sweeps, _ = load_sweeps(args.target, args.overrides, args.trials)
     if args.study and len(sweeps) > 1:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
@@ -75,12 +80,13 @@ def cmd_sweep(args) -> int:
         Path("results").mkdir(exist_ok=True)
     uri = resolve_tracking_uri(args.tracking_uri)
     for sweep in sweeps:
+        study_name = args.study or sweep.name
         settings = StudySettings(
             storage=storage,
-            study_name=args.study or sweep.name,
+            study_name=study_name,
             n_trials=sweep.n_trials,
             tracking_uri=uri,
-            mlflow_experiment=args.mlflow_experiment or stem,
+            mlflow_experiment=args.mlflow_experiment or study_name,
             heartbeat_interval=args.heartbeat_interval,
             grace_period=args.grace_period,
         )
@@ -92,7 +98,12 @@ def cmd_sweep(args) -> int:
         run_workers(args, settings, sweep)
         summary = finish(study, settings, parent)
         print(summary_text(study, settings, summary))
-    print(f"\nCompare trials (nested under each sweep's parent run) with:\n  {mlflow_ui_hint(uri)}")
+        experiment_id = use_tracking(uri, settings.mlflow_experiment)
+        print(
+            f"Trials: MLflow runs nested under the sweep's parent run in experiment "
+            f"{settings.mlflow_experiment!r} at {uri}; compare them in the MLflow UI:\n"
+            f"  {mlflow_ui_hint(uri, experiment_id)}"
+        )
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness import metrics
 from harness.cache import cached_dir, settings_key, source_fingerprint
+from harness.console import library_output
 from harness.devices import default_device
 from harness.registry import did_you_mean
 from harness.tasks import TASKS_DIR, world_task_folder
@@ -138,21 +139,24 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
     levels = [logger.level for logger in quiet]
     for logger in quiet:
         logger.setLevel(logging.CRITICAL)
+    # lm-eval's progress bars ignore TQDM_DISABLE and its environment report runs `git`, which
+    # complains outside a checkout: what it writes to stderr is shown only if it fails.
     try:
-        lm = HFLM(
-            pretrained=model,
-            tokenizer=tokenizer,
-            batch_size=batch_size,
-            device=default_device(),
-        )
-        out = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=list(plan.tasks),
-            limit=plan.limit,
-            task_manager=plan.task_manager(),
-            log_samples=False,
-            bootstrap_iters=1000,
-        )
+        with library_output():
+            lm = HFLM(
+                pretrained=model,
+                tokenizer=tokenizer,
+                batch_size=batch_size,
+                device=default_device(),
+            )
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=list(plan.tasks),
+                limit=plan.limit,
+                task_manager=plan.task_manager(),
+                log_samples=False,
+                bootstrap_iters=1000,
+            )
     except Exception as err:  # a task's data or config is broken: name the tasks, in one line
         root = err
         while root.__cause__ or root.__context__:

@@ -10,6 +10,7 @@ import math
 import statistics
 from collections import Counter
 
+from harness.checks import with_defaults
 from harness.data import PreferenceData, prompt_text
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
 from harness.metrics import (
@@ -37,6 +38,7 @@ class Evaluator:
     """Held-out implicit rewards, sampled KL, gold reward and length of a policy."""
 
     def __init__(self, exp: Experiment, data: PreferenceData, tokenizer, reference):
+        exp = with_defaults(exp)  # eval.max_new_tokens=None: the dataset's own value
         self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
         self.pad = tokenizer.pad_token_id
         self.counts: Counter = (

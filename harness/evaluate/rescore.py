@@ -12,14 +12,15 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from harness.checks import check_experiment
+from harness.checks import check_experiment, with_defaults
+from harness.console import library_output
 from harness.data import load_preference_data
 from harness.devices import default_device
 from harness.evaluate.scoring import prepare_scoring
 from harness.metrics import EVAL_KL
 from harness.models import load_causal_lm, load_tokenizer
 from harness.spec import Experiment
-from harness.stores import POLICY_ARTIFACT, open_store, policy_artifact_path
+from harness.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
 
 FINAL_STEP_TAG = "final_step"  # set by `harness run`: the step of the run's last evaluation
 
@@ -47,7 +48,7 @@ def score_run(
     except MlflowException:
         raise RunError(f"no MLflow run {run_id!r} at {mlflow.get_tracking_uri()}") from None
     names = {a.path for a in client.list_artifacts(run_id)}
-    if POLICY_ARTIFACT not in names:
+    if POLICY_MODEL_TAG not in run.data.tags and POLICY_ARTIFACT not in names:
         raise RunError(
             f"run {run_id} ({run.info.run_name}) has no saved policy: it was trained with "
             "train.save_policy=False or did not finish"
@@ -58,6 +59,7 @@ def score_run(
         json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/experiment.json"))
     )
     check_experiment(exp)
+    exp = with_defaults(exp)
     if tasks is None:
         tasks = exp.eval.tasks or ("world",)
     data = load_preference_data(exp)
@@ -71,15 +73,27 @@ def score_run(
         include_path=include_path,
         log=log,
     )
-    folder = policy_artifact_path(run_id)
     remote = exp.model.trust_remote_code
-    policy = load_causal_lm(folder, trust_remote_code=remote).to(default_device())
-    tokenizer = load_tokenizer(folder, trust_remote_code=remote)
+    policy, tokenizer = load_policy(run, trust_remote_code=remote)
+    policy = policy.to(default_device())
     reference = load_causal_lm(scoring.reference_source, trust_remote_code=remote)
     reference = reference.to(default_device()).eval()
     step = final_step(client, run)
     log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
     return scoring.score(run_id, policy, reference, tokenizer, step=step)
+
+
+def load_policy(run, *, trust_remote_code: bool):
+    """(policy, tokenizer) of a run: its MLflow model, or the plain `policy/` files of runs
+    logged before the policy became an MLflow model."""
+    uri = run.data.tags.get(POLICY_MODEL_TAG)
+    if uri is not None:
+        with library_output():  # MLflow's download bars and loading notices
+            parts = mlflow.transformers.load_model(uri, return_type="components")
+        return parts["model"], parts["tokenizer"]
+    folder = policy_artifact_path(run.info.run_id)
+    policy = load_causal_lm(folder, trust_remote_code=trust_remote_code)
+    return policy, load_tokenizer(folder, trust_remote_code=trust_remote_code)
 
 
 def final_step(client: MlflowClient, run) -> int:

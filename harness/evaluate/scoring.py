@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from harness.checks import with_defaults
 from harness.data import DataError, PreferenceData
 from harness.evaluate import bench, winrate
 from harness.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
@@ -88,16 +89,27 @@ class Scoring:
             metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
             tags=[RunTag("scoring", self.describe())],
         )
-        if table is not None:  # MLflow appends to an existing table: rows say which scoring
-            stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            table = {"scored_at": [stamp] * len(table["prompt"])} | table
-            client.log_table(run_id, table, artifact_file="winrate/completions.json")
+        if table is not None:
+            client.log_table(
+                run_id, completions_table(table), artifact_file="winrate/completions.json"
+            )
         for who, result in results.items():
             name = "results.json" if who == "policy" else "results_reference.json"
             client.log_dict(run_id, result, f"bench/{name}")
         seconds = time.perf_counter() - started
         self.log(f"[{self.exp.name}] scored in {seconds:.1f}s: " + summarize(metrics))
         return metrics
+
+
+def completions_table(table: dict[str, list]) -> dict[str, list]:
+    """The judged completions, keyed first by a row id that is the same in every run scored on
+    the same prompts (`p007 t0.5`: prompt 7 at temperature 0.5), so MLflow's cross-run artifact
+    view lines runs up; `scored_at` last (MLflow appends when a run is scored again)."""
+    temperatures = table["temperature"]  # one block of the same prompts per temperature
+    n_prompts = temperatures.count(temperatures[0])
+    ids = [f"p{i % n_prompts:03d} t{t:g}" for i, t in enumerate(temperatures)]
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"prompt_id": ids} | table | {"scored_at": [stamp] * len(ids)}
 
 
 def summarize(metrics: dict[str, float]) -> str:
@@ -131,6 +143,7 @@ def prepare_scoring(
     log=print,
 ) -> Scoring:
     """What to score for `exp` (arguments override its eval settings), checked up front."""
+    exp = with_defaults(exp)  # eval.max_new_tokens=None: the dataset's own value
     ev = exp.eval
     winrate_on = ev.winrate if winrate_on is None else winrate_on
     temperatures = tuple(ev.temperatures if temperatures is None else temperatures)

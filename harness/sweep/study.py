@@ -132,11 +132,11 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
         "pruner": sweep.pruner,
         "objective": sweep.objective,
         "direction": sweep.direction,
-        "seeds": str(sweep.seeds),
-        "n_trials": str(settings.n_trials),
+        "seeds": sweep.seeds,
+        "n_trials": settings.n_trials,
     }
     for key, value in params.items():
-        client.log_param(run.info.run_id, key, value)
+        client.log_param(run.info.run_id, key, stores.param_value(value))
     return run.info.run_id
 
 

@@ -9,6 +9,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from harness.methods import config_label
 from harness.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.space import Sweep, sample_params
 from harness.train import run_experiment
@@ -57,9 +58,9 @@ def run_trial(
     values, run_ids, state, error = [], [], TrialState.COMPLETE, None
     try:
         for index, seed in enumerate(sweep.seeds):
-            exp = sweep.experiment_for(params, seed).replace(
-                {"name": f"{settings.study_name}-t{trial.number}-s{seed}"}
-            )
+            exp = sweep.experiment_for(params, seed)
+            label = f"{settings.study_name}-t{trial.number}-{config_label(exp)}-s{seed}"
+            exp = exp.replace({"name": label})
             listener = PruningListener(trial, sweep.objective, offset=index * (exp.train.steps + 1))
             try:
                 result = run_experiment(

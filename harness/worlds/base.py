@@ -42,6 +42,10 @@ class World(ABC):
         """Metrics only this world can compute (e.g. exact KL); none by default."""
         return {}
 
+    def defaults(self) -> dict[str, object]:
+        """{dotted field: value} for fields left at None where this world allows one value."""
+        return {}
+
     def check(self, exp) -> None:  # noqa: B027  (most worlds accept every setting)
         """Raise SpecError for settings this world cannot evaluate exactly; none by default."""
 

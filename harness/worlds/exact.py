@@ -192,10 +192,13 @@ class ExactWorld(CachedWorld):
             EVAL_INVALID_EXACT: self.invalid_mass(logps),
         }
 
+    def defaults(self) -> dict[str, object]:
+        return {"eval.max_new_tokens": self.settings.max_words + 1}
+
     def check(self, exp) -> None:
-        """Refuse settings that break exactness."""
+        """Refuse settings that break exactness (eval.max_new_tokens=None takes the one valid)."""
         L = self.settings.max_words
-        if exp.eval.max_new_tokens != L + 1:
+        if exp.eval.max_new_tokens not in (None, L + 1):
             raise SpecError(
                 f"eval.max_new_tokens must be {L + 1} in the exact world (responses of up to {L} "
                 "words and their EOS: the outcomes the exact KL sums over, so the sampled KL "

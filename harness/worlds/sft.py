@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
+from transformers import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
-from harness.devices import training_arguments
+from harness.devices import StageProgress, training_arguments
 from harness.models import build_tiny_gpt2
 
 
@@ -33,6 +34,8 @@ def sft_tiny_model(
         args=config,
         train_dataset=Dataset.from_dict({"text": texts}),
         processing_class=tokenizer,
+        callbacks=[StageProgress(f"  reference model: SFT on {len(texts)} texts")],
     )
+    trainer.remove_callback(PrinterCallback)  # StageProgress prints the line
     trainer.train()
     return trainer.model.eval()
