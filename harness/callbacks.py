@@ -12,6 +12,7 @@ from collections.abc import Callable
 import mlflow
 from transformers import TrainerCallback
 
+from harness import distributed
 from harness.metrics import train_metric_name
 
 
@@ -26,6 +27,8 @@ class MetricsCallback(TrainerCallback):
         self.method = method
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # every process sees the same, already reduced logs
+            return
         metrics = {}
         for key, value in (logs or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -35,7 +38,11 @@ class MetricsCallback(TrainerCallback):
 
 
 class EvalCallback(TrainerCallback):
-    """Runs `evaluate(policy, step)` every `every` steps; it returns True to stop training."""
+    """Runs `evaluate(policy, step)` every `every` steps; it returns True to stop training.
+
+    Under several processes only the main one evaluates (the others' `evaluate` does nothing)
+    and its decision is broadcast, so every process stops at the same step.
+    """
 
     def __init__(self, evaluate: Callable[[object, int], bool], every: int):
         self.evaluate, self.every = evaluate, every
@@ -43,7 +50,7 @@ class EvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
         due = self.every and step % self.every == 0 and step < state.max_steps
-        if due and self.evaluate(model, step):
+        if due and distributed.main_decides(self.evaluate(model, step)):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -18,7 +18,9 @@ import tempfile
 import mlflow
 import numpy as np
 import torch
+from peft import PeftModel
 
+from harness import distributed
 from harness.cache import cache_root, settings_key
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -29,9 +31,16 @@ def cache_dir():
 
 
 def model_fingerprint(model) -> str:
+    """A hash of the base weights: a LoRA policy's adapter tensors are left out and PEFT's
+    renamed base layers (`.base_layer.`) hashed under their own names, so a LoRA run (whose
+    reference is the base with the adapter off) shares cache entries with full fine-tunes."""
     digest = hashlib.sha256()
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
+        if "lora_" in name:
+            continue
+        digest.update(name.replace(".base_layer.", ".").encode())
         digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -65,13 +74,16 @@ def with_reference_cache(trainer_class):
                 }
             )
             path = cache_dir() / f"{key}.npz"
-            if path.exists():
+            # Under several processes a miss computes with collective calls: all must agree.
+            if distributed.main_decides(path.exists()):
                 cached = np.load(path)
                 for column in COLUMNS:
                     dataset = dataset.add_column(column, cached[column].tolist())
                 _tag("hit")
                 return dataset
             dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+            if not distributed.is_main():
+                return dataset
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
                 np.savez(tmp, **{c: np.asarray(dataset[c], dtype=np.float32) for c in COLUMNS})

@@ -17,14 +17,15 @@ import mlflow
 import torch
 from transformers import PrinterCallback, set_seed
 
-from harness import stores
+from harness import distributed, stores
 from harness.callbacks import EvalCallback, MetricsCallback, TrainingDiverged
 from harness.checks import check_experiment, check_method_accepts
 from harness.data import DataError, PreferenceData, load_preference_data
-from harness.devices import default_device, training_arguments
+from harness.devices import default_device, precision_arguments, training_arguments
 from harness.evaluate import Evaluator
 from harness.evaluate.rescore import FINAL_STEP_TAG
 from harness.evaluate.scoring import prepare_scoring
+from harness.lora import AdapterDisabled, check_lora_targets, lora_config
 from harness.methods import METHODS, flat_params, resolved_args
 from harness.metrics import (
     DATA_EVAL_PAIRS,
@@ -36,7 +37,7 @@ from harness.metrics import (
     EVAL_PAIR_ACCURACY,
     data_filtered,
 )
-from harness.models import load_causal_lm, load_tokenizer
+from harness.models import load_causal_lm, load_tokenizer, resolve_dtype, weights_dtype
 from harness.spec import Experiment
 from harness.trainers import TrainingJob
 
@@ -46,28 +47,38 @@ EvalListener = Callable[[int, dict[str, float]], bool]
 
 @dataclass
 class RunResult:
-    run_id: str
+    run_id: str | None  # None on the processes other than the main one
     experiment: Experiment
     metrics: dict[str, float]  # the final evaluation
     seconds: float
 
 
+def model_source(exp: Experiment, data: PreferenceData) -> str:
+    """Where the experiment's starting model loads from: the world's model or model.name_or_path."""
+    if exp.model.name_or_path != "world":
+        return exp.model.name_or_path
+    if data.world is None:
+        raise DataError(
+            f"model.name_or_path='world' needs a built-in world dataset, but {exp.dataset!r} "
+            "is a file or hub dataset: set model.name_or_path to a hub id or local path"
+        )
+    return str(data.world.reference_path)
+
+
 def load_models(exp: Experiment, data: PreferenceData):
-    """(tokenizer, policy, reference): the policy starts as a copy of the reference."""
-    if exp.model.name_or_path == "world":
-        if data.world is None:
-            raise DataError(
-                f"model.name_or_path='world' needs a built-in world dataset, but {exp.dataset!r} "
-                "is a file or hub dataset: set model.name_or_path to a hub id or local path"
-            )
-        source = data.world.reference_path
-    else:
-        source = exp.model.name_or_path
-    remote = exp.model.trust_remote_code
-    device = default_device()
+    """(tokenizer, policy, reference): the policy starts as the reference.
+
+    Full fine-tune: the reference is a second, frozen copy. LoRA: it is the policy's own base
+    model with the adapter switched off (`AdapterDisabled`), so the weights are held once.
+    """
+    source, remote = model_source(exp, data), exp.model.trust_remote_code
+    dtype, device = weights_dtype(exp.model), default_device()
     tokenizer = load_tokenizer(source, trust_remote_code=remote)
-    policy = load_causal_lm(source, trust_remote_code=remote).to(device)
-    reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
+    policy = load_causal_lm(source, dtype=dtype, trust_remote_code=remote).to(device)
+    if exp.model.lora is not None:
+        check_lora_targets(policy, exp.model.lora)
+        return tokenizer, policy, AdapterDisabled(policy)
+    reference = load_causal_lm(source, dtype=dtype, trust_remote_code=remote).to(device).eval()
     reference.requires_grad_(False)
     return tokenizer, policy, reference
 
@@ -127,11 +138,15 @@ def run_experiment(
     """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
 
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    Under several processes (accelerate, torchrun) every process trains; only the main one
+    talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
     """
     started = time.perf_counter()
     check_experiment(exp)
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
+    if not distributed.is_main():
+        return train_only(exp, method, started)
     log(f"[{exp.name}] data: loading {exp.dataset}")
     data = load_preference_data(exp)
     check_method_accepts(method, data)
@@ -154,6 +169,7 @@ def run_experiment(
     with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
         try:
             mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
+            mlflow.log_params(scale_params(exp))
             mlflow.log_text(exp.to_json(), "experiment.json")
             for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
                 mlflow.log_text(text, artifact)
@@ -164,9 +180,13 @@ def run_experiment(
             run = ExperimentRun(
                 exp, Evaluator(exp, data, tokenizer, reference), list(listeners), log
             )
-            stopped_early = run.evaluate(policy, 0)
-            if not stopped_early:
-                policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+            final_step = 0
+            if not distributed.main_decides(run.evaluate(policy, 0)):  # a listener may stop it
+                policy, final_step = train_policy(
+                    exp, method, data, tokenizer, policy, reference, run.evaluate
+                )
+            if run.last_step != final_step:  # not right after a listener stopped training
+                run.evaluate(policy, final_step)
             mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
             if scoring.wanted:
                 scoring.score(policy, reference, tokenizer, step=run.last_step)
@@ -178,14 +198,43 @@ def run_experiment(
             raise
         finally:
             mlflow.flush_async_logging()
+            distributed.wait_for_everyone()  # the others wait here for the scoring and saving
     return RunResult(active.info.run_id, exp, run.metrics, time.perf_counter() - started)
 
 
-def train_policy(exp, method, data, tokenizer, policy, reference, run: ExperimentRun):
+def train_only(exp: Experiment, method, started: float) -> RunResult:
+    """A process other than the main one: the same data, models and training, nothing else.
+
+    Its collective calls mirror the main process's: the step-0 decision, the trainer's own,
+    one decision per evaluation (EvalCallback), and the final barrier.
+    """
+    data = load_preference_data(exp)
+    tokenizer, policy, reference = load_models(exp, data)
+    if not distributed.main_decides(None):
+        train_policy(exp, method, data, tokenizer, policy, reference, lambda model, step: None)
+    distributed.wait_for_everyone()
+    return RunResult(None, exp, {}, time.perf_counter() - started)
+
+
+def scale_params(exp: Experiment) -> dict[str, str]:
+    """How the run was spread: processes, and pairs per optimizer step across all of them."""
+    processes = distributed.num_processes()
+    t = exp.train
+    return {
+        "processes": str(processes),
+        "effective_batch": str(t.batch_size * t.grad_accum * processes),
+    }
+
+
+def train_policy(exp, method, data, tokenizer, policy, reference, evaluate):
+    """The method's TRL trainer on `policy`: (the trained model, a PeftModel with LoRA; the
+    step training ended at)."""
+    lora = exp.model.lora
     with tempfile.TemporaryDirectory(prefix="harness-trainer-") as output_dir:
         job = TrainingJob(
             policy=policy,
-            reference=reference if method.uses_reference else None,
+            # LoRA: TRL's reference is the base with the adapter off (no second copy).
+            reference=reference if method.uses_reference and lora is None else None,
             tokenizer=tokenizer,
             data=data,
             beta=exp.beta,
@@ -195,18 +244,16 @@ def train_policy(exp, method, data, tokenizer, policy, reference, run: Experimen
             model_source=exp.model.name_or_path,
             reference_cache=exp.train.reference_cache,
             args=trainer_arguments(exp, output_dir),
+            peft_config=lora_config(lora) if lora is not None else None,
             callbacks=[
                 MetricsCallback(exp.method),
-                EvalCallback(run.evaluate, exp.train.eval_every),
+                EvalCallback(evaluate, exp.train.eval_every),
             ],
         )
         trainer = method.build(job)
         trainer.remove_callback(PrinterCallback)  # the harness prints its own progress lines
         trainer.train()
-        final_step = trainer.state.global_step
-    if run.last_step != final_step:  # not when a listener stopped training right after an eval
-        run.evaluate(trainer.model, final_step)
-    return trainer.model
+    return trainer.model, trainer.state.global_step
 
 
 def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
@@ -224,11 +271,13 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
         data_seed=t.seed,
         logging_steps=t.log_every or t.steps,
         remove_unused_columns=False,  # ORPO and CPO need their extra columns
+        **precision_arguments(resolve_dtype(exp.model.dtype), exp.model.gradient_checkpointing),
     )
 
 
 def save_policy(policy, tokenizer) -> None:
-    """The trained policy (safetensors) and tokenizer as the run's `policy/` artifact."""
+    """The trained policy and tokenizer as the run's `policy/` artifact: the full weights
+    (safetensors), or with LoRA the adapter alone (PEFT's adapter_config.json + weights)."""
     with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
         policy.save_pretrained(folder)
         tokenizer.save_pretrained(folder)

@@ -52,6 +52,7 @@ class TrainingJob:
     model_source: str  # the experiment's model.name_or_path (the learned reward's backbone)
     reference_cache: bool  # DPO family: reference log-probs cached on disk (harness.refcache)
     args: dict[str, Any]  # TrainingArguments shared by every method, CPU-safe
+    peft_config: Any | None = None  # LoRA (peft.LoraConfig): TRL wraps the policy with it
     callbacks: list[TrainerCallback] = field(default_factory=list)
 
     def train_dataset(self) -> Dataset:
@@ -125,6 +126,7 @@ def dpo_trainer(loss_type: str) -> Builder:
             args=config,
             train_dataset=job.train_dataset(),
             processing_class=job.tokenizer,
+            peft_config=job.peft_config,
             callbacks=job.callbacks,
         )
 
@@ -146,6 +148,7 @@ def kto_trainer(job: TrainingJob):
         args=config,
         train_dataset=unpaired_rows(job.data, job.seed),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -157,6 +160,7 @@ def orpo_trainer(job: TrainingJob):
         args=config,
         train_dataset=job.train_dataset(),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -175,6 +179,7 @@ def simpo_trainer(job: TrainingJob):
         args=config,
         train_dataset=job.train_dataset(),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -187,6 +192,7 @@ def sft_trainer(job: TrainingJob):
         args=config,
         train_dataset=chosen_rows(job.data),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -214,6 +220,7 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
             args=config,
             train_dataset=prompt_rows(job.data),
             processing_class=job.tokenizer,
+            peft_config=job.peft_config,
             callbacks=job.callbacks,
         )
 

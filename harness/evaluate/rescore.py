@@ -12,8 +12,9 @@ from harness.checks import check_experiment
 from harness.data import load_preference_data
 from harness.devices import default_device
 from harness.evaluate.scoring import prepare_scoring
+from harness.lora import AdapterDisabled, is_adapter
 from harness.metrics import EVAL_KL
-from harness.models import load_causal_lm, load_tokenizer
+from harness.models import load_causal_lm, load_policy, load_tokenizer, weights_dtype
 from harness.spec import Experiment
 from harness.stores import POLICY_ARTIFACT, policy_artifact_path
 
@@ -68,11 +69,19 @@ def score_run(
         log=log,
     )
     folder = policy_artifact_path(run_id)
-    remote = exp.model.trust_remote_code
-    policy = load_causal_lm(folder, trust_remote_code=remote).to(default_device())
+    remote, dtype, base = (
+        exp.model.trust_remote_code,
+        weights_dtype(exp.model),
+        scoring.reference_source,
+    )
+    # A LoRA run saved its adapter: base + adapter, and the base with the adapter off as reference.
+    policy = load_policy(folder, base, dtype=dtype, trust_remote_code=remote).to(default_device())
     tokenizer = load_tokenizer(folder, trust_remote_code=remote)
-    reference = load_causal_lm(scoring.reference_source, trust_remote_code=remote)
-    reference = reference.to(default_device()).eval()
+    if is_adapter(folder):
+        reference = AdapterDisabled(policy)
+    else:
+        reference = load_causal_lm(base, dtype=dtype, trust_remote_code=remote)
+        reference = reference.to(default_device()).eval()
     step = final_step(client, run)
     log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
     with mlflow.start_run(run_id=run_id):
