@@ -13,7 +13,7 @@ import mlflow
 from transformers import TrainerCallback
 
 from harness import distributed
-from harness.metrics import train_metric_name
+from harness.metrics import SUMMARY_KEYS, train_metric_name
 
 
 class TrainingDiverged(RuntimeError):
@@ -29,8 +29,11 @@ class MetricsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero:  # every process sees the same, already reduced logs
             return
+        logs = dict(logs or {})
+        if SUMMARY_KEYS & logs.keys():  # the end-of-training summary repeats the last epoch
+            logs.pop("epoch", None)
         metrics = {}
-        for key, value in (logs or {}).items():
+        for key, value in logs.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[train_metric_name(self.method, key)] = float(value)
         if metrics:

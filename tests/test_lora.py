@@ -123,7 +123,7 @@ def test_lora_dpo_on_the_sentiment_world_trains_an_adapter_against_the_disabled_
         train=TrainSpec(steps=4, batch_size=4, eval_every=2, log_every=1, lr=5e-3),
         eval=TINY_EVAL,
     )
-    result = run_experiment(exp, log=print)
+    result = run_experiment(exp, log=lambda _: None)
     history = metric_history(result.run_id)
     for name in ("eval/rewards/margins", "eval/logps/chosen", "eval/kl", "eval/gold/reward"):
         assert [step for step, _ in history[name]] == [0, 2, 4], name
@@ -137,6 +137,6 @@ def test_lora_dpo_on_the_sentiment_world_trains_an_adapter_against_the_disabled_
     assert params["model.lora.r"] == "8" and params["effective_batch"] == "4"
 
     # `harness eval` puts the adapter back on the base: its samples are the trained policy's.
-    scores = score_run(result.run_id, judges=("gold",), temperatures=(1.0,), tasks=(), log=print)
+    scores = score_run(result.run_id, judges=("gold",), temperatures=(1.0,), tasks=(), log=lambda _: None)
     assert 0.0 <= scores["winrate/gold/vs_reference"] <= 1.0
     mlflow.flush_async_logging()
