@@ -54,7 +54,7 @@ TINY = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,
-    vocab_size=512,
+    vocab_size=1024,  # above the benchmark tokenizer's vocabulary
     max_position_embeddings=256,
     tie_word_embeddings=True,
 )
@@ -101,7 +101,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=300,
+        vocab_size=1000,  # room for every word to become one token
         special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from peft import PeftModel
 
-from harness import distributed
 from harness.cache import cache_root, settings_key
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -74,16 +73,13 @@ def with_reference_cache(trainer_class):
                 }
             )
             path = cache_dir() / f"{key}.npz"
-            # Under several processes a miss computes with collective calls: all must agree.
-            if distributed.main_decides(path.exists()):
+            if path.exists():
                 cached = np.load(path)
                 for column in COLUMNS:
                     dataset = dataset.add_column(column, cached[column].tolist())
                 _tag("hit")
                 return dataset
             dataset = super()._precompute_ref_logps(dataset, name, batch_size)
-            if not distributed.is_main():
-                return dataset
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
                 np.savez(tmp, **{c: np.asarray(dataset[c], dtype=np.float32) for c in COLUMNS})

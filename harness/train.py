@@ -242,7 +242,10 @@ def train_policy(exp, method, data, tokenizer, policy, reference, evaluate):
             max_length=exp.train.max_length,
             seed=exp.train.seed,
             model_source=exp.model.name_or_path,
-            reference_cache=exp.train.reference_cache,
+            # TRL's precompute keeps its result in a per-process temporary file that the other
+            # processes cannot open (measured: FileNotFoundError on rank 1): several processes
+            # compute the reference per step instead.
+            reference_cache=exp.train.reference_cache and not distributed.launched(),
             args=trainer_arguments(exp, output_dir),
             peft_config=lora_config(lora) if lora is not None else None,
             callbacks=[

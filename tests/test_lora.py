@@ -140,3 +140,18 @@ def test_lora_dpo_on_the_sentiment_world_trains_an_adapter_against_the_disabled_
     scores = score_run(result.run_id, judges=("gold",), temperatures=(1.0,), tasks=(), log=lambda _: None)
     assert 0.0 <= scores["winrate/gold/vs_reference"] <= 1.0
     mlflow.flush_async_logging()
+
+
+def test_the_reference_cache_keys_a_lora_policy_on_its_base_weights():
+    import copy
+
+    from peft import get_peft_model
+
+    from harness.refcache import model_fingerprint
+
+    model = tiny_model()
+    policy = get_peft_model(copy.deepcopy(model), lora_config(LoraSpec(r=2)))
+    assert model_fingerprint(policy) == model_fingerprint(model)
+    with torch.no_grad():
+        next(p for n, p in policy.named_parameters() if "c_attn.base_layer" in n).add_(1.0)
+    assert model_fingerprint(policy) != model_fingerprint(model)
