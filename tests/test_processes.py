@@ -66,3 +66,12 @@ def test_two_processes_log_one_run_matching_one_process_with_twice_the_batch(tmp
     params = MlflowClient(tracking).get_run(two).data.params
     assert params["processes"] == "2" and params["effective_batch"] == "8"
     assert MlflowClient(tracking).get_run(one).data.params["effective_batch"] == "8"
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # this machine has no GPU
+    with pytest.raises(ValueError, match="--processes 4: this machine has 2 visible GPU"):
+        check_processes(4)
+    check_processes(2)
