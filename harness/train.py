@@ -198,7 +198,9 @@ def run_experiment(
             raise
         finally:
             mlflow.flush_async_logging()
-            distributed.wait_for_everyone()  # the others wait here for the scoring and saving
+    # The others wait here for the scoring and saving. Not after an error: the main process
+    # then exits, and the launcher stops the others wherever they wait.
+    distributed.wait_for_everyone()
     return RunResult(active.info.run_id, exp, run.metrics, time.perf_counter() - started)
 
 
