@@ -10,7 +10,15 @@ from harness.space import (
     Uniform,
     When,
 )
-from harness.spec import DataSpec, EvalSpec, Experiment, ModelSpec, SpecError, TrainSpec
+from harness.spec import (
+    DataSpec,
+    EvalSpec,
+    Experiment,
+    LoraSpec,
+    ModelSpec,
+    SpecError,
+    TrainSpec,
+)
 
 __all__ = [
     "Choice",
@@ -20,6 +28,7 @@ __all__ = [
     "Grid",
     "IntUniform",
     "LogUniform",
+    "LoraSpec",
     "ModelSpec",
     "SpecError",
     "Sweep",

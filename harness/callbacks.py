@@ -13,7 +13,8 @@ import mlflow
 import torch
 from transformers import TrainerCallback
 
-from harness.metrics import train_metric_name
+from harness import distributed
+from harness.metrics import SUMMARY_KEYS, train_metric_name
 from harness.stores import RunFailed
 
 
@@ -28,8 +29,13 @@ class MetricsCallback(TrainerCallback):
         self.method = method
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # every process sees the same, already reduced logs
+            return
+        logs = dict(logs or {})
+        if SUMMARY_KEYS & logs.keys():  # the end-of-training summary repeats the last epoch
+            logs.pop("epoch", None)
         metrics = {}
-        for key, value in (logs or {}).items():
+        for key, value in logs.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[train_metric_name(self.method, key)] = float(value)
         if metrics:
@@ -37,7 +43,11 @@ class MetricsCallback(TrainerCallback):
 
 
 class EvalCallback(TrainerCallback):
-    """Runs `evaluate(policy, step)` every `every` steps; it returns True to stop training."""
+    """Runs `evaluate(policy, step)` every `every` steps; it returns True to stop training.
+
+    Under several processes only the main one evaluates (the others' `evaluate` does nothing)
+    and its decision is broadcast, so every process stops at the same step.
+    """
 
     def __init__(
         self,
@@ -50,7 +60,7 @@ class EvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step = state.global_step
         due = self.every and step % self.every == 0 and step < state.max_steps
-        if due and self.evaluate(model, step):
+        if due and distributed.main_decides(self.evaluate(model, step)):
             control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):

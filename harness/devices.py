@@ -7,12 +7,25 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from harness import distributed
 from harness.console import Progress
 
 
 def default_device() -> str:
-    """cuda when a GPU is visible, else cpu (HF and lm-eval default to cuda unconditionally)."""
+    """cuda when a GPU is visible, else cpu (HF and lm-eval default to cuda unconditionally);
+    under several processes, this process's own device (cuda:LOCAL_RANK)."""
+    if distributed.launched():
+        return str(distributed.state().device)
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision_arguments(dtype: torch.dtype, gradient_checkpointing: bool) -> dict[str, Any]:
+    """TrainingArguments for the run's compute dtype: bf16 or fp16 autocast, or plain fp32."""
+    return {
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "gradient_checkpointing": gradient_checkpointing,
+    }
 
 
 def training_arguments(output_dir: str, **overrides: Any) -> dict[str, Any]:

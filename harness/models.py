@@ -8,6 +8,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from harness.lora import is_adapter, load_adapter
+from harness.spec import ModelSpec, SpecError
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 def build_tiny_gpt2(
     tokenizer,
@@ -52,11 +57,42 @@ def _named(name_or_path: str | Path):
         ) from None
 
 
-def load_causal_lm(name_or_path: str | Path, *, trust_remote_code: bool = False):
-    """fp32 on CPU; the same call takes a hub id or a folder written by `save_pretrained`."""
+def resolve_dtype(name: str) -> torch.dtype:
+    """`model.dtype` on this machine; refuses a dtype the device cannot train in, before loading.
+
+    "auto" is bfloat16 on a GPU that supports it and float32 otherwise: on a CPU bf16 runs but
+    is slower than fp32 and less exact, so it is used there only when asked for.
+    """
+    cuda = torch.cuda.is_available()
+    if name == "auto":
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if name == "float16" and not cuda:
+        raise SpecError(
+            "model.dtype='float16' needs a CUDA GPU and this machine has none (torch does not "
+            "train float16 on a CPU); use 'bfloat16' (CPUs run it) or 'float32'"
+        )
+    if name == "bfloat16" and cuda and not torch.cuda.is_bf16_supported():
+        raise SpecError(
+            f"model.dtype='bfloat16': {torch.cuda.get_device_name()} does not support bfloat16; "
+            "use 'float16' or 'float32'"
+        )
+    return TORCH_DTYPES[name]
+
+
+def weights_dtype(model: ModelSpec) -> torch.dtype:
+    """The dtype weights load in: the compute dtype, except float32 master weights for a float16
+    full fine-tune (fp16 autocast: the gradient scaler refuses float16 weights)."""
+    dtype = resolve_dtype(model.dtype)
+    return torch.float32 if dtype == torch.float16 and model.lora is None else dtype
+
+
+def load_causal_lm(
+    name_or_path: str | Path, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
+):
+    """The same call takes a hub id or a folder written by `save_pretrained`."""
     with _named(name_or_path):
         model = AutoModelForCausalLM.from_pretrained(
-            str(name_or_path), dtype=torch.float32, trust_remote_code=trust_remote_code
+            str(name_or_path), dtype=dtype, trust_remote_code=trust_remote_code
         )
     model.generation_config.pad_token_id = model.config.pad_token_id
     return model
@@ -70,3 +106,17 @@ def load_tokenizer(name_or_path: str | Path, *, trust_remote_code: bool = False)
     if tokenizer.pad_token is None:  # many hub causal LMs ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_policy(
+    folder: str | Path,
+    base: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+):
+    """A saved policy: full weights, or a LoRA adapter put back on its base model (`base`)."""
+    if not is_adapter(folder):
+        return load_causal_lm(folder, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = load_causal_lm(base, dtype=dtype, trust_remote_code=trust_remote_code)
+    return load_adapter(model, folder)

@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
+from peft import PeftModel
 
 from harness.cache import cached_dir
 
@@ -25,9 +26,16 @@ LOGPS_FILE = "logps.npz"  # arrays only, read with allow_pickle=False
 
 
 def model_fingerprint(model) -> str:
+    """A hash of the base weights: a LoRA policy's adapter tensors are left out and PEFT's
+    renamed base layers (`.base_layer.`) hashed under their own names, so a LoRA run (whose
+    reference is the base with the adapter off) shares cache entries with full fine-tunes."""
     digest = hashlib.sha256()
+    if isinstance(model, PeftModel):
+        model = model.get_base_model()
     for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
+        if "lora_" in name:
+            continue
+        digest.update(name.replace(".base_layer.", ".").encode())
         digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()[:16]
 

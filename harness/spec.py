@@ -29,12 +29,63 @@ class SpecError(ValueError):
     """An experiment field holds a value it cannot take; the message names the dotted field."""
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ALL_LINEAR = "all-linear"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoraSpec:
+    """A LoRA adapter (Hu et al. 2021) trained in place of the full weights, through PEFT.
+
+    The update of each target layer is (alpha / r) * B A with rank r; the reference of a LoRA
+    run is the same base model with the adapter switched off (no second copy of the weights).
+    """
+
+    r: int = 16  # the adapter's rank
+    alpha: float = 32  # scale alpha / r = 2, the PEFT and TRL examples' usual ratio
+    dropout: float = 0.0  # TRL's DPO, KTO and RLOO zero every dropout anyway (disable_dropout)
+    # Layer names as PEFT matches them ("q_proj" matches "...self_attn.q_proj"); "all-linear" is
+    # every linear layer but the output head.
+    target_modules: tuple[str, ...] = (ALL_LINEAR,)
+
+    def __post_init__(self):
+        targets = self.target_modules
+        if isinstance(targets, (list, str)):  # JSON gives lists; a bare name is a list of one
+            object.__setattr__(
+                self, "target_modules", (targets,) if isinstance(targets, str) else tuple(targets)
+            )
+        # Checked here, not only in `validate`: a LoraSpec is often built on its own.
+        hints = typing.get_type_hints(LoraSpec)
+        for f in dataclasses.fields(self):
+            _check_type(f"model.lora.{f.name}", getattr(self, f.name), hints[f.name])
+        if self.r <= 0:
+            raise SpecError(f"model.lora.r must be > 0, got {self.r}")
+        if self.alpha <= 0:
+            raise SpecError(f"model.lora.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise SpecError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules or not all(self.target_modules):
+            raise SpecError(
+                f"model.lora.target_modules must name at least one layer (or {ALL_LINEAR!r}), "
+                f"got {self.target_modules!r}"
+            )
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     # "world": the dataset's own tiny SFT model (built-in worlds); otherwise a hub id or a local path.
     name_or_path: str = "world"
     # Off unless asked for: remote code from a hub repository runs arbitrary Python.
     trust_remote_code: bool = False
+    # Weights and compute: "auto" = bfloat16 on a GPU that supports it, else float32 (CPU).
+    dtype: str = "auto"
+    # Recompute activations in the backward pass: less memory for long sequences, ~30% slower.
+    gradient_checkpointing: bool = False
+    lora: LoraSpec | None = None  # None = full fine-tune
+
+    def __post_init__(self):
+        if isinstance(self.lora, Mapping):  # from experiment.json or `replace`
+            object.__setattr__(self, "lora", LoraSpec(**self.lora))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +256,7 @@ def validate(exp: Experiment) -> None:
         if path in _NON_NEGATIVE and value < 0:
             raise SpecError(f"{path} must be >= 0, got {value!r}")
     for path, value, allowed in (
+        ("model.dtype", exp.model.dtype, DTYPES),
         ("data.labels", exp.data.labels, LABEL_MODES),
         ("train.lr_scheduler", exp.train.lr_scheduler, LR_SCHEDULERS),
     ):
@@ -239,16 +291,28 @@ def validate_scoring(temperatures, judges, prefix: str = "") -> None:
             )
 
 
+def _nested_dataclass(hint):
+    """The dataclass a field holds (`ModelSpec`, or `LoraSpec` for `LoraSpec | None`), else None."""
+    options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    return options[0] if len(options) == 1 and dataclasses.is_dataclass(options[0]) else None
+
+
 def _typed_fields(obj, prefix: str = ""):
-    """Yield (dotted path, value) for every leaf field, checking it against its annotation."""
+    """Yield (dotted path, value) for every leaf field, checking it against its annotation.
+
+    An optional nested dataclass (`model.lora`) that is None is one leaf holding None.
+    """
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         path, value = prefix + f.name, getattr(obj, f.name)
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, hint):
-                raise SpecError(f"{path} must be a {hint.__name__}, got {type(value).__name__}")
+        nested = _nested_dataclass(hint)
+        if nested and not (value is None and nested is not hint):
+            if not isinstance(value, nested):
+                raise SpecError(f"{path} must be a {nested.__name__}, got {type(value).__name__}")
             yield from _typed_fields(value, path + ".")
+        elif nested:
+            yield path, value
         elif path != "method_args":
             _check_type(path, value, hint)
             yield path, value
@@ -290,7 +354,20 @@ def field_paths(exp: Experiment) -> list[str]:
     `method_args.NAME` is accepted by `replace` for any NAME; whether the method has that
     setting is checked with the registry (`harness.checks`).
     """
-    return [p for p, _ in _typed_fields(exp)] + [f"method_args.{k}" for k in exp.method_args]
+    return list(_declared_paths(Experiment)) + [f"method_args.{k}" for k in exp.method_args]
+
+
+def _declared_paths(cls, prefix: str = ""):
+    """Every dotted field name of `cls`; an optional dataclass gives its own name and its fields'
+    (`model.lora` and `model.lora.r`), whether or not it is set."""
+    for name, hint in typing.get_type_hints(cls).items():
+        nested = _nested_dataclass(hint)
+        if nested:
+            if nested is not hint:
+                yield prefix + name
+            yield from _declared_paths(nested, f"{prefix}{name}.")
+        elif prefix + name != "method_args":
+            yield prefix + name
 
 
 def default_name(exp: Experiment) -> str:
@@ -317,19 +394,16 @@ def _set_path(exp: Experiment, data: dict, path: str, value: Any) -> None:
     known = field_paths(exp)
     if path not in known:
         raise SpecError(f"unknown experiment field {path!r}." + did_you_mean(path, known))
-    hint = _hint_for(path)
-    node = data
-    for part in path.split(".")[:-1]:
-        node = node[part]
-    node[path.split(".")[-1]] = _parse(value, hint)
-
-
-def _hint_for(path: str):
-    cls, hint = Experiment, None
-    for part in path.split("."):
+    hint, node, cls = None, data, Experiment
+    parts = path.split(".")
+    for part in parts:
         hint = typing.get_type_hints(cls)[part]
-        cls = hint
-    return hint
+        cls = _nested_dataclass(hint)
+        if part != parts[-1]:
+            if node[part] is None:  # `--set model.lora.r=8` turns LoRA on, other settings default
+                node[part] = dataclasses.asdict(cls())
+            node = node[part]
+    node[parts[-1]] = _parse(value, hint)
 
 
 def _parse(value: Any, hint) -> Any:

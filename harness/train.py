@@ -21,15 +21,16 @@ import mlflow
 import torch
 from transformers import PrinterCallback, set_seed
 
-from harness import stores
+from harness import distributed, stores
 from harness.callbacks import DivergenceGuard, EvalCallback, MetricsCallback, TrainingDiverged
 from harness.checks import check_estimable, check_experiment, check_method_accepts, with_defaults
 from harness.console import library_output
 from harness.data import DataError, PreferenceData, load_preference_data
-from harness.devices import default_device, training_arguments
+from harness.devices import default_device, precision_arguments, training_arguments
 from harness.evaluate import Evaluator
 from harness.evaluate.rescore import FINAL_STEP_TAG
 from harness.evaluate.scoring import prepare_scoring
+from harness.lora import AdapterDisabled, check_lora_targets, is_peft, lora_config
 from harness.methods import METHODS, flat_params, resolved_args, run_name
 from harness.metrics import (
     DATA_EVAL_PAIRS,
@@ -41,7 +42,7 @@ from harness.metrics import (
     EVAL_PAIR_ACCURACY,
     data_filtered,
 )
-from harness.models import load_causal_lm, load_tokenizer
+from harness.models import load_causal_lm, load_tokenizer, resolve_dtype, weights_dtype
 from harness.sequences import context_length
 from harness.spec import Experiment, SpecError
 from harness.trainers import TrainingJob
@@ -61,29 +62,39 @@ class PolicyNotSaved(stores.RunFailed):
 
 @dataclass
 class RunResult:
-    run_id: str
+    run_id: str | None  # None on the processes other than the main one
     experiment: Experiment
     metrics: dict[str, float]  # the final evaluation
     seconds: float
     uses_beta: bool = True  # whether beta entered training (summaries show "-" otherwise)
 
 
+def model_source(exp: Experiment, data: PreferenceData) -> str:
+    """Where the experiment's starting model loads from: the world's model or model.name_or_path."""
+    if exp.model.name_or_path != "world":
+        return exp.model.name_or_path
+    if data.world is None:
+        raise DataError(
+            f"model.name_or_path='world' needs a built-in world dataset, but {exp.dataset!r} "
+            "is a file or hub dataset: set model.name_or_path to a hub id or local path"
+        )
+    return str(data.world.reference_path)
+
+
 def load_models(exp: Experiment, data: PreferenceData):
-    """(tokenizer, policy, reference): the policy starts as a copy of the reference."""
-    if exp.model.name_or_path == "world":
-        if data.world is None:
-            raise DataError(
-                f"model.name_or_path='world' needs a built-in world dataset, but {exp.dataset!r} "
-                "is a file or hub dataset: set model.name_or_path to a hub id or local path"
-            )
-        source = data.world.reference_path
-    else:
-        source = exp.model.name_or_path
-    remote = exp.model.trust_remote_code
-    device = default_device()
+    """(tokenizer, policy, reference): the policy starts as the reference.
+
+    Full fine-tune: the reference is a second, frozen copy. LoRA: it is the policy's own base
+    model with the adapter switched off (`AdapterDisabled`), so the weights are held once.
+    """
+    source, remote = model_source(exp, data), exp.model.trust_remote_code
+    dtype, device = weights_dtype(exp.model), default_device()
     tokenizer = load_tokenizer(source, trust_remote_code=remote)
-    policy = load_causal_lm(source, trust_remote_code=remote).to(device)
-    reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
+    policy = load_causal_lm(source, dtype=dtype, trust_remote_code=remote).to(device)
+    if exp.model.lora is not None:
+        check_lora_targets(policy, exp.model.lora)
+        return tokenizer, policy, AdapterDisabled(policy)
+    reference = load_causal_lm(source, dtype=dtype, trust_remote_code=remote).to(device).eval()
     reference.requires_grad_(False)
     return tokenizer, policy, reference
 
@@ -150,6 +161,8 @@ def run_experiment(
     """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
 
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    Under several processes (accelerate, torchrun) every process trains; only the main one
+    talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
     """
     started = time.perf_counter()
     check_experiment(exp)
@@ -158,6 +171,8 @@ def run_experiment(
         exp = exp.replace({"name": run_name(exp)})
     method = METHODS.get(exp.method)
     set_seed(exp.train.seed)
+    if not distributed.is_main():
+        return train_only(exp, method, started)
     log(f"[{exp.name}] data: loading {exp.dataset}")
     data = load_preference_data(exp)
     check_method_accepts(method, data)
@@ -199,6 +214,9 @@ def run_experiment(
             if isinstance(err, stores.RunFailed):
                 err.args = (f"run {run_id} ({exp.name}) FAILED: {err}",)
             raise
+    # The others wait here for the scoring and saving. Not after an error: the main process
+    # then exits, and the launcher stops the others wherever they wait.
+    distributed.wait_for_everyone()
     seconds = time.perf_counter() - started
     return RunResult(run_id, exp, run.metrics, seconds, method.uses_beta)
 
@@ -212,6 +230,7 @@ def train_and_score(
     failure there leaves a FAILED run whose policy `harness eval` can still score.
     """
     mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
+    mlflow.log_params(scale_params(exp))
     mlflow.log_text(exp.to_json(), "experiment.json")
     log_datasets(exp, data)
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
@@ -225,9 +244,13 @@ def train_and_score(
         log(f"[{exp.name}] data: held-out rows cut to fit ({cut})")
 
     run = ExperimentRun(exp, evaluator, list(listeners), log)
-    stopped_early = run.evaluate(policy, 0)
-    if not stopped_early:
-        policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
+    final_step = 0
+    if not distributed.main_decides(run.evaluate(policy, 0)):  # a listener may stop it
+        policy, final_step = train_policy(
+            exp, method, data, tokenizer, policy, reference, run.evaluate, run.note_loss
+        )
+    if run.last_step != final_step:  # not right after a listener stopped training
+        run.evaluate(policy, final_step)
     mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
     if exp.train.save_policy:
         save_policy(policy, tokenizer)
@@ -251,11 +274,41 @@ def end_run_after(err: BaseException, run_id: str, status: str) -> None:
         mlflow.end_run(status)
 
 
-def train_policy(exp, method, data, tokenizer, policy, reference, run: ExperimentRun):
+def train_only(exp: Experiment, method, started: float) -> RunResult:
+    """A process other than the main one: the same data, models and training, nothing else.
+
+    Its collective calls mirror the main process's: the step-0 decision, the trainer's own,
+    one decision per evaluation (EvalCallback), and the final barrier.
+    """
+    data = load_preference_data(exp)
+    tokenizer, policy, reference = load_models(exp, data)
+    if not distributed.main_decides(None):
+        train_policy(exp, method, data, tokenizer, policy, reference, lambda model, step: None)
+    distributed.wait_for_everyone()
+    return RunResult(None, exp, {}, time.perf_counter() - started)
+
+
+def scale_params(exp: Experiment) -> dict[str, str]:
+    """How the run was spread: processes, and pairs per optimizer step across all of them."""
+    processes = distributed.num_processes()
+    t = exp.train
+    return {
+        "processes": str(processes),
+        "effective_batch": str(t.batch_size * t.grad_accum * processes),
+    }
+
+
+def train_policy(
+    exp, method, data, tokenizer, policy, reference, evaluate, on_loss=lambda loss: None
+):
+    """The method's TRL trainer on `policy`: (the trained model, a PeftModel with LoRA; the
+    step training ended at)."""
+    lora = exp.model.lora
     with tempfile.TemporaryDirectory(prefix="harness-trainer-") as output_dir:
         job = TrainingJob(
             policy=policy,
-            reference=reference if method.uses_reference else None,
+            # LoRA: TRL's reference is the base with the adapter off (no second copy).
+            reference=reference if method.uses_reference and lora is None else None,
             tokenizer=tokenizer,
             data=data,
             beta=exp.beta,
@@ -263,21 +316,22 @@ def train_policy(exp, method, data, tokenizer, policy, reference, run: Experimen
             max_length=exp.train.max_length,
             seed=exp.train.seed,
             model_source=exp.model.name_or_path,
-            reference_cache=exp.train.reference_cache,
+            # TRL's precompute keeps its result in a per-process temporary file that the other
+            # processes cannot open (measured: FileNotFoundError on rank 1): several processes
+            # compute the reference per step instead.
+            reference_cache=exp.train.reference_cache and not distributed.launched(),
             args=trainer_arguments(exp, output_dir),
+            peft_config=lora_config(lora) if lora is not None else None,
             callbacks=[
                 MetricsCallback(exp.method),
                 DivergenceGuard(exp.train.lr),
-                EvalCallback(run.evaluate, exp.train.eval_every, on_loss=run.note_loss),
+                EvalCallback(evaluate, exp.train.eval_every, on_loss=on_loss),
             ],
         )
         trainer = method.build(job)
         trainer.remove_callback(PrinterCallback)  # the harness prints its own progress lines
         trainer.train()
-        final_step = trainer.state.global_step
-    if run.last_step != final_step:  # not when a listener stopped training right after an eval
-        run.evaluate(trainer.model, final_step)
-    return trainer.model
+    return trainer.model, trainer.state.global_step
 
 
 def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
@@ -296,6 +350,7 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
         logging_steps=t.log_every or t.steps,
         remove_unused_columns=False,  # ORPO and CPO need their extra columns
         logging_nan_inf_filter=False,  # log a NaN loss as NaN (DivergenceGuard stops there)
+        **precision_arguments(resolve_dtype(exp.model.dtype), exp.model.gradient_checkpointing),
     )
 
 
@@ -310,13 +365,22 @@ def log_datasets(exp: Experiment, data: PreferenceData) -> None:
     stores.log_dataset_inputs(exp.dataset, source, splits, hub=hub)
 
 
-def save_policy(policy, tokenizer) -> str:
-    """The trained policy and its tokenizer as an MLflow model (transformers flavour) logged
-    from the run: listed under the experiment's Models, registrable, and loadable with
-    `mlflow.transformers.load_model`. Returns its URI, kept in the run's tag only once the
-    model is complete, so `harness eval` never loads a half-written one."""
+def save_policy(policy, tokenizer) -> None:
+    """The trained policy, saved whole or not at all, before anything can fail after training.
+
+    A full fine-tune is logged as an MLflow model (transformers flavour): listed under the
+    experiment's Models, registrable, loadable with `mlflow.transformers.load_model`; the
+    run's tag points at it only once it is complete. A LoRA policy is its adapter alone
+    (PEFT's adapter_config.json + weights) in the run's `policy/` artifact, loaded on its base.
+    """
     try:
         with library_output():  # transformers' save bars, MLflow's model-card and license notices
+            if is_peft(policy):
+                with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
+                    policy.save_pretrained(folder)
+                    tokenizer.save_pretrained(folder)
+                    mlflow.log_artifacts(folder, artifact_path=stores.POLICY_ARTIFACT)
+                return
             info = mlflow.transformers.log_model(
                 {"model": policy, "tokenizer": tokenizer},
                 name=stores.POLICY_ARTIFACT,
@@ -326,4 +390,3 @@ def save_policy(policy, tokenizer) -> str:
     except Exception as err:  # safetensors and MLflow report a full disk as their own errors
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
     mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
-    return info.model_uri

@@ -53,6 +53,7 @@ class TrainingJob:
     model_source: str  # the experiment's model.name_or_path (the learned reward's backbone)
     reference_cache: bool  # DPO family: reference log-probs cached on disk (harness.refcache)
     args: dict[str, Any]  # TrainingArguments shared by every method, CPU-safe
+    peft_config: Any | None = None  # LoRA (peft.LoraConfig): TRL wraps the policy with it
     callbacks: list[TrainerCallback] = field(default_factory=list)
 
     def train_dataset(self) -> Dataset:
@@ -143,6 +144,7 @@ def _dpo_family(losses: Callable[[dict], tuple[list[str], list[float] | None]]) 
             args=config,
             train_dataset=job.train_dataset(),
             processing_class=job.tokenizer,
+            peft_config=job.peft_config,
             callbacks=job.callbacks,
         )
 
@@ -164,6 +166,7 @@ def kto_trainer(job: TrainingJob):
         args=config,
         train_dataset=unpaired_rows(job.data, job.seed),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -207,6 +210,7 @@ def orpo_trainer(job: TrainingJob):
         args=config,
         train_dataset=job.train_dataset(),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -232,6 +236,7 @@ def simpo_trainer(job: TrainingJob):
         args=config,
         train_dataset=job.train_dataset(),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -244,6 +249,7 @@ def sft_trainer(job: TrainingJob):
         args=config,
         train_dataset=chosen_rows(job.data),
         processing_class=job.tokenizer,
+        peft_config=job.peft_config,
         callbacks=job.callbacks,
     )
 
@@ -271,6 +277,7 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
             args=config,
             train_dataset=prompt_rows(job.data),
             processing_class=job.tokenizer,
+            peft_config=job.peft_config,
             callbacks=job.callbacks,
         )
 

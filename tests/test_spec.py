@@ -83,7 +83,9 @@ def test_flat_params_use_dotted_names():
     assert params["method"] == "cdpo" and params["beta"] == 0.1
     assert params["train.lr"] == TrainSpec().lr and params["eval.n_prompts"] == EvalSpec().n_prompts
     assert params["method_args.label_smoothing"] == 0.1
-    assert set(settable_fields(make(method="cdpo"))) == set(params)
+    # LoRA's settings are settable while model.lora is None (setting one turns LoRA on).
+    lora = {f"model.lora.{name}" for name in ("r", "alpha", "dropout", "target_modules")}
+    assert set(settable_fields(make(method="cdpo"))) == set(params) | lora
 
 
 def test_json_round_trip():

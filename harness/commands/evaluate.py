@@ -30,9 +30,9 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--judge",
-        choices=(*JUDGES, "both"),
+        choices=(*JUDGES, "both", "none"),
         default="both",
-        help="who judges the win rates (gold where the world has one)",
+        help="who judges the win rates (gold where the world has one); none = no win rates",
     )
     add_tracking_args(p)
     p.set_defaults(func=cmd_eval)
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 def cmd_eval(args) -> int:
     # Arguments first: a bad one fails before anything is loaded or logged.
     temperatures = parse_temperatures(args.temperatures) if args.temperatures else None
-    judges = JUDGES if args.judge == "both" else (args.judge,)
+    judges = {"both": JUDGES, "none": ()}.get(args.judge, (args.judge,))
     tasks = None
     if args.tasks is not None:
         tasks = (

@@ -1,6 +1,15 @@
-"""`harness run`: train and evaluate experiments, one MLflow run each."""
+"""`harness run`: train and evaluate experiments, one MLflow run each.
+
+With `--processes N` the command starts itself again as N processes through accelerate
+(DDP); started directly by `accelerate launch` or `torchrun` it behaves the same. Either way
+one experiment is one MLflow run, written by the main process.
+"""
 
 from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
 
 from harness.commands.common import (
     add_override_args,
@@ -29,6 +38,15 @@ def register(subparsers) -> None:
     run.add_argument(
         "--mlflow-experiment", help="MLflow experiment name (default: the file's stem)"
     )
+    run.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="train each experiment on N processes through accelerate: DDP, one per GPU "
+        "(or gloo on CPU); the batch size is per process",
+    )
+    # Internal: build what the experiments need (worlds, judges) in one plain process.
+    run.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
 
@@ -37,16 +55,35 @@ def cmd_run(args) -> int:
     experiments = apply_overrides(experiments, args.overrides)
     # Deferred: the registries and trainers import torch and TRL (seconds); a bad target or
     # `--set` above fails before that.
+    from harness import distributed
     from harness.checks import check_experiment
+    from harness.models import resolve_dtype
     from harness.train import run_experiment
 
     for exp in experiments:  # every experiment is checked before the first one trains
         check_experiment(exp)
+        resolve_dtype(exp.model.dtype)  # a dtype this machine cannot run fails before loading
+    distributed.check_processes(args.processes)
     quiet_libraries()
+    if args.prepare_only:
+        return prepare(experiments)
+    if args.processes > 1 and not distributed.launched():
+        command = distributed.launch_command(args.processes, harness_args(args))
+        print(f"starting {args.processes} processes: {' '.join(command)}", flush=True)
+        return subprocess.run(command).returncode
+    if distributed.launched():
+        prepare_once(args)
+    if not distributed.is_main():  # the other processes train; the main one reports
+        for exp in experiments:
+            run_experiment(exp)
+        return 0
     uri = resolve_tracking_uri(args.tracking_uri)
     name = args.mlflow_experiment or stem
     experiment_id = use_tracking(uri, name)
-    print(f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {uri}")
+    print(
+        f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {uri}"
+        + (f" on {distributed.num_processes()} processes" if distributed.launched() else "")
+    )
     results = [run_experiment(exp) for exp in experiments]
     print()
     print(summary_table(results))
@@ -56,6 +93,45 @@ def cmd_run(args) -> int:
         f"Compare them in the MLflow UI:\n  {mlflow_ui_hint(uri, experiment_id)}"
     )
     return 0
+
+
+def harness_args(args) -> list[str]:
+    """This `harness run` command's arguments, without --processes."""
+    out = ["run", args.target]
+    for override in args.overrides:
+        out += ["--set", override]
+    for flag, value in (
+        ("--tracking-uri", args.tracking_uri),
+        ("--mlflow-experiment", args.mlflow_experiment),
+    ):
+        if value:
+            out += [flag, value]
+    return out
+
+
+def prepare(experiments) -> int:
+    """Load every experiment's data and scoring judge: builds the worlds and reward models they
+    need into the cache. Their builders train with transformers.Trainer, which would join the
+    other processes' collective calls if run inside a multi-process job."""
+    from harness.data import load_preference_data
+    from harness.evaluate.scoring import prepare_scoring
+
+    for exp in experiments:
+        prepare_scoring(exp, load_preference_data(exp))
+    return 0
+
+
+def prepare_once(args) -> None:
+    """Under several processes: the main process prepares in a plain child process (launcher
+    variables removed) while the others wait at a barrier."""
+    from harness import distributed
+
+    if distributed.is_main():
+        command = [sys.executable, "-m", "harness.cli", *harness_args(args), "--prepare-only"]
+        done = subprocess.run(command, env=distributed.single_process_env())
+        if done.returncode != 0:
+            raise SystemExit(done.returncode)
+    distributed.wait_for_everyone()
 
 
 def summary_table(results) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.commands.common import (
@@ -108,6 +109,7 @@ def cmd_sweep(args) -> int:
 
 
 def run_workers(args, settings, sweep: Sweep) -> None:
+    from harness.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
     from harness.sweep.study import work  # deferred: torch, TRL (seconds)
 
     if args.workers == 1:
@@ -126,8 +128,12 @@ def run_workers(args, settings, sweep: Sweep) -> None:
         )
         for i in range(args.workers)
     ]
-    for process in processes:
-        process.start()
+    gpus = round_robin(args.workers, visible_gpus())
+    if gpus[0] is not None:
+        print("GPUs: " + ", ".join(f"worker {i} -> GPU {g}" for i, g in enumerate(gpus)))
+    for process, gpu in zip(processes, gpus, strict=True):
+        with only_gpu(gpu):  # a spawned worker inherits the environment at start
+            process.start()
     for process in processes:
         process.join()
     failed = [p.exitcode for p in processes if p.exitcode != 0]
@@ -135,6 +141,21 @@ def run_workers(args, settings, sweep: Sweep) -> None:
         print(
             f"warning: {len(failed)} worker(s) exited with codes {failed}; rerun the command to resume"
         )
+
+
+@contextmanager
+def only_gpu(gpu: str | None):
+    """CUDA_VISIBLE_DEVICES=gpu while inside (unchanged when gpu is None)."""
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def _attr_name(target: str, sweep: Sweep) -> str:

@@ -17,8 +17,9 @@ from harness.console import library_output
 from harness.data import load_preference_data
 from harness.devices import default_device
 from harness.evaluate.scoring import prepare_scoring
+from harness.lora import AdapterDisabled, is_adapter
 from harness.metrics import EVAL_KL
-from harness.models import load_causal_lm, load_tokenizer
+from harness.models import load_causal_lm, load_policy, load_tokenizer, weights_dtype
 from harness.spec import Experiment
 from harness.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
 
@@ -73,27 +74,35 @@ def score_run(
         include_path=include_path,
         log=log,
     )
-    remote = exp.model.trust_remote_code
-    policy, tokenizer = load_policy(run, trust_remote_code=remote)
+    remote, dtype, base = (
+        exp.model.trust_remote_code,
+        weights_dtype(exp.model),
+        scoring.reference_source,
+    )
+    policy, tokenizer, adapter = load_run_policy(run, base, dtype=dtype, trust_remote_code=remote)
     policy = policy.to(default_device())
-    reference = load_causal_lm(scoring.reference_source, trust_remote_code=remote)
-    reference = reference.to(default_device()).eval()
+    if adapter:  # a LoRA run: the base with the adapter off is the reference
+        reference = AdapterDisabled(policy)
+    else:
+        reference = load_causal_lm(base, dtype=dtype, trust_remote_code=remote)
+        reference = reference.to(default_device()).eval()
     step = final_step(client, run)
     log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
     return scoring.score(run_id, policy, reference, tokenizer, step=step)
 
 
-def load_policy(run, *, trust_remote_code: bool):
-    """(policy, tokenizer) of a run: its MLflow model, or the plain `policy/` files of runs
-    logged before the policy became an MLflow model."""
+def load_run_policy(run, base: str, *, dtype, trust_remote_code: bool):
+    """(policy, tokenizer, whether it is a LoRA adapter on `base`) of a run: its MLflow model,
+    or its plain `policy/` files (a LoRA adapter, or runs logged before the MLflow model)."""
     uri = run.data.tags.get(POLICY_MODEL_TAG)
     if uri is not None:
         with library_output():  # MLflow's download bars and loading notices
             parts = mlflow.transformers.load_model(uri, return_type="components")
-        return parts["model"], parts["tokenizer"]
+        return parts["model"], parts["tokenizer"], False
     folder = policy_artifact_path(run.info.run_id)
-    policy = load_causal_lm(folder, trust_remote_code=trust_remote_code)
-    return policy, load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    return policy, tokenizer, is_adapter(folder)
 
 
 def final_step(client: MlflowClient, run) -> int:
