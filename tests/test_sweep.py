@@ -330,7 +330,7 @@ def test_pruned_trial_stops_training_at_the_eval(tmp_path, tracking):
     study.pruner = optuna.pruners.ThresholdPruner(
         upper=-1.0
     )  # any KL >= 0 is over: prune at the first eval
-    trial, _ = claim_trial(study)
+    trial, _ = claim_trial(study, sweep, settings)
     assert run_trial(sweep, study, trial, settings, parent, log=lambda _: None) == TrialState.PRUNED
     (run,) = child_runs(tracking, "prune")[1]
     client = MlflowClient(tracking)
