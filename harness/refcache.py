@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import torch
 
-from harness.cache import cache_root, settings_key
+from harness.cache import cache_root, settings_key, warm
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -65,8 +65,8 @@ def with_reference_cache(trainer_class):
                 }
             )
             path = cache_dir() / f"{key}.npz"
-            if path.exists():
-                cached = np.load(path)
+            if path.exists():  # a warm worker reads the file once and keeps the arrays
+                cached = warm.get(("reference_logps", key), lambda: dict(np.load(path)))
                 for column in COLUMNS:
                     dataset = dataset.add_column(column, cached[column].tolist())
                 _tag("hit")

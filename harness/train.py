@@ -8,6 +8,7 @@ save the sample table and the policy.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import torch
 from transformers import PrinterCallback, set_seed
 
 from harness import stores
+from harness.cache import warm
 from harness.callbacks import EvalCallback, MetricsCallback, TrainingDiverged
 from harness.checks import check_experiment, check_method_accepts
 from harness.data import DataError, PreferenceData, load_preference_data
@@ -52,8 +54,9 @@ class RunResult:
     seconds: float
 
 
-def load_models(exp: Experiment, data: PreferenceData):
-    """(tokenizer, policy, reference): the policy starts as a copy of the reference."""
+def reference_key(exp: Experiment, data: PreferenceData) -> tuple:
+    """What determines the reference model: its source, remote code, device (the warm cache's
+    key for it and for everything computed from it)."""
     if exp.model.name_or_path == "world":
         if data.world is None:
             raise DataError(
@@ -63,13 +66,24 @@ def load_models(exp: Experiment, data: PreferenceData):
         source = data.world.reference_path
     else:
         source = exp.model.name_or_path
-    remote = exp.model.trust_remote_code
-    device = default_device()
-    tokenizer = load_tokenizer(source, trust_remote_code=remote)
-    policy = load_causal_lm(source, trust_remote_code=remote).to(device)
-    reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
-    reference.requires_grad_(False)
-    return tokenizer, policy, reference
+    return ("reference", str(source), exp.model.trust_remote_code, str(default_device()))
+
+
+def load_models(exp: Experiment, data: PreferenceData):
+    """(tokenizer, policy, reference): the policy starts as a copy of the reference.
+
+    A sweep worker keeps the reference and tokenizer in memory across trials (`warm`); each
+    trial trains its own copy of them."""
+    _, source, remote, device = key = reference_key(exp, data)
+
+    def load():
+        tokenizer = load_tokenizer(source, trust_remote_code=remote)
+        reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
+        return tokenizer, reference.requires_grad_(False)
+
+    tokenizer, reference = warm.get(key, load)
+    policy = copy.deepcopy(reference).requires_grad_(True)
+    return copy.deepcopy(tokenizer), policy, reference
 
 
 class ExperimentRun:
@@ -81,13 +95,13 @@ class ExperimentRun:
         self.last_step = -1
         self.first_table: dict[str, list] = {}
 
-    def evaluate(self, policy, step: int) -> bool:
+    def evaluate(self, policy, step: int, untrained: bool = False) -> bool:
         if not all(torch.isfinite(p).all() for p in policy.parameters()):
             raise TrainingDiverged(
                 f"policy weights became non-finite by step {step}: lower train.lr"
             )
         was_training = policy.training
-        metrics, table = self.evaluator.evaluate(policy)
+        metrics, table = self.evaluator.evaluate(policy, untrained=untrained)
         policy.train(was_training)
         mlflow.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
@@ -162,9 +176,12 @@ def run_experiment(
             mlflow.log_metrics(data_counts, step=0)
 
             run = ExperimentRun(
-                exp, Evaluator(exp, data, tokenizer, reference), list(listeners), log
+                exp,
+                Evaluator(exp, data, tokenizer, reference, reference_key(exp, data)),
+                list(listeners),
+                log,
             )
-            stopped_early = run.evaluate(policy, 0)
+            stopped_early = run.evaluate(policy, 0, untrained=True)
             if not stopped_early:
                 policy = train_policy(exp, method, data, tokenizer, policy, reference, run)
             mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))

@@ -28,7 +28,8 @@ BASE = Experiment(method="dpo", beta=0.1, dataset="sentiment",
                   eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))
 SHARED = Sweep(name="shared", base=BASE, n_trials=4, pruner="none",
                space={"method": Choice(["dpo", "ipo"]), "beta": Choice([0.1, 0.3])})
-GRID = Sweep(name="grid", base=BASE, n_trials=3, pruner="none", sampler="grid",
+GRID = Sweep(name="grid", n_trials=2, pruner="none", sampler="grid",
+             base=BASE.replace({"train.steps": 2, "train.save_policy": False}),
              space={"beta": Grid([0.1, 0.2, 0.4])})
 """
 
@@ -124,8 +125,9 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
 def test_workers_started_together_on_an_existing_schema_run_each_grid_point_once(servers, tmp_path):
     start_together(servers, tmp_path, "GRID")
     trials = study_trials(servers, "grid")
-    assert sorted(t.params["beta"] for t in trials) == [0.1, 0.2, 0.4]
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    betas = [t.params["beta"] for t in trials]
+    assert len(set(betas)) == 2 and set(betas) <= {0.1, 0.2, 0.4}
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     parents, children = runs_of(servers, "grid")
     assert len(parents) == 1 and parents[0].data.tags["best_trial"] != "none"
-    assert len(children) == 3
+    assert len(children) == 2

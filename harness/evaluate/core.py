@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 
+from harness.cache import warm
 from harness.data import PreferenceData, prompt_text
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
 from harness.metrics import (
@@ -25,27 +26,66 @@ from harness.spec import Experiment
 class Evaluator:
     """Held-out implicit rewards, sampled KL, gold reward and length of a policy."""
 
-    def __init__(self, exp: Experiment, data: PreferenceData, tokenizer, reference):
+    def __init__(
+        self,
+        exp: Experiment,
+        data: PreferenceData,
+        tokenizer,
+        reference,
+        reference_key: tuple | None = None,
+    ):
+        """`reference_key` (what determines the reference, see train.reference_key) lets a
+        warm worker keep the reference's side of the evaluation in memory across trials."""
         self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
         self.pad = tokenizer.pad_token_id
-        pairs = data.eval_pairs[: exp.eval.n_pairs]
+        self.prompts = [prompt_text(p, tokenizer) for p in data.eval_prompts[: exp.eval.n_prompts]]
+        # Everything the reference's evaluation depends on besides the reference itself.
+        self.key = reference_key and (*reference_key, exp.dataset, repr(exp.data), exp.eval.n_pairs)
+        # The reference is frozen: score the held-out pairs under it once.
+        self.pairs, self.reference_logps = self._cached("pairs", self._score_pairs)
+
+    def _cached(self, kind: str, build, *extra):
+        return build() if self.key is None else warm.get((kind, *self.key, *extra), build)
+
+    def _score_pairs(self):
+        pairs = self.data.eval_pairs[: self.exp.eval.n_pairs]
+        tokenizer = self.tokenizer
         chosen = [tokenize_completion(tokenizer, *text_pair(r, "chosen", tokenizer)) for r in pairs]
         rejected = [
             tokenize_completion(tokenizer, *text_pair(r, "rejected", tokenizer)) for r in pairs
         ]
-        self.pairs = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
-        # The reference is frozen: score the held-out pairs under it once.
-        self.reference_logps = {
-            k: sequence_logps(reference, *v, self.pad) for k, v in self.pairs.items()
-        }
-        self.prompts = [prompt_text(p, tokenizer) for p in data.eval_prompts[: exp.eval.n_prompts]]
+        tokenized = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
+        logps = {k: sequence_logps(self.reference, *v, self.pad) for k, v in tokenized.items()}
+        return tokenized, logps
 
-    def evaluate(self, policy) -> tuple[dict[str, float], dict[str, list]]:
-        """(metrics by eval/... name, a table of sample completions for the run's artifacts)."""
+    def _reference_samples(self, model):
+        """Samples of `model` at temperature 1 and their log-probs under the reference."""
+        exp = self.exp
+        samples = sample_completions(
+            model,
+            self.tokenizer,
+            self.prompts,
+            max_new_tokens=exp.eval.max_new_tokens,
+            seed=exp.train.seed,
+        )
+        ids = (samples.prompt_ids, samples.completion_ids)
+        return samples, sequence_logps(self.reference, *ids, self.pad)
+
+    def evaluate(self, policy, untrained: bool = False) -> tuple[dict[str, float], dict[str, list]]:
+        """(metrics by eval/... name, a table of sample completions for the run's artifacts).
+
+        `untrained`: the policy still has the reference's weights (the step-0 evaluation), so
+        its log-probs and samples are the reference's, computed once per warm worker. The
+        numbers are the same as from the policy itself: same weights, same seeded sampling.
+        """
         exp = self.exp
         metrics: dict[str, float] = {}
         if self.pairs["chosen"][0]:
-            logps = {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
+            logps = (
+                self.reference_logps
+                if untrained
+                else {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
+            )
             rewards = {
                 k: implicit_rewards(logps[k], self.reference_logps[k], exp.beta) for k in logps
             }
@@ -54,17 +94,16 @@ class Evaluator:
             for side in ("chosen", "rejected"):
                 metrics[eval_logps(side)] = logps[side].mean().item()
 
-        samples = sample_completions(
-            policy,
-            self.tokenizer,
-            self.prompts,
-            max_new_tokens=exp.eval.max_new_tokens,
-            seed=exp.train.seed,
-        )
-        policy_logps = sequence_logps(policy, samples.prompt_ids, samples.completion_ids, self.pad)
-        reference_logps = sequence_logps(
-            self.reference, samples.prompt_ids, samples.completion_ids, self.pad
-        )
+        if untrained:
+            key = (exp.eval.n_prompts, exp.eval.max_new_tokens, exp.train.seed)
+            samples, reference_logps = self._cached(
+                "samples", lambda: self._reference_samples(self.reference), *key
+            )
+            policy_logps = reference_logps
+        else:
+            samples, reference_logps = self._reference_samples(policy)
+            ids = (samples.prompt_ids, samples.completion_ids)
+            policy_logps = sequence_logps(policy, *ids, self.pad)
         metrics[EVAL_KL], metrics[EVAL_KL_STDERR] = kl_estimate(policy_logps, reference_logps)
         metrics[EVAL_LENGTH] = statistics.fmean(samples.lengths)
         table = {"prompt": self.prompts, "completion": samples.texts}

@@ -27,6 +27,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_tri
 from optuna.trial import TrialState
 
 from harness import stores
+from harness.cache import warm_cache
 from harness.metrics import SWEEP_BEST_VALUE
 from harness.space import Grid, Sweep, SweepError
 from harness.sweep.params import choose_params, grid_points, make_sampler
@@ -219,36 +220,42 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
             client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def work(sweep: Sweep, settings: StudySettings, worker: str = "", log=print) -> int:
-    """Claim and run trials until none is waiting and none is running elsewhere; trials run."""
+def work(
+    sweep: Sweep, settings: StudySettings, worker: str = "", log=print, warm: bool = True
+) -> int:
+    """Claim and run trials until none is waiting and none is running elsewhere; trials run.
+
+    A warm worker keeps what its trials share (reference model, tokenizer, reference log-probs
+    and samples) in memory from one trial to the next (`harness.cache.WarmCache`)."""
     storage = open_storage(settings)
     study = load_study(sweep, settings, storage)
     parent = study.user_attrs[PARENT_ATTR]
     stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     done = 0
-    while True:
-        fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
-        close_killed_runs(study, settings, parent)
-        claimed = claim_trial(study, sweep, settings)
-        if claimed is None:
-            if not study.get_trials(
-                deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
-            ):
-                return done
-            time.sleep(min(settings.heartbeat_interval, 5))  # others still running: they may die
-            continue
-        trial, retry_of = claimed
-        with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
-            run_trial(
-                sweep,
-                study,
-                trial,
-                settings,
-                parent,
-                retry_of,
-                log=lambda line: log(f"{worker}{line}"),
-            )
-        done += 1
+    with warm_cache(warm):
+        while True:
+            fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
+            close_killed_runs(study, settings, parent)
+            claimed = claim_trial(study, sweep, settings)
+            if claimed is None:
+                if not study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+                ):
+                    return done
+                time.sleep(min(settings.heartbeat_interval, 5))  # others may still die
+                continue
+            trial, retry_of = claimed
+            with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+                run_trial(
+                    sweep,
+                    study,
+                    trial,
+                    settings,
+                    parent,
+                    retry_of,
+                    log=lambda line: log(f"{worker}{line}"),
+                )
+            done += 1
 
 
 def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:
