@@ -72,17 +72,20 @@ def reference_key(exp: Experiment, data: PreferenceData) -> tuple:
 def load_models(exp: Experiment, data: PreferenceData):
     """(tokenizer, policy, reference): the policy starts as a copy of the reference.
 
-    A sweep worker keeps the reference and tokenizer in memory across trials (`warm`); each
-    trial trains its own copy of them."""
+    Both are copies of a pristine model kept on the CPU, which a sweep worker keeps in memory
+    across trials (`warm`). A model that went through a trainer is never copied again: the
+    trainer's wrappers (accelerate replaces `forward`) would still call the original's weights.
+    """
     _, source, remote, device = key = reference_key(exp, data)
 
     def load():
         tokenizer = load_tokenizer(source, trust_remote_code=remote)
-        reference = load_causal_lm(source, trust_remote_code=remote).to(device).eval()
-        return tokenizer, reference.requires_grad_(False)
+        model = load_causal_lm(source, trust_remote_code=remote).eval().requires_grad_(False)
+        return tokenizer, model
 
-    tokenizer, reference = warm.get(key, load)
-    policy = copy.deepcopy(reference).requires_grad_(True)
+    tokenizer, pristine = warm.get(key, load)
+    reference = copy.deepcopy(pristine).to(device)
+    policy = copy.deepcopy(pristine).to(device).requires_grad_(True)
     return copy.deepcopy(tokenizer), policy, reference
 
 
