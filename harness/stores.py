@@ -88,7 +88,8 @@ def check_driver(url: str, what: str) -> None:
 
 @contextlib.contextmanager
 def exclusive(url: str, name: str):
-    """Hold the lock `name` in the database at `url` for the block, against every machine."""
+    """Hold the lock `name` for the block: in the PostgreSQL server at `url` (against every
+    machine), or in a file beside a SQLite database (a file on one machine)."""
     parsed = sqlalchemy.engine.make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
