@@ -92,9 +92,11 @@ def exclusive(url: str, name: str):
     machine), or in a file beside a SQLite database (a file on one machine)."""
     parsed = sqlalchemy.engine.make_url(url)
     backend = parsed.get_backend_name()
-    if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+    database = Path(parsed.database or ".").resolve()
+    on_disk = parsed.database not in (None, "", ":memory:") and database.parent.is_dir()
+    if backend == "sqlite" and on_disk:  # (a missing folder: opening the database fails)
         digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-        with filelock.FileLock(f"{Path(parsed.database).resolve()}.{digest}.lock"):
+        with filelock.FileLock(f"{database}.{digest}.lock"):
             yield
         return
     if backend != "postgresql":
