@@ -11,7 +11,7 @@ from harness.commands.common import (
 from harness.loader import load_objects
 from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 from harness.spec import Experiment
-from harness.stores import mlflow_ui_hint, resolve_tracking_uri, use_tracking
+from harness.stores import mask, mlflow_ui_hint, resolve_tracking_uri, use_tracking
 
 
 def register(subparsers) -> None:
@@ -39,7 +39,9 @@ def cmd_run(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     name = args.mlflow_experiment or stem
     use_tracking(uri, name)
-    print(f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {uri}")
+    print(
+        f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {mask(uri)}"
+    )
     results = [run_experiment(exp) for exp in experiments]
     print()
     print(summary_table(results))
