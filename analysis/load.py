@@ -8,6 +8,7 @@ names follow `mlflow.search_runs`: `params.<dotted name>`, `tags.<name>`, `metri
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ HISTORY_KEYS = (
 FRONTIER_ARTIFACT = "frontier/optimal_frontier.csv"
 FRONTIER_COLUMNS = ("beta", "kl", "reward")
 LABELS = ["method", "beta", "seed", "run_name"]  # run columns joined onto history tables
-SWEEP_COLUMNS = ["sweep", "storage", "experiment"]
+SWEEP_COLUMNS = ["sweep", "storage", "experiment", "direction", "space"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,8 @@ class RunData:
         params.*, tags.*, metrics.* columns.
     history: long table run_id, key, step, value of the HISTORY_KEYS, sorted.
     optimal_frontiers: dataset -> the analytic frontier (beta, kl, reward sorted by kl).
-    sweeps: one row per sweep parent run: sweep, storage, experiment.
+    sweeps: one row per sweep parent run: sweep, storage (password masked), experiment,
+        direction, space (JSON: dotted key -> the distribution's repr).
     """
 
     runs: pd.DataFrame
@@ -103,11 +105,18 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
         for run in _search(client, experiment_id):
             tags = run.data.tags
             if tags.get("role") == "sweep_parent":
+                space = {
+                    k.removeprefix("space."): v
+                    for k, v in run.data.params.items()
+                    if k.startswith("space.")
+                }
                 parents.append(
                     {
                         "sweep": tags.get("sweep"),
                         "storage": tags.get("optuna_storage"),
                         "experiment": name,
+                        "direction": run.data.params.get("direction", "maximize"),
+                        "space": json.dumps(space, sort_keys=True),
                     }
                 )
             elif run.info.status != "FINISHED":
@@ -118,8 +127,8 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
     frame = _run_frame(latest)
     history = _history(client, latest)
     frontiers = _optimal_frontiers(client, frame)
-    sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "storage"])
-    sweeps = sweeps.sort_values(["sweep", "storage"], ignore_index=True)
+    sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "experiment"])
+    sweeps = sweeps.sort_values(["sweep", "experiment"], ignore_index=True)
     return RunData(frame, history, frontiers, sweeps, unfinished, len(runs) - len(latest))
 
 

@@ -22,6 +22,7 @@ from analysis.figures import Plot, Skip, beta, curves, deterministic, frontier, 
 from analysis.figures import winrate as winrate_figure
 from analysis.load import load_runs
 from analysis.style import method_colors, paper_style, save
+from harness.databases import mask
 
 # File stem (before _<dataset>) -> figure; the order is the order of the printed lines.
 PER_DATASET = {
@@ -32,7 +33,11 @@ PER_DATASET = {
     "deterministic_kl": deterministic.plot,
     "overoptimization": overopt.plot,
 }
-SWEEP_FIGURES = {"history": sweeps.history, "importances": sweeps.importances}
+SWEEP_FIGURES = {
+    "history": sweeps.history,
+    "importances": sweeps.importances,
+    "parallel": sweeps.parallel,
+}
 
 
 @dataclass
@@ -79,7 +84,7 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
     if data.superseded:
         unfinished += f" ({data.superseded} superseded by a later run of the same name left out)"
     log(
-        f"read {len(data.runs)} finished run(s) and {len(data.sweeps)} sweep(s) from {uri}"
+        f"read {len(data.runs)} finished run(s) and {len(data.sweeps)} sweep(s) from {mask(uri)}"
         + unfinished
     )
     colors = method_colors(data.runs["method"])
@@ -89,10 +94,10 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
         subset = data.for_dataset(dataset)
         for kind, plot in PER_DATASET.items():
             report.draw(f"{kind}_{safe(dataset)}", plot, subset, colors)
-    for sweep, storage in zip(data.sweeps["sweep"], data.sweeps["storage"], strict=True):
-        stem = f"sweep_{safe(str(sweep))}"
+    for _, sweep in data.sweeps.iterrows():
+        stem = f"sweep_{safe(str(sweep['sweep']))}"
         try:
-            study = sweeps.load_study(sweep, storage)
+            study = sweeps.study_from_runs(sweep, data.runs)
         except Skip as reason:
             report.skip(stem, str(reason))
             continue

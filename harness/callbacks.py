@@ -23,7 +23,12 @@ class TrainingDiverged(RunFailed):
 
 
 class MetricsCallback(TrainerCallback):
-    """Logs the trainer's metrics, renamed to the harness scheme, into the active MLflow run."""
+    """Logs the trainer's metrics, renamed to the harness scheme, into the active MLflow run.
+
+    Synchronously: MLflow's asynchronous queue, once used, makes the run's end wait up to a
+    second per flush (it polls its queue once a second), about 1.1 s per run measured here,
+    while a synchronous call every `train.log_every` steps costs some 10-25 ms (SQLite).
+    """
 
     def __init__(self, method: str):
         self.method = method
@@ -39,7 +44,7 @@ class MetricsCallback(TrainerCallback):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[train_metric_name(self.method, key)] = float(value)
         if metrics:
-            mlflow.log_metrics(metrics, step=state.global_step, synchronous=False)
+            mlflow.log_metrics(metrics, step=state.global_step, synchronous=True)
 
 
 class EvalCallback(TrainerCallback):

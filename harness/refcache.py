@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
-from harness.cache import cached_dir
+from harness.cache import cached_dir, warm
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 LOGPS_FILE = "logps.npz"  # arrays only, read with allow_pickle=False
@@ -81,14 +81,20 @@ def with_reference_cache(trainer_class):
             if computed:
                 _tag("miss")
                 return computed[0]
-            with np.load(folder / LOGPS_FILE, allow_pickle=False) as cached:
-                for column in COLUMNS:
-                    dataset = dataset.add_column(column, cached[column].tolist())
+            # A warm sweep worker reads the file once and keeps the arrays (harness.cache.warm).
+            cached = warm.get(("reference_logps", folder.name), lambda: _read_logps(folder))
+            for column in COLUMNS:
+                dataset = dataset.add_column(column, cached[column].tolist())
             _tag("hit")
             return dataset
 
     CachedReferenceTrainer.__name__ = f"Cached{trainer_class.__name__}"
     return CachedReferenceTrainer
+
+
+def _read_logps(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / LOGPS_FILE, allow_pickle=False) as cached:
+        return {column: cached[column] for column in COLUMNS}
 
 
 def _tag(outcome: str) -> None:

@@ -235,3 +235,33 @@ def sample_params(sweep: Sweep, trial) -> dict[str, Any]:
         if isinstance(dist, When) and dist.applies(params):
             params[key] = dist.distribution.suggest(trial, key)
     return params
+
+
+def finite_points(sweep: Sweep, limit: int = 100_000) -> list[dict[str, Any]] | None:
+    """Every parameter combination of a space of finite entries (Choice, Grid, IntUniform), in
+    `sample_params`'s order; None when an entry is continuous or there are over `limit` points."""
+    points: list[dict[str, Any]] = [{}]
+    ordered = [(k, d) for k, d in sweep.space.items() if not isinstance(d, When)]
+    ordered += [(k, d) for k, d in sweep.space.items() if isinstance(d, When)]
+    for key, dist in ordered:
+        values = _finite_values(dist.distribution if isinstance(dist, When) else dist, limit)
+        if values is None:
+            return None
+        grown = []
+        for point in points:
+            if isinstance(dist, When) and not dist.applies(point):
+                grown.append(point)  # the key does not exist in this trial
+            else:
+                grown += [{**point, key: value} for value in values]
+        if len(grown) > limit:
+            return None
+        points = grown
+    return points
+
+
+def _finite_values(dist, limit: int) -> list | None:
+    if isinstance(dist, Choice):
+        return list(dist.options)
+    if isinstance(dist, IntUniform) and dist.high - dist.low < limit:
+        return list(range(int(dist.low), int(dist.high) + 1))
+    return None

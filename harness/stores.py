@@ -46,6 +46,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
+from harness.databases import StoreError, check_driver, exclusive, is_database_url, mask
 from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
@@ -61,10 +62,6 @@ _opened: set[str] = set()  # stores checked and initialised by this process
 class RunFailed(RuntimeError):
     """A run failed for a reason the message states (diverged, policy not saved): the command
     prints it in one line, names the run (marked FAILED) and exits 1."""
-
-
-class StoreError(ValueError):
-    """A tracking store that cannot be used (unwritable, or its path is not a folder)."""
 
 
 POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
@@ -92,9 +89,11 @@ def sqlite_path(uri: str) -> Path | None:
 
 
 def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
-    """A client on `uri` after checking that it can be written, creating its tables once (two
-    processes creating a new SQLite store at once race in MLflow's migrations, so the first
-    connect holds a file lock), and marking KILLED the runs whose process died."""
+    """A client on `uri` after checking that it can be written (and its driver installed),
+    creating its tables once, and marking KILLED the runs whose process died.
+
+    Two processes creating a new store at once race in MLflow's migrations: the first connect
+    holds a lock (a file lock beside a SQLite file; the database's own lock for a server)."""
     if uri not in _opened:
         db = sqlite_path(uri)
         if db is not None:
@@ -102,6 +101,10 @@ def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
                 check_writable(uri, db)
             lock = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
             with FileLock(Path(tempfile.gettempdir()) / f"harness-store-{lock}.lock"):
+                MlflowClient(uri).search_experiments(max_results=1)
+        elif is_database_url(uri):
+            check_driver(uri, "MLflow tracking URI")
+            with exclusive(uri, "harness:mlflow-schema"):
                 MlflowClient(uri).search_experiments(max_results=1)
         _opened.add(uri)
     client = MlflowClient(uri)
@@ -193,14 +196,17 @@ def runs_page_url(server_url: str, experiment_id: str) -> str:
 
 def mlflow_ui_hint(uri: str, experiment_id: str | None = None) -> str:
     """How to open the MLflow UI on `uri` (at the experiment's runs), with this environment's
-    mlflow: a server URI opens as it is; a database needs `mlflow ui` started first."""
+    mlflow: a server URI opens as it is; a database needs `mlflow ui` started first. Passwords
+    are masked."""
     if uri.startswith(("http://", "https://")):
-        return runs_page_url(uri, experiment_id) if experiment_id else uri
+        return mask(runs_page_url(uri, experiment_id) if experiment_id else uri)
+    if not is_database_url(uri):
+        return f"the MLflow UI of {mask(uri)}"
     beside = Path(sys.executable).parent / "mlflow"
     mlflow_bin = str(beside) if beside.exists() else "mlflow"
     if mlflow_bin.startswith(os.getcwd()):
         mlflow_bin = os.path.relpath(mlflow_bin)
-    command = f"{mlflow_bin} ui --backend-store-uri {uri}"
+    command = f"{mlflow_bin} ui --backend-store-uri {mask(uri)}"
     if experiment_id is None:
         return command
     return f"{command}\n  then open {runs_page_url('http://127.0.0.1:5000', experiment_id)}"

@@ -11,6 +11,7 @@ command marks it KILLED from its heartbeat (harness.stores).
 from __future__ import annotations
 
 import contextlib
+import copy
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import torch
 from transformers import PrinterCallback, set_seed
 
 from harness import distributed, stores
+from harness.cache import warm
 from harness.callbacks import DivergenceGuard, EvalCallback, MetricsCallback, TrainingDiverged
 from harness.checks import check_estimable, check_experiment, check_method_accepts, with_defaults
 from harness.console import library_output
@@ -81,22 +83,38 @@ def model_source(exp: Experiment, data: PreferenceData) -> str:
     return str(data.world.reference_path)
 
 
+def reference_key(exp: Experiment, data: PreferenceData) -> tuple:
+    """What determines the reference model: its source, remote code, dtype and device (the warm
+    cache's key for it and for everything computed from it)."""
+    source, remote = model_source(exp, data), exp.model.trust_remote_code
+    return ("reference", source, remote, str(weights_dtype(exp.model)), str(default_device()))
+
+
 def load_models(exp: Experiment, data: PreferenceData):
     """(tokenizer, policy, reference): the policy starts as the reference.
 
     Full fine-tune: the reference is a second, frozen copy. LoRA: it is the policy's own base
     model with the adapter switched off (`AdapterDisabled`), so the weights are held once.
+    Both start from a pristine model kept on the CPU, which a sweep worker keeps in memory
+    across trials (`warm`). A model that went through a trainer is never copied again: the
+    trainer's wrappers (accelerate replaces `forward`) would still call the original's weights.
     """
-    source, remote = model_source(exp, data), exp.model.trust_remote_code
-    dtype, device = weights_dtype(exp.model), default_device()
-    tokenizer = load_tokenizer(source, trust_remote_code=remote)
-    policy = load_causal_lm(source, dtype=dtype, trust_remote_code=remote).to(device)
+    key = reference_key(exp, data)
+    _, source, remote, _, device = key
+    dtype = weights_dtype(exp.model)
+
+    def load():
+        tokenizer = load_tokenizer(source, trust_remote_code=remote)
+        model = load_causal_lm(source, dtype=dtype, trust_remote_code=remote)
+        return tokenizer, model.eval().requires_grad_(False)
+
+    tokenizer, pristine = warm.get(key, load)
+    policy = copy.deepcopy(pristine).to(device).requires_grad_(True)
     if exp.model.lora is not None:
         check_lora_targets(policy, exp.model.lora)
-        return tokenizer, policy, AdapterDisabled(policy)
-    reference = load_causal_lm(source, dtype=dtype, trust_remote_code=remote).to(device).eval()
-    reference.requires_grad_(False)
-    return tokenizer, policy, reference
+        return copy.deepcopy(tokenizer), policy, AdapterDisabled(policy)
+    reference = copy.deepcopy(pristine).to(device)
+    return copy.deepcopy(tokenizer), policy, reference
 
 
 class ExperimentRun:
@@ -109,13 +127,13 @@ class ExperimentRun:
         self.last_step = -1
         self.first_table: dict[str, list] = {}
 
-    def evaluate(self, policy, step: int) -> bool:
+    def evaluate(self, policy, step: int, untrained: bool = False) -> bool:
         if not all(torch.isfinite(p).all() for p in policy.parameters()):
             raise TrainingDiverged(
                 f"policy weights became non-finite by step {step}: lower train.lr"
             )
         was_training = policy.training
-        metrics, table = self.evaluator.evaluate(policy)
+        metrics, table = self.evaluator.evaluate(policy, untrained=untrained)
         policy.train(was_training)
         mlflow.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
@@ -235,7 +253,7 @@ def train_and_score(
     log_datasets(exp, data)
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
         mlflow.log_text(text, artifact)
-    evaluator = Evaluator(exp, data, tokenizer, reference)
+    evaluator = Evaluator(exp, data, tokenizer, reference, reference_key(exp, data))
     data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
     data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
     mlflow.log_metrics(data_counts | evaluator.counts, step=0)
@@ -245,7 +263,8 @@ def train_and_score(
 
     run = ExperimentRun(exp, evaluator, list(listeners), log)
     final_step = 0
-    if not distributed.main_decides(run.evaluate(policy, 0)):  # a listener may stop it
+    stopped_early = run.evaluate(policy, 0, untrained=True)
+    if not distributed.main_decides(stopped_early):  # a listener may stop it
         policy, final_step = train_policy(
             exp, method, data, tokenizer, policy, reference, run.evaluate, run.note_loss
         )

@@ -9,6 +9,7 @@ and its Optuna study). The tests compare what each figure drew with what MLflow 
 
 from __future__ import annotations
 
+import json
 import math
 
 import mlflow
@@ -144,6 +145,10 @@ def _exact_runs():
 
 
 def _sweep(storage):
+    """A sweep as `harness sweep` logs it: a parent run (space, direction) and a nested run per
+    trial whose tags carry the trial's number, state, value and params. The Optuna study in
+    `storage` is what the figures must reproduce; the parent names a database nobody can reach.
+    """
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(
         study_name="beta-search", storage=storage, sampler=sampler, direction="maximize"
@@ -155,11 +160,29 @@ def _sweep(storage):
         ),
         n_trials=8,
     )
-    tags = {"role": "sweep_parent", "sweep": "beta-search", "optuna_storage": storage}
-    with mlflow.start_run(run_name="beta-search", tags=tags):
-        pass
-    lost = {**tags, "sweep": "lost", "optuna_storage": storage.replace("optuna.db", "gone.db")}
-    with mlflow.start_run(run_name="lost", tags=lost):
+    unreachable = "postgresql://harness:***@db.invalid:5432/optuna"
+    tags = {"role": "sweep_parent", "sweep": "beta-search", "optuna_storage": unreachable}
+    space = {
+        "space.beta": "LogUniform(low=0.01, high=1.0)",
+        "space.train.lr": "Uniform(low=1e-05, high=0.001)",
+    }
+    with mlflow.start_run(run_name="beta-search", tags=tags) as parent:
+        mlflow.log_params({**space, "direction": "maximize"})
+    for trial in study.trials:
+        trial_tags = {
+            "role": "trial",
+            "sweep": "beta-search",
+            "trial": str(trial.number),
+            "trial_state": "COMPLETE",
+            "trial_value": repr(trial.value),
+            "trial_params": json.dumps(trial.params),
+            "mlflow.parentRunId": parent.info.run_id,
+            "method": "dpo",
+            "dataset": "sweep-toy",
+        }
+        with mlflow.start_run(run_name=f"beta-search-t{trial.number}-s0", tags=trial_tags):
+            mlflow.log_params({**trial.params, "train.seed": 0})
+    with mlflow.start_run(run_name="lost", tags={**tags, "sweep": "lost"}):
         pass
 
 
@@ -221,6 +244,7 @@ def test_every_figure_and_table_is_written(report):
         "deterministic_kl_exact",
         "sweep_beta-search_history",
         "sweep_beta-search_importances",
+        "sweep_beta-search_parallel",
     ]
     for stem in expected:
         assert stem in report.plots
@@ -242,7 +266,7 @@ def test_missing_data_is_skipped_with_a_note(report):
     assert note in report.lines
     assert "deterministic_kl_sentiment" in report.skipped
     assert "overoptimization_exact" in report.skipped
-    assert report.skipped["sweep_lost"].startswith("no Optuna storage at sqlite:///")
+    assert report.skipped["sweep_lost"] == "no finished trial runs in MLflow"
     assert not (report.out / "winrate_temperature_sentiment.png").exists()
 
 
@@ -386,12 +410,15 @@ def test_deterministic_preferences_plot_exact_kl_against_step(report):
         assert_allclose(line.get_ydata(), [exact_kl(method, s) for s in range(0, 41, 10)])
 
 
-def test_sweep_figures_come_from_the_optuna_study(store, report):
+def test_sweep_figures_come_from_mlflow_and_match_the_optuna_study(store, report):
     study = optuna.load_study(study_name="beta-search", storage=store["storage"])
     ax = report.plots["sweep_beta-search_history"].figure.axes[0]
     values = [t.value for t in study.trials]
     drawn = next(c for c in ax.collections if len(c.get_offsets()) == len(values)).get_offsets()
     assert_allclose(drawn[:, 1], values)
+    parallel = report.plots["sweep_beta-search_parallel"].data
+    assert_allclose(parallel["value"], values)
+    assert_allclose(parallel["beta"], [t.params["beta"] for t in study.trials])
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
     table = report.plots["sweep_beta-search_importances"].data
@@ -419,7 +446,10 @@ def test_summary_table_has_a_row_per_configuration_with_seed_cis(report):
     assert "5.500 ± 6.353" in markdown
     assert r"5.500 $\pm$ 6.353" in (report.out / "summary.tex").read_text()
     csv = pd.read_csv(report.out / "summary.csv")
-    assert csv["eval/kl"].tolist() == pytest.approx(table["eval/kl"].tolist(), rel=1e-5)
+    # nan_ok: the sweep's trial runs log no eval/kl
+    assert csv["eval/kl"].tolist() == pytest.approx(
+        table["eval/kl"].tolist(), rel=1e-5, nan_ok=True
+    )
 
 
 def test_cli_regenerates_identical_files_from_the_same_runs(store, report, tmp_path, capsys):
@@ -436,11 +466,11 @@ def test_cli_regenerates_identical_files_from_the_same_runs(store, report, tmp_p
     ]
     assert harness_main(["figures", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("read 2 finished run(s) and 2 sweep(s)")
+    assert out[0].startswith("read 10 finished run(s) and 2 sweep(s)")
     assert "wrote deterministic_kl_exact.png, deterministic_kl_exact.pdf" in out
     assert out[-1].endswith(f"in {tmp_path}/")
     figures = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".pdf"))
-    assert len(figures) == 2 * 5  # exact: frontier, curves, deterministic KL; sweep: two
+    assert len(figures) == 2 * 6  # exact: frontier, curves, deterministic KL; sweep: three
     for name in figures:  # the same runs drew these in the session's report: same bytes
         assert (tmp_path / name).read_bytes() == (report.out / name).read_bytes(), name
 

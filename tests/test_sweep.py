@@ -162,6 +162,23 @@ def test_unreachable_storage_is_named_before_any_trial(tmp_path, tracking, capsy
     assert "storage 'sqlite:////nonexistent/dir/o.db' is unreachable" in capsys.readouterr().err
 
 
+def test_database_errors_are_one_line_with_the_password_masked(
+    tmp_path, tracking, capsys, monkeypatch
+):
+    path = write_sweep(tmp_path)
+    url = "postgresql://harness:hunter2@127.0.0.1:9/optuna"  # nothing listens on port 9
+    args = ["sweep", str(path), "--storage", url, "--tracking-uri", tracking]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "storage 'postgresql://harness:***@127.0.0.1:9/optuna' is unreachable" in err
+    assert "hunter2" not in err and len(err.splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as on a machine without the extra
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "needs the database driver 'psycopg': pip install -e '.[postgres]'" in err
+    assert "hunter2" not in err and len(err.splitlines()) == 1
+
+
 # ---- studies -----------------------------------------------------------------------------------------
 
 
@@ -334,7 +351,7 @@ def test_pruned_trial_stops_training_at_the_eval(tmp_path, tracking):
     study.pruner = optuna.pruners.ThresholdPruner(
         upper=-1.0
     )  # any KL >= 0 is over: prune at the first eval
-    trial, _ = claim_trial(study)
+    trial, _ = claim_trial(study, sweep, settings)
     assert run_trial(sweep, study, trial, settings, parent, log=lambda _: None) == TrialState.PRUNED
     (run,) = child_runs(tracking, "prune")[1]
     client = MlflowClient(tracking)

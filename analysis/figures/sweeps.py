@@ -1,43 +1,110 @@
-"""Optuna sweeps: optimization history and parameter importances, from the study's storage.
+"""Optuna sweeps: optimization history, parameter importances and parallel coordinates, drawn
+from MLflow alone.
 
-Sweeps are found through their MLflow parent runs (tags role=sweep_parent, sweep=<study name>,
-optuna_storage=<storage URL>); the plots are Optuna's own (optuna.visualization.matplotlib),
-resized to column width.
+Sweeps are found through their MLflow parent runs (tags role=sweep_parent, sweep=<study
+name>; params direction and space.<key>). Each trial's runs carry the trial's number, state,
+value (mean over seeds) and sampled parameters as tags, so the study is rebuilt in memory from
+them: the Optuna storage, which may be a database this machine cannot reach, is never opened.
+The plots are Optuna's own (optuna.visualization.matplotlib), resized to column width.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
-from pathlib import Path
 
 import optuna
 import pandas as pd
 from matplotlib.text import Text
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from analysis.figures import Plot, Skip
 from analysis.style import COLUMN_WIDTH
 
 FONT_SIZE = 7
 IMPORTANCE_SEED = 0  # fANOVA fits a random forest: a fixed seed gives the same bars every time
+# A numeric entry's repr in the parent run's space.<key> param, e.g. LogUniform(low=0.01, high=1.0)
+NUMERIC = re.compile(r"(LogUniform|IntUniform|Uniform)\(low=([^,]+), high=([^,)]+)(, log=True)?")
 
 
-def load_study(sweep: str, storage: str) -> optuna.Study:
-    if not sweep or not storage:
-        raise Skip("its parent run lacks the sweep or optuna_storage tag")
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
-        raise Skip(f"no Optuna storage at {storage}")
-    try:
-        study = optuna.load_study(study_name=sweep, storage=storage)
-    except KeyError:
-        raise Skip(f"no study {sweep!r} in {storage}") from None
-    if len(study.directions) > 1:
-        raise Skip("multi-objective study: pick an objective in Optuna's own plots")
+def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
+    """The sweep's completed and pruned trials as an in-memory study, numbered as they ran."""
+    if "tags.role" not in runs or "tags.trial" not in runs:
+        raise Skip("no finished trial runs in MLflow")
+    mine = runs[
+        (runs["experiment"] == sweep["experiment"])
+        & (runs["tags.sweep"] == sweep["sweep"])
+        & (runs["tags.role"] == "trial")
+    ]
+    if mine.empty:
+        raise Skip("no finished trial runs in MLflow")
+    space = json.loads(sweep["space"] or "{}")
+    firsts = mine.assign(number=mine["tags.trial"].astype(int)).groupby("number").first()
+    params = {n: trial_params(row, space) for n, row in firsts.iterrows()}
+    distributions = infer_distributions(space, params.values())
+    study = optuna.create_study(study_name=str(sweep["sweep"]), direction=sweep["direction"])
+    for number, row in firsts.iterrows():
+        state = optuna.trial.TrialState[row.get("tags.trial_state", "COMPLETE")]
+        if state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            continue
+        value = float(row["tags.trial_value"]) if state.name == "COMPLETE" else None
+        trial_distributions = {k: distributions[k] for k in params[number]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=value,
+                params=params[number],
+                distributions=trial_distributions,
+                user_attrs={"trial": number},
+            )
+        )
     return study
+
+
+def trial_params(row: pd.Series, space: dict[str, str]) -> dict:
+    """The trial's sampled values: its trial_params tag, or (runs of older harness versions)
+    the space keys' run params, numbers parsed."""
+    tagged = row.get("tags.trial_params")
+    if isinstance(tagged, str):
+        return json.loads(tagged)
+    out = {}
+    for key in space:
+        text = row.get(f"params.{key}")
+        if isinstance(text, str):
+            try:
+                out[key] = float(text) if NUMERIC.search(space[key]) else text
+            except ValueError:
+                out[key] = text
+    return out
+
+
+def infer_distributions(space: dict[str, str], trials) -> dict:
+    """Optuna distributions per key: the space's bounds for numeric entries, else the values seen."""
+    values: dict[str, list] = {}
+    for params in trials:
+        for key, value in params.items():
+            values.setdefault(key, []).append(value)
+    out = {}
+    for key, seen in values.items():
+        numeric = NUMERIC.search(space.get(key, ""))
+        if numeric and all(isinstance(v, int | float) for v in seen):
+            kind, low, high, log = numeric.groups()
+            low, high = min(float(low), *seen), max(float(high), *seen)
+            if kind == "IntUniform":
+                out[key] = IntDistribution(int(low), int(high), log=bool(log))
+            else:
+                out[key] = FloatDistribution(low, high, log=kind == "LogUniform")
+        else:
+            out[key] = CategoricalDistribution(sorted(set(seen), key=repr))
+    return out
 
 
 def completed(study: optuna.Study) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return pd.DataFrame([{"trial": t.number, "value": t.value, **t.params} for t in trials])
+    return pd.DataFrame(
+        [{"trial": t.user_attrs["trial"], "value": t.value, **t.params} for t in trials]
+    )
 
 
 def history(study: optuna.Study) -> Plot:
@@ -68,7 +135,19 @@ def importances(study: optuna.Study) -> Plot:
     return Plot(fit_to_column(ax, f"{study.study_name}: parameter importances"), table)
 
 
-def fit_to_column(ax, title: str):
+def parallel(study: optuna.Study) -> Plot:
+    trials = completed(study)
+    if len(trials) < 2 or len(trials.columns) < 3:
+        raise Skip("parallel coordinates need two completed trials and a parameter")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_parallel_coordinate(study)
+    # Optuna adds an axis per parameter and a colour bar: constrained layout cannot place them.
+    figure = fit_to_column(ax, f"{study.study_name}: parallel coordinates", layout="tight")
+    return Plot(figure, trials)
+
+
+def fit_to_column(ax, title: str, layout: str = "constrained"):
     """Optuna draws 6.4 x 4.8 in figures with 10-12 pt text; shrink both for a paper column."""
     ax.set_title("")  # Optuna's generic titles, centred or left
     ax.set_title(title, loc="left")
@@ -76,5 +155,5 @@ def fit_to_column(ax, title: str):
     fig.set_size_inches(COLUMN_WIDTH, 2.6)
     for text in fig.findobj(Text):
         text.set_fontsize(FONT_SIZE)
-    fig.set_layout_engine("constrained")
+    fig.set_layout_engine(layout)
     return fig

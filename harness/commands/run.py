@@ -17,6 +17,7 @@ from harness.commands.common import (
     apply_overrides,
     quiet_libraries,
 )
+from harness.databases import mask
 from harness.loader import load_objects
 from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 from harness.spec import Experiment
@@ -81,7 +82,7 @@ def cmd_run(args) -> int:
     name = args.mlflow_experiment or stem
     experiment_id = use_tracking(uri, name)
     print(
-        f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {uri}"
+        f"running {len(experiments)} experiment(s) into MLflow experiment {name!r} at {mask(uri)}"
         + (f" on {distributed.num_processes()} processes" if distributed.launched() else "")
     )
     results = [run_experiment(exp) for exp in experiments]

@@ -14,6 +14,7 @@ from harness.commands.common import (
     apply_overrides,
     quiet_libraries,
 )
+from harness.databases import mask
 from harness.loader import load_module, load_objects
 from harness.space import Sweep, SweepError
 from harness.stores import (
@@ -94,7 +95,7 @@ def cmd_sweep(args) -> int:
         study, parent = prepare_study(sweep, settings)
         print(
             f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
-            f"{args.workers} worker(s), storage {storage}"
+            f"{args.workers} worker(s), storage {mask(storage)}"
         )
         run_workers(args, settings, sweep)
         summary = finish(study, settings, parent)
@@ -187,5 +188,5 @@ def summary_text(study, settings, summary) -> str:
     if summary["best"] is not None:
         best = summary["best"]
         lines.append(f"best: trial {best.number}, value {best.value:+.4f}, params {best.params}")
-    lines.append(f"Optuna storage: {settings.storage} (study {settings.study_name!r})")
+    lines.append(f"Optuna storage: {mask(settings.storage)} (study {settings.study_name!r})")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ import math
 import statistics
 from collections import Counter
 
+from harness.cache import warm
 from harness.checks import with_defaults
 from harness.data import PreferenceData, prompt_text
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
@@ -37,19 +38,20 @@ from harness.spec import Experiment
 class Evaluator:
     """Held-out implicit rewards, sampled KL, gold reward and length of a policy."""
 
-    def __init__(self, exp: Experiment, data: PreferenceData, tokenizer, reference):
+    def __init__(
+        self,
+        exp: Experiment,
+        data: PreferenceData,
+        tokenizer,
+        reference,
+        reference_key: tuple | None = None,
+    ):
+        """`reference_key` (what determines the reference, see train.reference_key) lets a
+        warm worker keep the reference's side of the evaluation in memory across trials."""
         exp = with_defaults(exp)  # eval.max_new_tokens=None: the dataset's own value
         self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
         self.pad = tokenizer.pad_token_id
-        self.counts: Counter = (
-            Counter()
-        )  # data/truncated/... and data/filtered/... of held-out rows
-        chosen, rejected = self._fit_pairs(data.eval_pairs[: exp.eval.n_pairs], reference)
-        self.pairs = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
-        # The reference is frozen: score the held-out pairs under it once.
-        self.reference_logps = {
-            k: sequence_logps(reference, *v, self.pad) for k, v in self.pairs.items()
-        }
+        self.counts: Counter = Counter()  # data/truncated/... and data/filtered/... held out
         self.prompts = [prompt_text(p, tokenizer) for p in data.eval_prompts[: exp.eval.n_prompts]]
         budget = prompt_budget(reference, exp.eval.max_new_tokens)
         if budget is not None:
@@ -57,14 +59,34 @@ class Evaluator:
                 len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in self.prompts
             ]
             self.counts[data_truncated("eval_prompts")] = sum(n > budget for n in lengths)
+        # Everything the reference's evaluation depends on besides the reference itself.
+        self.key = reference_key and (
+            *reference_key,
+            exp.dataset,
+            repr(exp.data),
+            exp.eval.n_pairs,
+            exp.train.max_length,
+        )
+        # The reference is frozen: score the held-out pairs under it once.
+        self.pairs, self.reference_logps, fitted = self._cached("pairs", self._score_pairs)
+        self.counts.update(fitted)
 
-    def _fit_pairs(self, pairs: list[dict], reference) -> tuple[list, list]:
+    def _cached(self, kind: str, build, *extra):
+        return build() if self.key is None else warm.get((kind, *self.key, *extra), build)
+
+    def _score_pairs(self):
+        counts = Counter({data_truncated("eval_pairs"): 0})
+        chosen, rejected = self._fit_pairs(self.data.eval_pairs[: self.exp.eval.n_pairs], counts)
+        tokenized = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
+        logps = {k: sequence_logps(self.reference, *v, self.pad) for k, v in tokenized.items()}
+        return tokenized, logps, counts
+
+    def _fit_pairs(self, pairs: list[dict], counts: Counter) -> tuple[list, list]:
         """Held-out pairs tokenized and truncated as training truncates them (TRL's keep_start to
         train.max_length), and to the model's context; a pair whose prompt alone fills the
-        limit is left out, as TRL leaves it out of training. Both are counted."""
-        limit = min(self.exp.train.max_length, context_length(reference) or math.inf)
+        limit is left out, as TRL leaves it out of training. Both are counted in `counts`."""
+        limit = min(self.exp.train.max_length, context_length(self.reference) or math.inf)
         chosen, rejected = [], []
-        self.counts[data_truncated("eval_pairs")] = 0
         for row in pairs:
             sides = [
                 tokenize_completion(self.tokenizer, *text_pair(row, side, self.tokenizer))
@@ -72,19 +94,41 @@ class Evaluator:
             ]
             fitted = [truncate_pair(p, c, limit) for p, c in sides]
             if None in fitted:
-                self.counts[data_filtered("eval_prompt_fills_max_length")] += 1
+                counts[data_filtered("eval_prompt_fills_max_length")] += 1
                 continue
-            self.counts[data_truncated("eval_pairs")] += fitted != sides
+            counts[data_truncated("eval_pairs")] += fitted != sides
             chosen.append(fitted[0])
             rejected.append(fitted[1])
         return chosen, rejected
 
-    def evaluate(self, policy) -> tuple[dict[str, float], dict[str, list]]:
-        """(metrics by eval/... name, a table of sample completions for the run's artifacts)."""
+    def _reference_samples(self, model):
+        """Samples of `model` at temperature 1 and their log-probs under the reference."""
+        exp = self.exp
+        samples = sample_completions(
+            model,
+            self.tokenizer,
+            self.prompts,
+            max_new_tokens=exp.eval.max_new_tokens,
+            seed=exp.train.seed,
+        )
+        ids = (samples.prompt_ids, samples.completion_ids)
+        return samples, sequence_logps(self.reference, *ids, self.pad)
+
+    def evaluate(self, policy, untrained: bool = False) -> tuple[dict[str, float], dict[str, list]]:
+        """(metrics by eval/... name, a table of sample completions for the run's artifacts).
+
+        `untrained`: the policy still has the reference's weights (the step-0 evaluation), so
+        its log-probs and samples are the reference's, computed once per warm worker. The
+        numbers are the same as from the policy itself: same weights, same seeded sampling.
+        """
         exp = self.exp
         metrics: dict[str, float] = {}
         if self.pairs["chosen"][0]:  # held-out pairs exist (paired data) and fit
-            logps = {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
+            logps = (
+                self.reference_logps
+                if untrained
+                else {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
+            )
             rewards = {
                 k: implicit_rewards(logps[k], self.reference_logps[k], exp.beta) for k in logps
             }
@@ -93,17 +137,16 @@ class Evaluator:
             for side in ("chosen", "rejected"):
                 metrics[eval_logps(side)] = logps[side].mean().item()
 
-        samples = sample_completions(
-            policy,
-            self.tokenizer,
-            self.prompts,
-            max_new_tokens=exp.eval.max_new_tokens,
-            seed=exp.train.seed,
-        )
-        policy_logps = sequence_logps(policy, samples.prompt_ids, samples.completion_ids, self.pad)
-        reference_logps = sequence_logps(
-            self.reference, samples.prompt_ids, samples.completion_ids, self.pad
-        )
+        if untrained:
+            key = (exp.eval.n_prompts, exp.eval.max_new_tokens, exp.train.seed)
+            samples, reference_logps = self._cached(
+                "samples", lambda: self._reference_samples(self.reference), *key
+            )
+            policy_logps = reference_logps
+        else:
+            samples, reference_logps = self._reference_samples(policy)
+            ids = (samples.prompt_ids, samples.completion_ids)
+            policy_logps = sequence_logps(policy, *ids, self.pad)
         metrics[EVAL_KL], metrics[EVAL_KL_STDERR] = kl_estimate(policy_logps, reference_logps)
         metrics[EVAL_LENGTH] = statistics.fmean(samples.lengths)
         table = {"prompt": self.prompts, "completion": samples.texts}

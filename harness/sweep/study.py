@@ -6,6 +6,12 @@ Optuna uses), so K workers on one storage, here or on other machines, run each t
 once. A worker killed mid-trial stops sending heartbeats; after the grace period any worker
 fails that trial, closes its MLflow run as KILLED, and Optuna's RetryFailedTrialCallback
 enqueues it once more.
+
+Workers may start at the same instant on a fresh database: schema creation and the study's
+set-up (budget, parent run) run under a lock held by the database (`databases.exclusive`), so
+each happens once; each trial's parameters are chosen distinct from the others'
+(`harness.sweep.params`). The storage URL's password is shown masked wherever it is printed
+or logged.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
-from harness import stores
+from harness import databases, stores
+from harness.cache import warm_cache
 from harness.metrics import SWEEP_BEST_VALUE
-from harness.space import Sweep, SweepError
+from harness.space import Grid, Sweep, SweepError
+from harness.sweep.params import choose_params, grid_points, make_sampler
 from harness.sweep.trial import run_trial
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -40,29 +48,22 @@ class StudySettings:
 
 
 def open_storage(settings: StudySettings) -> RDBStorage:
-    engine = {"connect_args": {"timeout": 60}} if settings.storage.startswith("sqlite") else {}
+    """The study's storage, its schema created once however many workers start together."""
+    url = settings.storage
+    databases.check_driver(url, "storage")
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
-        return RDBStorage(
-            settings.storage,
-            engine_kwargs=engine,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-        )
+        with databases.exclusive(url, "harness:optuna-schema"):
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            )
     except Exception as err:  # SQLAlchemy raises many types; all mean the same to the user
-        raise SweepError(
-            f"storage {settings.storage!r} is unreachable: {type(err).__name__}: {err}"
-        ) from None
-
-
-def make_sampler(sweep: Sweep):
-    if sweep.sampler == "grid":
-        return optuna.samplers.GridSampler(
-            {k: list(d.options) for k, d in sweep.space.items()}, seed=sweep.sampler_seed
-        )
-    if sweep.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=sweep.sampler_seed)
-    return optuna.samplers.TPESampler(seed=sweep.sampler_seed)
+        reason = databases.redact(f"{type(err).__name__}: {err}".splitlines()[0], url)
+        raise SweepError(f"storage {databases.mask(url)!r} is unreachable: {reason}") from None
 
 
 def make_pruner(sweep: Sweep):
@@ -79,37 +80,49 @@ def load_study(sweep: Sweep, settings: StudySettings, storage: RDBStorage) -> op
     return optuna.load_study(
         study_name=settings.study_name,
         storage=storage,
-        sampler=make_sampler(sweep),
+        sampler=make_sampler(sweep, sweep.sampler_seed),
         pruner=make_pruner(sweep),
     )
 
 
 def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, str]:
-    """Create the study and its budget, or load it and top the budget up; the parent run id."""
+    """Create the study and its budget, or load it and top the budget up; the parent run id.
+
+    Under the study's lock: workers starting together enqueue the budget and create the
+    parent run once."""
     storage = open_storage(settings)
-    try:
-        study = optuna.create_study(
-            study_name=settings.study_name,
-            storage=storage,
-            direction=sweep.direction,
-            sampler=make_sampler(sweep),
-            pruner=make_pruner(sweep),
-        )
-        budget = 0
-    except optuna.exceptions.DuplicatedStudyError:
-        study = load_study(sweep, settings, storage)
-        if study.direction.name.lower() != sweep.direction:
-            raise SweepError(
-                f"study {settings.study_name!r} exists with direction {study.direction.name.lower()}"
-            ) from None
-        budget = study.user_attrs.get("budget", 0)
-    for _ in range(settings.n_trials - budget):  # resuming with the same budget enqueues nothing
-        study.enqueue_trial({}, skip_if_exists=False)
-    study.set_user_attr("budget", max(budget, settings.n_trials))
-    parent = study.user_attrs.get(PARENT_ATTR) or create_parent_run(sweep, settings)
-    study.set_user_attr(PARENT_ATTR, parent)
+    with databases.exclusive(settings.storage, f"harness:study:{settings.study_name}"):
+        try:
+            study = optuna.create_study(
+                study_name=settings.study_name,
+                storage=storage,
+                direction=sweep.direction,
+                sampler=make_sampler(sweep, sweep.sampler_seed),
+                pruner=make_pruner(sweep),
+            )
+            budget = 0
+        except optuna.exceptions.DuplicatedStudyError:
+            study = load_study(sweep, settings, storage)
+            if study.direction.name.lower() != sweep.direction:
+                raise SweepError(
+                    f"study {settings.study_name!r} exists with direction {study.direction.name.lower()}"
+                ) from None
+            budget = study.user_attrs.get("budget", 0)
+        enqueue_budget(sweep, study, budget, settings.n_trials)
+        study.set_user_attr("budget", max(budget, settings.n_trials))
+        parent = study.user_attrs.get(PARENT_ATTR) or create_parent_run(sweep, settings)
+        study.set_user_attr(PARENT_ATTR, parent)
     MlflowClient(settings.tracking_uri).update_run(parent, status="RUNNING")
     return study, parent
+
+
+def enqueue_budget(sweep: Sweep, study: optuna.Study, budget: int, n_trials: int) -> None:
+    """WAITING trials from `budget` up to `n_trials` (none when resuming with the same budget);
+    a grid sweep's carry their grid point, each point once."""
+    is_grid = all(isinstance(d, Grid) for d in sweep.space.values())
+    points = grid_points(sweep) if is_grid else None
+    for index in range(budget, n_trials):
+        study.enqueue_trial(points[index] if points else {}, skip_if_exists=False)
 
 
 def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
@@ -120,7 +133,7 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
         run_name=settings.study_name,
         tags={
             "sweep": settings.study_name,
-            "optuna_storage": settings.storage,
+            "optuna_storage": databases.mask(settings.storage),
             "role": "sweep_parent",
             "git_sha": stores.git_sha(),
             "dataset": sweep.base.dataset,
@@ -140,20 +153,29 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
     return run.info.run_id
 
 
-def claim_trial(study: optuna.Study) -> tuple[optuna.Trial, int | None] | None:
+def claim_trial(
+    study: optuna.Study, sweep: Sweep, settings: StudySettings
+) -> tuple[optuna.Trial, int | None] | None:
     """Take one WAITING trial by an atomic WAITING -> RUNNING change; None if there is none.
 
-    Returns the trial and, for a retry of a dead worker's trial, that trial's number.
+    Its parameters are fixed on the spot, distinct from every other trial's (under the study's
+    lock, so that workers choosing at the same time see each other's choice). Returns the trial
+    and, for a retry of a dead worker's trial, that trial's number.
     """
     storage = study._storage
     study_id = storage.get_study_id_from_name(study.study_name)
     for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
         try:
-            if storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
-                return optuna.Trial(study, frozen._trial_id), retry_of
+            if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
+        if not (frozen.params or frozen.system_attrs.get("fixed_params")):  # not a retry, not grid
+            with databases.exclusive(settings.storage, f"harness:params:{settings.study_name}"):
+                params = choose_params(sweep, study, frozen)
+                storage.set_trial_system_attr(frozen._trial_id, "fixed_params", params)
+        return optuna.Trial(study, frozen._trial_id), retry_of
     return None
 
 
@@ -204,36 +226,42 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
             client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def work(sweep: Sweep, settings: StudySettings, worker: str = "", log=print) -> int:
-    """Claim and run trials until none is waiting and none is running elsewhere; trials run."""
+def work(
+    sweep: Sweep, settings: StudySettings, worker: str = "", log=print, warm: bool = True
+) -> int:
+    """Claim and run trials until none is waiting and none is running elsewhere; trials run.
+
+    A warm worker keeps what its trials share (reference model, tokenizer, reference log-probs
+    and samples) in memory from one trial to the next (`harness.cache.WarmCache`)."""
     storage = open_storage(settings)
     study = load_study(sweep, settings, storage)
     parent = study.user_attrs[PARENT_ATTR]
     stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     done = 0
-    while True:
-        fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
-        close_killed_runs(study, settings, parent)
-        claimed = claim_trial(study)
-        if claimed is None:
-            if not study.get_trials(
-                deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
-            ):
-                return done
-            time.sleep(min(settings.heartbeat_interval, 5))  # others still running: they may die
-            continue
-        trial, retry_of = claimed
-        with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
-            run_trial(
-                sweep,
-                study,
-                trial,
-                settings,
-                parent,
-                retry_of,
-                log=lambda line: log(f"{worker}{line}"),
-            )
-        done += 1
+    with warm_cache(warm):
+        while True:
+            fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
+            close_killed_runs(study, settings, parent)
+            claimed = claim_trial(study, sweep, settings)
+            if claimed is None:
+                if not study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+                ):
+                    return done
+                time.sleep(min(settings.heartbeat_interval, 5))  # others may still die
+                continue
+            trial, retry_of = claimed
+            with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+                run_trial(
+                    sweep,
+                    study,
+                    trial,
+                    settings,
+                    parent,
+                    retry_of,
+                    log=lambda line: log(f"{worker}{line}"),
+                )
+            done += 1
 
 
 def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import mlflow
@@ -9,6 +10,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from harness import databases
 from harness.methods import config_label
 from harness.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.space import Sweep, sample_params
@@ -47,7 +49,14 @@ def run_trial(
 ) -> TrialState:
     """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
     params = sample_params(sweep, trial)
-    tags = {"sweep": settings.study_name, "trial": str(trial.number), "role": "trial"}
+    # trial_params: the sampled values with their types, from which `harness figures` rebuilds
+    # the study without opening the Optuna storage.
+    tags = {
+        "sweep": settings.study_name,
+        "trial": str(trial.number),
+        "role": "trial",
+        "trial_params": json.dumps(params, sort_keys=True),
+    }
     if retry_of is not None:
         tags["retry_of"] = str(retry_of)
     log(
@@ -78,7 +87,10 @@ def run_trial(
                 break
             values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
     except Exception as err:  # the trial fails, the sweep goes on
-        state, error = TrialState.FAIL, f"{type(err).__name__}: {err}"[:2000]
+        error = databases.redact(
+            f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
+        )
+        state, error = TrialState.FAIL, error[:2000]
         trial.set_user_attr("error", error)
         log(f"trial {trial.number} failed: {error}")
 

@@ -1,0 +1,103 @@
+"""Database URLs that Optuna and MLflow share: drivers, masked passwords, locks.
+
+Several workers, on one machine or many, may open one database at the same instant. Optuna and
+MLflow create their schema on first connect and race when two do it at once, and a study's
+budget and parent run must be created once. `exclusive` serialises such steps with a lock held
+by the database server itself (a PostgreSQL advisory lock, released when its connection ends,
+so a killed worker never leaves it held), or by a file lock beside a SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import filelock
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+DRIVER_PACKAGES = {
+    "psycopg": "-e '.[postgres]'  (or: pip install 'psycopg[binary]')",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+}
+SERVER_SCHEMES = ("http", "https", "databricks")  # tracking URIs that name a server, not a store
+
+
+class StoreError(ValueError):
+    """A store that cannot be used (no driver, unwritable, a file where a folder should be); the
+    message shows its URL with the password masked."""
+
+
+def mask(url: str) -> str:
+    """`url` with its password, if it has one, replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
+def redact(text: str, *urls: str) -> str:
+    """`text` with each URL of `urls` masked and its password (raw or decoded) replaced by ***."""
+    for url in urls:
+        password = urlsplit(url).password
+        if password:
+            text = text.replace(url, mask(url))
+            for secret in {password, unquote(password)}:
+                text = text.replace(secret, "***")
+    return text
+
+
+def is_database_url(uri: str) -> bool:
+    """A SQLAlchemy URL (`sqlite:///`, `postgresql://`, `mysql+pymysql://` ...)."""
+    scheme = urlsplit(uri).scheme
+    return bool(scheme) and scheme.split("+")[0] not in (*SERVER_SCHEMES, "file")
+
+
+def check_driver(url: str, what: str) -> None:
+    """Fail in one line naming the package to install when `url`'s database driver is missing."""
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+    except Exception as err:  # a malformed URL or an unknown dialect: SQLAlchemy's message says
+        raise StoreError(f"{what} {mask(url)!r} is not a usable database URL: {err}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        module = (err.name or "").split(".")[0] or "its driver"
+        package = DRIVER_PACKAGES.get(module, module)
+        raise StoreError(
+            f"{what} {mask(url)!r} needs the database driver {module!r}: pip install {package}"
+        ) from None
+
+
+@contextlib.contextmanager
+def exclusive(url: str, name: str):
+    """Hold the lock `name` for the block: in the PostgreSQL server at `url` (against every
+    machine), or in a file beside a SQLite database (a file on one machine)."""
+    parsed = sqlalchemy.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    database = Path(parsed.database or ".").resolve()
+    on_disk = parsed.database not in (None, "", ":memory:") and database.parent.is_dir()
+    if backend == "sqlite" and on_disk:  # (a missing folder: opening the database fails)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        with filelock.FileLock(f"{database}.{digest}.lock"):
+            yield
+        return
+    if backend != "postgresql":
+        yield  # no lock for other databases: start one worker first, the others after it
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+    finally:
+        engine.dispose()
