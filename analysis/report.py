@@ -1,7 +1,9 @@
 """Every figure and table from the runs in an MLflow store, written as files into one folder.
 
-Figures 1-6 are drawn once per dataset (gold rewards of different worlds are not comparable),
-the Optuna figures once per sweep, and the summary table once for all selected runs.
+Figures 1-6 are drawn once per dataset (gold rewards of different worlds are not comparable)
+from every run but sweep trials; each sweep gets its own figures (Optuna's history and
+importances, and the beta curves of its trial runs); the summary table is drawn once for all
+selected runs.
 """
 
 from __future__ import annotations
@@ -85,19 +87,13 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
     colors = method_colors(data.runs["method"])
     if data.runs.empty:
         report.skip("figures", "no finished runs in the selected experiments")
-    for dataset in data.datasets():
-        subset = data.for_dataset(dataset)
+    studies = data.studies()  # sweep trials get their sweep's figures, not the dataset's
+    for dataset in studies.datasets():
+        subset = studies.for_dataset(dataset)
         for kind, plot in PER_DATASET.items():
             report.draw(f"{kind}_{safe(dataset)}", plot, subset, colors)
     for sweep, storage in zip(data.sweeps["sweep"], data.sweeps["storage"], strict=True):
-        stem = f"sweep_{safe(str(sweep))}"
-        try:
-            study = sweeps.load_study(sweep, storage)
-        except Skip as reason:
-            report.skip(stem, str(reason))
-            continue
-        for kind, figure in SWEEP_FIGURES.items():
-            report.draw(f"{stem}_{kind}", figure, study)
+        draw_sweep(report, data, str(sweep), storage, colors)
     summary = tables.summary(data)
     if summary.empty:
         report.skip("summary", "no finished runs in the selected experiments")
@@ -108,6 +104,19 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
         f"CSV, Markdown and LaTeX in {report.out}/"
     )
     return report
+
+
+def draw_sweep(report: Report, data, sweep: str, storage: str, colors, stem: str = "") -> None:
+    """A sweep's own figures: Optuna's history and importances, and its trials' beta curves."""
+    stem = stem or f"sweep_{safe(sweep)}"
+    report.draw(f"{stem}_beta", beta.plot, data.sweep_trials(sweep), colors)
+    try:
+        study = sweeps.load_study(sweep, storage)
+    except Skip as reason:
+        report.skip(stem, str(reason))
+        return
+    for kind, figure in SWEEP_FIGURES.items():
+        report.draw(f"{stem}_{kind}", figure, study)
 
 
 def safe(name: str) -> str:
