@@ -1,0 +1,79 @@
+"""`make paper` (python -m experiments.paper): resumes a store, checks its arguments first."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.paper import DETERMINISTIC
+from experiments.paper import studies
+from experiments.paper.runner import main
+
+TINY = [
+    "--study",
+    DETERMINISTIC,
+    "--seeds",
+    "1",
+    "--set",
+    "train.steps=2",
+    "--set",
+    "train.eval_every=1",
+    "--set",
+    "eval.n_prompts=8",
+    "--set",
+    "eval.n_pairs=8",
+]
+
+
+def counts(text: str) -> tuple[int, int]:
+    match = re.search(r"trained (\d+) run\(s\), skipped (\d+) finished", text)
+    return int(match[1]), int(match[2])
+
+
+def test_a_bad_override_fails_before_anything_trains(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["--set", "train.stepz=2", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.stepz" in err[0] and "train.steps" in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_every_study_runs_each_experiment_with_three_seeds_under_its_own_name():
+    for build in studies.STUDIES.values():
+        names = [studies.seeded(exp, s).name for exp in build() for s in studies.SEEDS]
+        assert len(names) == len(set(names))  # the analysis keeps one run per name
+    assert studies.SEEDS == (0, 1, 2)
+    assert studies.sweep().seeds == studies.SEEDS
+
+
+@pytest.mark.slow
+def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    where = ["--tracking-uri", uri, "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+    args = TINY + where + ["--out", str(tmp_path / "paper")]
+    n = len(studies.deterministic())  # one seed each
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (n, 0)
+    assert (tmp_path / "paper" / "REPORT.md").exists()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(DETERMINISTIC)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == n and {r.info.status for r in runs} == {"FINISHED"}
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (0, n)
+    assert len(client.search_runs([experiment.experiment_id])) == n
+
+    # A run a killed `make paper` left RUNNING: closed as KILLED and trained again.
+    interrupted = runs[0]
+    client.update_run(interrupted.info.run_id, status="RUNNING")
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (1, n - 1)
+    assert client.get_run(interrupted.info.run_id).info.status == "KILLED"
+    again = client.search_runs(
+        [experiment.experiment_id], f"tags.paper_key = '{interrupted.data.tags['paper_key']}'"
+    )
+    assert sorted(r.info.status for r in again) == ["FINISHED", "KILLED"]
