@@ -2,8 +2,8 @@
 
 Figures 1-6 are drawn once per dataset (gold rewards of different worlds are not comparable)
 from every run but sweep trials; each sweep gets its own figures (Optuna's history and
-importances, and the beta curves of its trial runs); the summary table is drawn once for all
-selected runs.
+importances, and the beta curves of its trial runs); the summary table is written once for all
+selected runs but sweep trials.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
             report.draw(f"{kind}_{safe(dataset)}", plot, subset, colors)
     for sweep, storage in zip(data.sweeps["sweep"], data.sweeps["storage"], strict=True):
         draw_sweep(report, data, str(sweep), storage, colors)
-    summary = tables.summary(data)
+    summary = tables.summary(studies)
     if summary.empty:
         report.skip("summary", "no finished runs in the selected experiments")
     else:

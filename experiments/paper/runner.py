@@ -98,6 +98,7 @@ def plan(args) -> tuple[dict[str, list[Experiment]], object | None]:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file as they happen
     try:
         args = parse_args(argv)
         runs, sweep = plan(args)
