@@ -76,7 +76,9 @@ class RunData:
         """The runs where `mask` (a boolean Series over `runs`) holds, with their history."""
         runs = self.runs[mask]
         history = self.history[self.history["run_id"].isin(runs["run_id"])]
-        return RunData(runs, history, self.optimal_frontiers, self.sweeps)
+        datasets = set(runs["dataset"]) if "dataset" in runs else set()
+        frontiers = {k: v for k, v in self.optimal_frontiers.items() if k in datasets}
+        return RunData(runs, history, frontiers, self.sweeps)
 
     def studies(self) -> RunData:
         """Every run but a sweep's trials (tag role=trial): those get their sweep's figures."""

@@ -84,6 +84,7 @@ def generate(
     )
     log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {uri}")
     report = Report(Path(out), log)
+    report.out.mkdir(parents=True, exist_ok=True)
     colors = method_colors(data.runs["method"])
     studies = {name: data.select(data.runs["experiment"] == name) for name in STUDIES}
     for name, study in studies.items():
@@ -106,6 +107,20 @@ def generate(
             path = report.out / f"claim_{claim['key']}.csv"
             finding.table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
             report.files.append(path)
+    overview = pd.DataFrame(
+        [
+            {
+                "claim": i,
+                "key": c["key"],
+                "title": c["title"],
+                "verdict": findings[c["key"]].verdict,
+                "measured": findings[c["key"]].measured,
+                "why": findings[c["key"]].why,
+            }
+            for i, c in enumerate(claims, 1)
+        ]
+    )
+    overview.to_csv(report.out / "claims.csv", index=False, lineterminator="\n")
     report.files.append(write_report(report.out, claims, findings, studies, uri, invocation))
     log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
     return findings
