@@ -77,3 +77,13 @@ def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path,
         [experiment.experiment_id], f"tags.paper_key = '{interrupted.data.tags['paper_key']}'"
     )
     assert sorted(r.info.status for r in again) == ["FINISHED", "KILLED"]
+
+
+def test_a_report_without_runs_has_every_row_not_measured(tmp_path):
+    from analysis.paper.report import generate, read_claims
+
+    findings = generate(f"sqlite:///{tmp_path / 'none.db'}", tmp_path / "paper", log=print)
+    assert [f.verdict for f in findings.values()] == ["not measured"] * len(read_claims())
+    text = (tmp_path / "paper" / "REPORT.md").read_text()
+    assert text.count("| **not measured** |") == len(read_claims())
+    assert "**Time:** 0 finished runs" in text
