@@ -149,11 +149,13 @@ def overoptimization(data: RunData) -> Finding:
         f"({'above 0' if curved else 'not clearly above 0'}) and its peak at d = {peak:.2f} lies "
         f"{'inside' if inside else 'beyond'} the measured range (d <= {d_max:.2f})."
     )
-    measured = "; ".join(
-        f"{r['method']} {r['form']}: alpha {_coef(r, 'alpha')}, beta {_coef(r, 'beta')}"
-        for _, r in fits.iterrows()
+    rl = fits[(fits["method"] == DPO) & (fits["form"] == "rl")].iloc[0]
+    measured = (
+        f"DPO, best-of-n form: alpha {_coef(bon, 'alpha')}, beta {_coef(bon, 'beta')}, peak d = "
+        f"{peak:.2f}; RL form: alpha {_coef(rl, 'alpha')}, beta {_coef(rl, 'beta')} "
+        f"({int(bon['n'])} runs; 95% fit intervals; other methods in the table)"
     )
-    return Finding(verdict, why, measured + " (95% fit intervals)", fits)
+    return Finding(verdict, why, measured, fits)
 
 
 def _coef(row, name: str) -> str:
