@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.paper import DETERMINISTIC
+from analysis.paper import DETERMINISTIC, SWEEP
 from experiments.paper import studies
 from experiments.paper.runner import main
 
@@ -87,3 +88,23 @@ def test_a_report_without_runs_has_every_row_not_measured(tmp_path):
     text = (tmp_path / "paper" / "REPORT.md").read_text()
     assert text.count("| **not measured** |") == len(read_claims())
     assert "**Time:** 0 finished runs" in text
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_every_grid_point_once_and_resumes(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [*TINY[2:], "--study", SWEEP, "--tracking-uri", uri, "--storage", storage]
+    args += ["--out", str(tmp_path / "paper")]
+    grid = {(m, b) for m in studies.SWEEP_METHODS for b in studies.SWEEP_BETAS}
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (len(grid), 0)
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert sorted((t.params["method"], t.params["beta"]) for t in trials) == sorted(grid)
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (0, len(grid))
+    assert "sweep_paper-sweep_beta.png" in (tmp_path / "paper" / "REPORT.md").read_text()

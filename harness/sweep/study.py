@@ -10,6 +10,7 @@ enqueues it once more.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -103,13 +104,23 @@ def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, 
                 f"study {settings.study_name!r} exists with direction {study.direction.name.lower()}"
             ) from None
         budget = study.user_attrs.get("budget", 0)
-    for _ in range(settings.n_trials - budget):  # resuming with the same budget enqueues nothing
-        study.enqueue_trial({}, skip_if_exists=False)
+    # Resuming with the same budget enqueues nothing.
+    for number in range(budget, settings.n_trials):
+        study.enqueue_trial(budget_params(sweep, number), skip_if_exists=False)
     study.set_user_attr("budget", max(budget, settings.n_trials))
     parent = study.user_attrs.get(PARENT_ATTR) or create_parent_run(sweep, settings)
     study.set_user_attr(PARENT_ATTR, parent)
     MlflowClient(settings.tracking_uri).update_run(parent, status="RUNNING")
     return study, parent
+
+
+def budget_params(sweep: Sweep, number: int) -> dict:
+    """What the budget's trial `number` is enqueued with: {} (the sampler chooses), or for a grid
+    sweep its grid point, since Optuna's GridSampler cannot fill in an enqueued trial itself."""
+    if sweep.sampler != "grid":
+        return {}
+    points = itertools.product(*(d.options for d in sweep.space.values()))
+    return dict(zip(sweep.space, next(itertools.islice(points, number, None)), strict=True))
 
 
 def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
