@@ -35,6 +35,12 @@ FINDERS = {
 }
 
 
+NO_RUNS = RunData(
+    pd.DataFrame(columns=["run_id", "experiment", "method", "dataset", "beta", "seed", "seconds"]),
+    pd.DataFrame(columns=["run_id", "key", "step", "value"]),
+)
+
+
 @dataclass
 class Invocation:
     """What the `make paper` run that wrote the report did (absent when only regenerating)."""
@@ -72,19 +78,22 @@ def generate(
     """Write results/paper (figures, tables, REPORT.md) from the studies' runs at `uri`."""
     claims = read_claims()
     present = sorted(experiment_names(uri) & set(STUDIES))
-    data = (
-        load_runs(uri, present)
-        if present
-        else RunData(
-            pd.DataFrame(
-                columns=["run_id", "experiment", "method", "dataset", "beta", "seed", "seconds"]
-            ),
-            pd.DataFrame(columns=["run_id", "key", "step", "value"]),
-        )
-    )
+    data = load_runs(uri, present) if present else NO_RUNS
     log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {uri}")
     report = Report(Path(out), log)
     report.out.mkdir(parents=True, exist_ok=True)
+    studies = draw_studies(report, data)
+    findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
+    for claim in claims:
+        findings[claim["key"]].figures = [s for s in claim["figures"] if s in report.plots]
+    write_numbers(report, claims, findings)
+    report.files.append(write_report(report.out, claims, findings, studies, uri, invocation))
+    log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
+    return findings
+
+
+def draw_studies(report: Report, data: RunData) -> dict[str, RunData]:
+    """Each study's figures and summary table; returns each study's runs."""
     colors = method_colors(data.runs["method"])
     studies = {name: data.select(data.runs["experiment"] == name) for name in STUDIES}
     for name, study in studies.items():
@@ -99,31 +108,26 @@ def generate(
         name, storage = sweep_rows["sweep"].iat[-1], sweep_rows["storage"].iat[-1]
         studies[SWEEP] = studies[SWEEP].sweep_trials(name)
         draw_sweep(report, studies[SWEEP], name, storage, colors, f"sweep_{SWEEP}")
-    findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
+    return studies
+
+
+def write_numbers(report: Report, claims: list[dict], findings: dict[str, Finding]) -> None:
+    """claim_<key>.csv (every number behind a claim) and claims.csv (one row per claim)."""
     for claim in claims:
-        finding = findings[claim["key"]]
-        finding.figures = [s for s in claim["figures"] if s in report.plots]
-        if not finding.table.empty:
+        table = findings[claim["key"]].table
+        if not table.empty:
             path = report.out / f"claim_{claim['key']}.csv"
-            finding.table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+            table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
             report.files.append(path)
     overview = pd.DataFrame(
         [
-            {
-                "claim": i,
-                "key": c["key"],
-                "title": c["title"],
-                "verdict": findings[c["key"]].verdict,
-                "measured": findings[c["key"]].measured,
-                "why": findings[c["key"]].why,
-            }
+            {"claim": i, "key": c["key"], "title": c["title"]}
+            | {k: getattr(findings[c["key"]], k) for k in ("verdict", "measured", "why")}
             for i, c in enumerate(claims, 1)
         ]
     )
     overview.to_csv(report.out / "claims.csv", index=False, lineterminator="\n")
-    report.files.append(write_report(report.out, claims, findings, studies, uri, invocation))
-    log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
-    return findings
+    report.files.append(report.out / "claims.csv")
 
 
 def measure(claim: dict, study: RunData, report: Report) -> Finding:
