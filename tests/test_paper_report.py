@@ -74,7 +74,7 @@ def sentiment_runs(baseline_scale: float) -> None:
                 if method == "kto":
                     head = dpo_headline(seed) + KTO_LEAD[seed]
                 flat = method in ("dpo", "kto")
-                final = {WINRATE: head, "data/train_rows": 512 if method == "kto" else 256}
+                final = {WINRATE: head, "data/train_rows": 256}
                 for t in TEMPERATURES:
                     final[winrate("gold", "reference", t)] = head + (0 if flat else 0.2 * (1 - t))
                 log_run(method, beta, seed, "sentiment", steps, final)

@@ -108,3 +108,14 @@ def test_the_sweep_runs_every_grid_point_once_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     assert counts(capsys.readouterr().out) == (0, len(grid))
     assert "sweep_paper-sweep_beta.png" in (tmp_path / "paper" / "REPORT.md").read_text()
+
+
+def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
+    from analysis.paper.verdicts import above, decide
+
+    assert decide({"a": True, "b": True})[0] == "reproduced"
+    assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Fails: b.")
+    assert decide({"a": False})[0] == "not reproduced"
+    one_seed = {"n": 1, "mean": 0.3, "ci_low": float("nan"), "ci_high": float("nan")}
+    assert above(one_seed) is None
+    assert decide({"a": True, "b": above(one_seed)})[0] == "not measured"

@@ -183,7 +183,9 @@ def kto_unpaired(data: RunData) -> Finding:
         return not_measured(f"no seed with both kto and dpo at beta {DPO_BETA:g} logging {WINRATE}")
     summary = over_seeds(diffs, ["metric"], "kto_minus_dpo")
     head = summary[summary["metric"] == WINRATE].iloc[0]
-    if above(head, -KTO_MARGIN):
+    if above(head, -KTO_MARGIN) is None:
+        verdict, why = decide({"one seed": None})
+    elif above(head, -KTO_MARGIN):
         verdict = REPRODUCED
         why = f"KTO trails DPO by less than the {KTO_MARGIN:g} margin (interval {ci_text(head, signed=True)})."
     elif head["ci_high"] < 0:
@@ -200,10 +202,11 @@ def kto_unpaired(data: RunData) -> Finding:
 
 
 def _train_rows(kto: pd.DataFrame, dpo: pd.DataFrame) -> str:
+    """The data each was given (`data/train_rows`: the training pairs as loaded)."""
     column = f"metrics.{DATA_TRAIN_ROWS}"
     if column not in kto or column not in dpo:
         return ""
-    return f" (train rows: kto {kto[column].iat[0]:g} unpaired, dpo {dpo[column].iat[0]:g} pairs)"
+    return f" (training pairs: kto {kto[column].iat[0]:g}, dpo {dpo[column].iat[0]:g})"
 
 
 def _common_seeds(table: pd.DataFrame, methods: list[str]) -> list[float]:

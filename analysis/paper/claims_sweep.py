@@ -10,7 +10,15 @@ import pandas as pd
 
 from analysis.load import RunData
 from analysis.paper import SWEEP_OBJECTIVE
-from analysis.paper.verdicts import Finding, ci_text, decide, not_measured, over_seeds
+from analysis.paper.verdicts import (
+    NOT_MEASURED,
+    Finding,
+    ci_text,
+    decide,
+    not_measured,
+    over_seeds,
+    separated,
+)
 
 COMPLETE = "COMPLETE"
 
@@ -35,8 +43,8 @@ def beta_sensitivity(data: RunData, importances: pd.DataFrame | None) -> Finding
         checks[
             f"{method}: beta {best['beta']:g} ({ci_text(best)}) beats beta {worst['beta']:g} "
             f"({ci_text(worst)})"
-        ] = bool(best["ci_low"] > worst["ci_high"])
-    verdict, why = decide(checks) if checks else ("not measured", "Every method ran at one beta.")
+        ] = separated(best, worst)
+    verdict, why = decide(checks) if checks else (NOT_MEASURED, "Every method ran at one beta.")
     measured = "best beta: " + "; ".join(
         f"{r['method']} {r['beta']:g} ({ci_text(r)})" for r in best_rows
     )

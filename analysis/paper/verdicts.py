@@ -36,8 +36,13 @@ def not_measured(what: str) -> Finding:
     return Finding(NOT_MEASURED, f"no data: {what}.", "–")
 
 
-def decide(checks: dict[str, bool]) -> tuple[str, str]:
-    """(verdict, why) from named checks: which held, which did not."""
+def decide(checks: dict[str, bool | None]) -> tuple[str, str]:
+    """(verdict, why) from named checks: which held, which did not.
+
+    A check is None when its interval does not exist (one seed): then nothing is decided.
+    """
+    if any(ok is None for ok in checks.values()):
+        return NOT_MEASURED, "Fewer than two seeds: no interval to decide with."
     held = [name for name, ok in checks.items() if ok]
     failed = [name for name, ok in checks.items() if not ok]
     if not failed:
@@ -65,13 +70,20 @@ def over_seeds(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*by, *CI_COLUMNS])
 
 
-def above(row, threshold: float = 0.0) -> bool:
-    """The interval lies wholly above `threshold` (a NaN interval, one seed, never does)."""
-    return bool(row["ci_low"] > threshold)
+def above(row, threshold: float = 0.0) -> bool | None:
+    """The interval lies wholly above `threshold`; None without an interval (one seed)."""
+    return None if math.isnan(row["ci_low"]) else bool(row["ci_low"] > threshold)
 
 
-def below(row, threshold: float = 0.0) -> bool:
-    return bool(row["ci_high"] < threshold)
+def below(row, threshold: float = 0.0) -> bool | None:
+    return None if math.isnan(row["ci_high"]) else bool(row["ci_high"] < threshold)
+
+
+def separated(high_row, low_row) -> bool | None:
+    """The first interval lies wholly above the second; None if either does not exist."""
+    if math.isnan(high_row["ci_low"]) or math.isnan(low_row["ci_high"]):
+        return None
+    return bool(high_row["ci_low"] > low_row["ci_high"])
 
 
 def ci_text(row, digits: int = 3, signed: bool = False) -> str:
