@@ -53,11 +53,10 @@ def decide(checks: dict[str, bool | None]) -> tuple[str, str]:
         verdict = PARTLY
     parts = []
     if held:
-        parts.append("holds: " + "; ".join(held))
+        parts.append("Holds: " + "; ".join(held))
     if failed:
-        parts.append("fails: " + "; ".join(failed))
-    text = ". ".join(parts) + "."
-    return verdict, text[0].upper() + text[1:]
+        parts.append("Fails: " + "; ".join(failed))
+    return verdict, ". ".join(parts) + "."
 
 
 def over_seeds(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
