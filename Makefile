@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE  := 1
 export TRL_EXPERIMENTAL_SILENCE := 1
 export MPLCONFIGDIR         := $(CURDIR)/results/cache/matplotlib
 
-.PHONY: demo test test-fast lint format bench setup screenshots
+.PHONY: demo paper test test-fast lint format bench setup screenshots
 setup: $(STAMP)
 
 # torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
@@ -30,6 +30,12 @@ screenshots: $(STAMP)
 	test -f results/mlflow.db || $(MAKE) demo
 	$(PY) -m analysis.screenshots --store sqlite:///results/mlflow.db --experiment quickstart \
 		--out results/screenshots
+
+# The paper report: every study with 3 seeds, then results/paper/ (figures, tables, REPORT.md).
+# Resumable: a rerun skips runs already finished. A quick check of the machinery, in seconds:
+#   make paper PAPER_ARGS="--seeds 1 --set train.steps=2 --study paper-deterministic --out /tmp/paper"
+paper: $(STAMP)
+	$(PY) -m experiments.paper $(PAPER_ARGS)
 
 # The full suite, what CI runs; the layer contract (import-linter) is checked first.
 test: $(STAMP)

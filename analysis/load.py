@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,6 +24,7 @@ from harness.metrics import (
     EVAL_PAIR_ACCURACY,
     eval_rewards,
 )
+from harness.stores import sqlite_path
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (
@@ -41,7 +41,7 @@ HISTORY_KEYS = (
 FRONTIER_ARTIFACT = "frontier/optimal_frontier.csv"
 FRONTIER_COLUMNS = ("beta", "kl", "reward")
 LABELS = ["method", "beta", "seed", "run_name"]  # run columns joined onto history tables
-SWEEP_COLUMNS = ["sweep", "storage", "experiment", "direction", "space"]
+SWEEP_COLUMNS = ["sweep", "storage", "experiment", "direction", "space", "start_time"]
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,13 @@ class RunData:
     """What the figures and tables are drawn from.
 
     runs: one row per finished run (sweep parents excluded), sorted by experiment, run name,
-        start time: run_id, experiment, run_name, method, dataset, beta, seed, then
+        start time: run_id, experiment, run_name, start_time, seconds (wall time from MLflow's
+        start and end times), method, dataset, beta, seed, then
         params.*, tags.*, metrics.* columns.
     history: long table run_id, key, step, value of the HISTORY_KEYS, sorted.
     optimal_frontiers: dataset -> the analytic frontier (beta, kl, reward sorted by kl).
     sweeps: one row per sweep parent run: sweep, storage (password masked), experiment,
-        direction, space (JSON: dotted key -> the distribution's repr).
+        direction, space (JSON: dotted key -> the distribution's repr), start_time.
     """
 
     runs: pd.DataFrame
@@ -72,6 +73,24 @@ class RunData:
         history = self.history[self.history["run_id"].isin(runs["run_id"])]
         frontiers = {k: v for k, v in self.optimal_frontiers.items() if k == dataset}
         return RunData(runs=runs, history=history, optimal_frontiers=frontiers)
+
+    def select(self, mask) -> RunData:
+        """The runs where `mask` (a boolean Series over `runs`) holds, with their history."""
+        runs = self.runs[mask]
+        history = self.history[self.history["run_id"].isin(runs["run_id"])]
+        datasets = set(runs["dataset"]) if "dataset" in runs else set()
+        frontiers = {k: v for k, v in self.optimal_frontiers.items() if k in datasets}
+        return RunData(runs, history, frontiers, self.sweeps)
+
+    def studies(self) -> RunData:
+        """Every run but a sweep's trials (tag role=trial): those get their sweep's figures."""
+        return self.select(self.runs.get("tags.role", pd.Series(index=self.runs.index)) != "trial")
+
+    def sweep_trials(self, sweep: str) -> RunData:
+        """The trial runs of one sweep (tags role=trial, sweep=<name>)."""
+        if "tags.sweep" not in self.runs:
+            return self.select(pd.Series(False, index=self.runs.index))
+        return self.select((self.runs["tags.sweep"] == sweep) & (self.runs["tags.role"] == "trial"))
 
     def has_metric(self, key: str) -> bool:
         column = f"metrics.{key}"
@@ -94,7 +113,7 @@ class RunData:
 
 def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
     """Read the runs of `experiments` (default: every experiment in the store)."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    if (db := sqlite_path(uri)) is not None and not db.exists():
         raise FileNotFoundError(
             f"no MLflow store at {uri}: run `harness run ...` first or pass --tracking-uri"
         )
@@ -117,6 +136,7 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
                         "experiment": name,
                         "direction": run.data.params.get("direction", "maximize"),
                         "space": json.dumps(space, sort_keys=True),
+                        "start_time": run.info.start_time,
                     }
                 )
             elif run.info.status != "FINISHED":
@@ -130,6 +150,14 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
     sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "experiment"])
     sweeps = sweeps.sort_values(["sweep", "experiment"], ignore_index=True)
     return RunData(frame, history, frontiers, sweeps, unfinished, len(runs) - len(latest))
+
+
+def experiment_names(uri: str) -> set[str]:
+    """The names of the MLflow experiments in the store at `uri` (empty if there is no store)."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return set()
+    return {e.name for e in MlflowClient(uri).search_experiments()}
 
 
 def _latest_by_name(runs):
@@ -175,6 +203,7 @@ def _run_frame(runs) -> pd.DataFrame:
             "experiment": experiment,
             "run_name": run.info.run_name,
             "start_time": run.info.start_time,
+            "seconds": (run.info.end_time - run.info.start_time) / 1000,
             "method": tags.get("method") or params.get("method") or "unknown",
             "dataset": tags.get("dataset") or params.get("dataset") or "unknown",
             "beta": _float(params.get("beta")),
@@ -184,7 +213,17 @@ def _run_frame(runs) -> pd.DataFrame:
         row |= {f"tags.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")}
         row |= {f"metrics.{k}": v for k, v in run.data.metrics.items()}
         rows.append(row)
-    fixed = ["run_id", "experiment", "run_name", "start_time", "method", "dataset", "beta", "seed"]
+    fixed = [
+        "run_id",
+        "experiment",
+        "run_name",
+        "start_time",
+        "seconds",
+        "method",
+        "dataset",
+        "beta",
+        "seed",
+    ]
     frame = pd.DataFrame(rows, columns=None if rows else fixed)
     rest = sorted(c for c in frame.columns if c not in fixed)
     frame = frame[fixed + rest].sort_values(["experiment", "run_name", "start_time", "run_id"])

@@ -1,7 +1,9 @@
 """Every figure and table from the runs in an MLflow store, written as files into one folder.
 
-Figures 1-6 are drawn once per dataset (gold rewards of different worlds are not comparable),
-the Optuna figures once per sweep, and the summary table once for all selected runs.
+Figures 1-6 are drawn once per dataset (gold rewards of different worlds are not comparable)
+from every run but sweep trials; each sweep gets its own figures (Optuna's history and
+importances, and the beta curves of its trial runs); the summary table is written once for all
+selected runs but sweep trials.
 """
 
 from __future__ import annotations
@@ -90,20 +92,14 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
     colors = method_colors(data.runs["method"])
     if data.runs.empty:
         report.skip("figures", "no finished runs in the selected experiments")
-    for dataset in data.datasets():
-        subset = data.for_dataset(dataset)
+    studies = data.studies()  # sweep trials get their sweep's figures, not the dataset's
+    for dataset in studies.datasets():
+        subset = studies.for_dataset(dataset)
         for kind, plot in PER_DATASET.items():
             report.draw(f"{kind}_{safe(dataset)}", plot, subset, colors)
     for _, sweep in data.sweeps.iterrows():
-        stem = f"sweep_{safe(str(sweep['sweep']))}"
-        try:
-            study = sweeps.study_from_runs(sweep, data.runs)
-        except Skip as reason:
-            report.skip(stem, str(reason))
-            continue
-        for kind, figure in SWEEP_FIGURES.items():
-            report.draw(f"{stem}_{kind}", figure, study)
-    summary = tables.summary(data)
+        draw_sweep(report, data, sweep, colors)
+    summary = tables.summary(studies)
     if summary.empty:
         report.skip("summary", "no finished runs in the selected experiments")
     else:
@@ -114,6 +110,21 @@ def generate(uri: str, experiments: list[str] | None, out: Path, log=print) -> R
         + (f"; start with {report.out / 'summary.md'}" if "summary" in report.tables else "")
     )
     return report
+
+
+def draw_sweep(report: Report, data, sweep: pd.Series, colors, stem: str = "") -> None:
+    """A sweep's own figures: its trials' beta curves, and Optuna's history and importances,
+    rebuilt from the MLflow runs (the Optuna database may be out of reach here)."""
+    name = str(sweep["sweep"])
+    stem = stem or f"sweep_{safe(name)}"
+    report.draw(f"{stem}_beta", beta.plot, data.sweep_trials(name), colors)
+    try:
+        study = sweeps.study_from_runs(sweep, data.runs)
+    except Skip as reason:
+        report.skip(stem, str(reason))
+        return
+    for kind, figure in SWEEP_FIGURES.items():
+        report.draw(f"{stem}_{kind}", figure, study)
 
 
 def safe(name: str) -> str:

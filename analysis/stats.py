@@ -62,3 +62,54 @@ def fit_gao(form: str, d, gain) -> tuple[float, float]:
         d, gain = d[d > 0], gain[d > 0]
     (alpha, beta), _ = optimize.curve_fit(GAO_FORMS[form], d, gain, p0=(1.0, 0.0))
     return float(alpha), float(beta)
+
+
+def fit_gao_ci(form: str, d, gain, level: float = 0.95) -> dict[str, float]:
+    """`fit_gao` with each coefficient's `level` interval: estimate +- t_{n-2} * standard error.
+
+    The forms are linear in (alpha, beta), so curve_fit's covariance (scaled by the residual
+    variance, absolute_sigma=False) is the ordinary least-squares one and the t interval exact
+    under Gaussian noise. With n <= 2 points the bounds are NaN.
+    """
+    d, gain = np.asarray(d, dtype=float), np.asarray(gain, dtype=float)
+    if form == "rl":
+        d, gain = d[d > 0], gain[d > 0]
+    (alpha, beta), cov = optimize.curve_fit(GAO_FORMS[form], d, gain, p0=(1.0, 0.0))
+    out = {"alpha": float(alpha), "beta": float(beta), "n": int(d.size)}
+    dof = d.size - 2
+    spread = stats.t.ppf((1 + level) / 2, dof) * np.sqrt(np.diag(cov)) if dof > 0 else [np.nan] * 2
+    for name, value, half in zip(("alpha", "beta"), (alpha, beta), spread, strict=True):
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(value - half), float(value + half)
+    return out
+
+
+def front_advantage(kl_a, reward_a, kl_b, reward_b, n_grid: int = 200) -> float:
+    """How far front a lies above front b: the mean over KL budgets k of best_a(k) - best_b(k).
+
+    best(k) is the highest reward among a method's points with KL <= k (its Pareto front as a
+    step function). The budgets are n_grid evenly spaced values over the KL range both fronts
+    cover, [max of the two smallest KLs, min of the two largest], so neither is extrapolated.
+    Positive: a reaches more reward for the same KL on average. NaN if the ranges do not overlap.
+    """
+    a = _best_by_budget(kl_a, reward_a)
+    b = _best_by_budget(kl_b, reward_b)
+    if not (a[0].size and b[0].size):
+        return np.nan
+    low, high = max(a[0][0], b[0][0]), min(a[0][-1], b[0][-1])
+    if not low <= high:
+        return np.nan
+    grid = np.linspace(low, high, n_grid)
+    return float(np.mean(_step(a, grid) - _step(b, grid)))
+
+
+def _best_by_budget(kl, reward) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted KLs, running maximum of reward up to each of them)."""
+    kl, reward = np.asarray(kl, dtype=float), np.asarray(reward, dtype=float)
+    keep = ~(np.isnan(kl) | np.isnan(reward))
+    order = np.argsort(kl[keep], kind="stable")
+    return kl[keep][order], np.maximum.accumulate(reward[keep][order])
+
+
+def _step(front: tuple[np.ndarray, np.ndarray], budgets: np.ndarray) -> np.ndarray:
+    kl, best = front
+    return best[np.searchsorted(kl, budgets, side="right") - 1]

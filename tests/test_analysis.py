@@ -10,6 +10,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from analysis import stats, style, tables
+from analysis.load import RunData
 from analysis.report import safe
 
 
@@ -108,3 +109,40 @@ def test_a_rerun_of_the_same_name_replaces_the_earlier_run(tracking):
         ("dpo-b0.1", 0.7),
         ("dpo-b0.5", 0.3),
     ]
+
+
+def test_sweep_trials_are_left_out_of_the_study_figures():
+    runs = pd.DataFrame(
+        {
+            "run_id": ["study", "t1", "t2"],
+            "tags.role": [np.nan, "trial", "trial"],
+            "tags.sweep": [np.nan, "s1", "s2"],
+        }
+    )
+    history = pd.DataFrame({"run_id": ["study", "t1"], "key": "eval/kl", "step": 0, "value": 0.0})
+    data = RunData(runs, history)
+    assert data.studies().runs["run_id"].tolist() == ["study"]
+    assert data.studies().history["run_id"].tolist() == ["study"]
+    assert data.sweep_trials("s1").runs["run_id"].tolist() == ["t1"]
+
+
+def test_front_advantage_is_the_mean_lead_over_the_shared_kl_range():
+    # a's best reward: 0 below KL 1, 1 from 1, 2 at 2; b's: 0 below 2, 1 at 2.
+    # budgets 0, .5, 1, 1.5, 2: leads 0, 0, 1, 1, 1 -> 0.6
+    lead = stats.front_advantage([0, 1, 2], [0, 1, 2], [0, 2], [0, 1], n_grid=5)
+    assert lead == pytest.approx(0.6)
+    assert math.isnan(stats.front_advantage([0, 1], [0, 1], [2, 3], [0, 1]))  # no overlap
+
+
+def test_gao_fit_intervals_are_the_least_squares_t_intervals():
+    d = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 4.0])
+    gain = d * (0.3 - 0.05 * d) + np.array([0.01, -0.02, 0.015, 0.0, -0.01, 0.005])
+    design = np.column_stack([d, -(d**2)])  # gain = alpha d - beta d^2
+    coef, residual, *_ = np.linalg.lstsq(design, gain, rcond=None)
+    variance = residual[0] / (len(d) - 2) * np.linalg.inv(design.T @ design)
+    half = 2.776445 * np.sqrt(np.diag(variance))  # t_{0.975, 4}
+    fit = stats.fit_gao_ci("bon", d, gain)
+    assert_allclose([fit["alpha"], fit["beta"]], coef, rtol=1e-6)
+    assert_allclose([fit["alpha_ci_low"], fit["beta_ci_low"]], coef - half, rtol=1e-5)
+    assert_allclose([fit["alpha_ci_high"], fit["beta_ci_high"]], coef + half, rtol=1e-5)
+    assert fit["n"] == 6

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 TEMPERATURES = (0.25, 0.5, 1.0)
 ALPHA, GAO_BETA = 0.3, 0.05  # win rate = 0.5 + d (ALPHA - GAO_BETA d), d = sqrt(KL)
+SWEEP_OUTLIER = 1000.0  # the KL of every sweep trial run
 FRONTIER_CSV = "beta,kl,reward\n1.0,0.1,0.2\n0.3,0.6,0.5\n0.1,2.0,0.8\n"
 
 
@@ -178,10 +179,14 @@ def _sweep(storage):
             "trial_params": json.dumps(trial.params),
             "mlflow.parentRunId": parent.info.run_id,
             "method": "dpo",
-            "dataset": "sweep-toy",
+            "dataset": "synthetic",
         }
+        # On the dataset of the scored runs: drawn in the sweep's own beta figure, never in the
+        # dataset's figures or the summary table (SWEEP_OUTLIER would show).
         with mlflow.start_run(run_name=f"beta-search-t{trial.number}-s0", tags=trial_tags):
-            mlflow.log_params({**trial.params, "train.seed": 0})
+            mlflow.log_params({**trial.params, "method": "dpo", "train.seed": 0})
+            metrics = {"eval/kl": SWEEP_OUTLIER, "eval/gold/reward": trial.params["beta"]}
+            mlflow.log_metrics(metrics, step=10)
     with mlflow.start_run(run_name="lost", tags={**tags, "sweep": "lost"}):
         pass
 
@@ -245,6 +250,7 @@ def test_every_figure_and_table_is_written(report):
         "sweep_beta-search_history",
         "sweep_beta-search_importances",
         "sweep_beta-search_parallel",
+        "sweep_beta-search_beta",
     ]
     for stem in expected:
         assert stem in report.plots
@@ -427,6 +433,14 @@ def test_sweep_figures_come_from_mlflow_and_match_the_optuna_study(store, report
     assert sorted(b.get_width() for b in bars) == pytest.approx(sorted(importances.values()))
 
 
+def test_sweep_trials_get_their_sweep_figure_not_the_datasets(report):
+    for stem in ("frontier_synthetic", "beta_sensitivity_synthetic", "overoptimization_synthetic"):
+        assert not report.plots[stem].data.isin([SWEEP_OUTLIER]).any().any(), stem
+    assert SWEEP_OUTLIER not in report.tables["summary"]["eval/kl"].tolist()
+    swept = report.plots["sweep_beta-search_beta"].data.query("metric == 'eval/kl'")
+    assert swept["mean"].tolist() == [SWEEP_OUTLIER] * 8 and set(swept["n"]) == {1}
+
+
 def test_summary_table_has_a_row_per_configuration_with_seed_cis(report):
     table = report.tables["summary"]
     synthetic = table[table["dataset"] == "synthetic"]
@@ -466,7 +480,7 @@ def test_cli_regenerates_identical_files_from_the_same_runs(store, report, tmp_p
     ]
     assert harness_main(["figures", *args]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("read 10 finished run(s) and 2 sweep(s)")
+    assert out[0].startswith("read 14 finished run(s) and 2 sweep(s)")
     assert "wrote deterministic_kl_exact.png, deterministic_kl_exact.pdf" in out
     assert out[-1].endswith(f"in {tmp_path}/")
     figures = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".pdf"))

@@ -1,0 +1,139 @@
+"""results/paper/: every study's figures and tables, and REPORT.md with one row per claim.
+
+Reads the MLflow experiments named in analysis/paper/__init__.py (and the sweep's Optuna
+storage, for its history and importances), draws each study's figures as `harness figures`
+does, measures each claim with its `claims_*` function and writes REPORT.md from those
+numbers and the words in claims.toml.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import tables
+from analysis.load import RunData, experiment_names, load_runs
+from analysis.paper import STUDIES, SWEEP, claims_exact, claims_sentiment, claims_sweep
+from analysis.paper.markdown import write_report
+from analysis.paper.verdicts import Finding, not_measured
+from analysis.report import PER_DATASET, Report, draw_sweep
+from analysis.style import method_colors
+
+CLAIMS_FILE = Path(__file__).with_name("claims.toml")
+CLAIM_FIELDS = ("key", "title", "claim", "source", "study", "figures", "notes")
+FINDERS = {
+    "frontier": claims_sentiment.frontier,
+    "temperature": claims_sentiment.temperature,
+    "deterministic": claims_exact.deterministic,
+    "frontier_gap": claims_exact.frontier_gap,
+    "overoptimization": claims_sentiment.overoptimization,
+    "beta_sensitivity": None,  # needs the sweep's importances too: see measure()
+    "kto_unpaired": claims_sentiment.kto_unpaired,
+}
+
+
+NO_RUNS = RunData(
+    pd.DataFrame(columns=["run_id", "experiment", "method", "dataset", "beta", "seed", "seconds"]),
+    pd.DataFrame(columns=["run_id", "key", "step", "value"]),
+)
+
+
+@dataclass
+class Invocation:
+    """What the `make paper` run that wrote the report did (absent when only regenerating)."""
+
+    seconds: float
+    trained: int
+    skipped: int
+
+
+def read_claims(path: Path = CLAIMS_FILE) -> list[dict]:
+    """The [[claim]] entries, checked: every field present, one per finder, known studies."""
+    with open(path, "rb") as handle:
+        claims = tomllib.load(handle).get("claim", [])
+    for i, claim in enumerate(claims, 1):
+        missing = [f for f in CLAIM_FIELDS if f not in claim]
+        if missing:
+            raise ValueError(f"{path}: claim {i} lacks {', '.join(missing)}")
+        if claim["key"] not in FINDERS:
+            raise ValueError(
+                f"{path}: claim {i} has unknown key {claim['key']!r}; known: {', '.join(FINDERS)}"
+            )
+        if claim["study"] not in STUDIES:
+            raise ValueError(
+                f"{path}: claim {claim['key']!r} names unknown study {claim['study']!r}"
+            )
+    absent = set(FINDERS) - {c["key"] for c in claims}
+    if absent:
+        raise ValueError(f"{path}: no words for claim(s) {', '.join(sorted(absent))}")
+    return claims
+
+
+def generate(
+    uri: str, out: Path, invocation: Invocation | None = None, log=print
+) -> dict[str, Finding]:
+    """Write results/paper (figures, tables, REPORT.md) from the studies' runs at `uri`."""
+    claims = read_claims()
+    present = sorted(experiment_names(uri) & set(STUDIES))
+    data = load_runs(uri, present) if present else NO_RUNS
+    log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {uri}")
+    report = Report(Path(out), log)
+    report.out.mkdir(parents=True, exist_ok=True)
+    studies = draw_studies(report, data)
+    findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
+    for claim in claims:
+        findings[claim["key"]].figures = [s for s in claim["figures"] if s in report.plots]
+    write_numbers(report, claims, findings)
+    report.files.append(write_report(report.out, claims, findings, studies, uri, invocation))
+    log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
+    return findings
+
+
+def draw_studies(report: Report, data: RunData) -> dict[str, RunData]:
+    """Each study's figures and summary table; returns each study's runs."""
+    colors = method_colors(data.runs["method"])
+    studies = {name: data.select(data.runs["experiment"] == name) for name in STUDIES}
+    for name, study in studies.items():
+        if name == SWEEP or study.runs.empty:
+            continue
+        for kind, plot in PER_DATASET.items():
+            report.draw(f"{kind}_{name}", plot, study, colors)
+        report.write_table(f"summary_{name}", tables.summary(study))
+    # The latest sweep in the study's experiment: a changed sweep definition is a new study.
+    sweep_rows = data.sweeps[data.sweeps["experiment"] == SWEEP].sort_values("start_time")
+    if len(sweep_rows):
+        latest = sweep_rows.iloc[-1]
+        studies[SWEEP] = studies[SWEEP].sweep_trials(str(latest["sweep"]))
+        draw_sweep(report, data, latest, colors, f"sweep_{SWEEP}")
+    return studies
+
+
+def write_numbers(report: Report, claims: list[dict], findings: dict[str, Finding]) -> None:
+    """claim_<key>.csv (every number behind a claim) and claims.csv (one row per claim)."""
+    for claim in claims:
+        table = findings[claim["key"]].table
+        if not table.empty:
+            path = report.out / f"claim_{claim['key']}.csv"
+            table.to_csv(path, index=False, float_format="%.6g", lineterminator="\n")
+            report.files.append(path)
+    overview = pd.DataFrame(
+        [
+            {"claim": i, "key": c["key"], "title": c["title"]}
+            | {k: getattr(findings[c["key"]], k) for k in ("verdict", "measured", "why")}
+            for i, c in enumerate(claims, 1)
+        ]
+    )
+    overview.to_csv(report.out / "claims.csv", index=False, lineterminator="\n")
+    report.files.append(report.out / "claims.csv")
+
+
+def measure(claim: dict, study: RunData, report: Report) -> Finding:
+    if study.runs.empty:
+        return not_measured(f"the study {claim['study']!r} has no finished runs")
+    if claim["key"] == "beta_sensitivity":
+        importances = report.plots.get(f"sweep_{SWEEP}_importances")
+        return claims_sweep.beta_sensitivity(study, importances.data if importances else None)
+    return FINDERS[claim["key"]](study)

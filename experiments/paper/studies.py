@@ -1,0 +1,106 @@
+"""What `make paper` trains: four studies, every experiment with each of three seeds.
+
+Each study reuses a study module's settings:
+
+- paper-sentiment (claims 1, 2, 5, 7): experiments/sentiment_frontier.py's methods and
+  strengths at 150 steps (DPO at five betas, for the over-optimisation fit) plus KTO at beta
+  0.1, every run scored by the gold judge at five temperatures on 64 prompts.
+- paper-exact (claim 4): experiments/exact_frontier.py (300 steps), six methods at its
+  smallest and largest beta.
+- paper-deterministic (claim 3): experiments/ipo_overfitting.py as it is (800 steps).
+- paper-sweep (claim 6): a method x beta grid (4 x 3) of 100-step trials, as
+  experiments/beta_sweep.py's space but with every cell and seed trained.
+
+Sizes: per-run CPU time with one thread, measured on the project's 2-core machine (heavily
+loaded at the time, so one thread's CPU time stands in for an idle machine's wall time):
+sentiment DPO-family run 19.2 s, RLOO run 35.7 s, exact-world run 15.9 s, deterministic run
+21.7 s, sweep trial run 13.7 s. Runs: sentiment 21 x 19.2 s + 18 x 35.7 s = 17.5 min,
+exact 36 x 15.9 s = 9.5 min, deterministic 18 x 21.7 s = 6.5 min, sweep 36 x 13.7 s =
+8.2 min: about 42 min, plus the one-time reward-model judge and the report, about 45 min.
+The report states the time a real `make paper` took.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from analysis.paper import DETERMINISTIC, EXACT, SENTIMENT, SWEEP, SWEEP_OBJECTIVE
+from experiments import exact_frontier, ipo_overfitting
+from harness import EvalSpec, Experiment, Grid, Sweep, TrainSpec
+
+SEEDS = (0, 1, 2)
+
+# ---- paper-sentiment ------------------------------------------------------------------------
+SENTIMENT_TRAIN = TrainSpec(steps=150, eval_every=25, save_policy=False)
+# Gold judge only: the reward-model judge would add one more learned reward to the comparison.
+SENTIMENT_EVAL = EvalSpec(winrate=True, judges=("gold",))
+SENTIMENT_RUNS = {  # method -> betas, on one scale (see experiments/sentiment_frontier.py)
+    "dpo": (0.01, 0.03, 0.1, 0.3, 1.0),
+    "rloo": (0.1, 1.0, 5.0),
+    "rloo_gold": (0.01, 0.1, 0.5),  # = bt_temperature 0.1 x rloo's betas: the same targets
+    "sft": (0.1,),  # beta only scales its eval/ implicit rewards
+    "kto": (0.1,),  # claim 7: against dpo at 0.1
+}
+
+# ---- paper-exact ----------------------------------------------------------------------------
+EXACT_METHODS = ("dpo", "ipo", "cdpo", "slic", "kto", "orpo")
+EXACT_BETAS = (0.1, 1.0)  # the ends of exact_frontier.BETAS: claim 4 compares them
+EXACT_TRAIN = dataclasses.replace(exact_frontier.TRAIN, save_policy=False)
+
+# ---- paper-deterministic --------------------------------------------------------------------
+DETERMINISTIC_TRAIN = dataclasses.replace(ipo_overfitting.TRAIN, save_policy=False)
+
+# ---- paper-sweep ----------------------------------------------------------------------------
+SWEEP_METHODS = ("dpo", "ipo", "kto", "orpo")
+SWEEP_BETAS = (0.01, 0.1, 1.0)
+SWEEP_TRAIN = TrainSpec(steps=100, eval_every=50, save_policy=False)
+
+
+def sentiment() -> list[Experiment]:
+    return [
+        Experiment(
+            method=method,
+            beta=beta,
+            dataset="sentiment",
+            train=SENTIMENT_TRAIN,
+            eval=SENTIMENT_EVAL,
+        )
+        for method, betas in SENTIMENT_RUNS.items()
+        for beta in betas
+    ]
+
+
+def exact() -> list[Experiment]:
+    return [
+        dataclasses.replace(exp, train=EXACT_TRAIN)
+        for exp in exact_frontier.EXPERIMENTS
+        if exp.method in EXACT_METHODS and exp.beta in EXACT_BETAS
+    ]
+
+
+def deterministic() -> list[Experiment]:
+    return [
+        dataclasses.replace(exp, train=DETERMINISTIC_TRAIN) for exp in ipo_overfitting.EXPERIMENTS
+    ]
+
+
+STUDIES = {SENTIMENT: sentiment, EXACT: exact, DETERMINISTIC: deterministic}
+
+
+def seeded(exp: Experiment, seed: int) -> Experiment:
+    """One seed of an experiment; the seed is in the run name, so seeds are separate runs."""
+    return exp.replace({"train.seed": seed, "name": f"{exp.name}-s{seed}"})
+
+
+def sweep(seeds: tuple[int, ...] = SEEDS) -> Sweep:
+    grid = {"method": Grid(SWEEP_METHODS), "beta": Grid(SWEEP_BETAS)}
+    return Sweep(
+        name=SWEEP,
+        base=Experiment(method="dpo", beta=0.1, dataset="sentiment", train=SWEEP_TRAIN),
+        space=grid,
+        objective=SWEEP_OBJECTIVE,
+        n_trials=len(SWEEP_METHODS) * len(SWEEP_BETAS),
+        seeds=seeds,
+        sampler="grid",
+        pruner="none",  # every cell with every seed: the claim compares them all
+    )

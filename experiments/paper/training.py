@@ -1,0 +1,92 @@
+"""Train the studies' missing runs and the sweep's missing trials (see runner.py on resuming)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from analysis.paper import SWEEP
+from harness.commands.common import quiet_libraries
+from harness.spec import Experiment
+from harness.stores import use_tracking
+from harness.sweep.study import StudySettings, finish, prepare_study, work
+from harness.train import run_experiment
+
+KEY_TAG = "paper_key"
+
+
+def run_key(exp: Experiment) -> str:
+    """The resume key: a hash of every field of the experiment (seed and overrides included)."""
+    return hashlib.sha256(exp.to_json().encode()).hexdigest()[:16]
+
+
+def run_studies(runs, sweep, sweep_name, uri: str, storage: str, log=print) -> tuple[int, int]:
+    """(runs trained, runs skipped because a finished run with their key exists)."""
+    quiet_libraries()
+    trained = skipped = 0
+    for study, experiments in runs.items():
+        done = train_missing(study, experiments, uri, log)
+        trained, skipped = trained + done, skipped + len(experiments) - done
+    if sweep is not None:
+        done, before = run_sweep(sweep, sweep_name, uri, storage, log)
+        trained, skipped = trained + done, skipped + before
+    return trained, skipped
+
+
+def runs_by_key(client: MlflowClient, experiment_id: str) -> dict[str, list]:
+    found: dict[str, list] = {}
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        for run in page:
+            key = run.data.tags.get(KEY_TAG)
+            if key:
+                found.setdefault(key, []).append(run.info)
+        token = page.token
+        if not token:
+            return found
+
+
+def train_missing(study: str, experiments, uri: str, log) -> int:
+    """Train every experiment without a FINISHED run of its key; returns how many it trained."""
+    experiment_id = use_tracking(uri, study)
+    client = MlflowClient(uri)
+    existing = runs_by_key(client, experiment_id)
+    missing = [
+        e
+        for e in experiments
+        if not any(i.status == "FINISHED" for i in existing.get(run_key(e), []))
+    ]
+    log(
+        f"{study}: {len(experiments) - len(missing)} of {len(experiments)} run(s) already finished, training {len(missing)}"
+    )
+    for i, exp in enumerate(missing, 1):
+        key = run_key(exp)
+        for info in existing.get(key, []):
+            if info.status == "RUNNING":  # its process is gone: a killed `make paper`
+                client.set_tag(info.run_id, "error", "left RUNNING by an interrupted make paper")
+                client.set_terminated(info.run_id, status="KILLED")
+        log(f"{study}: run {i}/{len(missing)}: {exp.name}")
+        run_experiment(exp, tags={KEY_TAG: key, "study": study}, log=log)
+    return len(missing)
+
+
+def run_sweep(sweep, name: str, uri: str, storage: str, log) -> tuple[int, int]:
+    """(runs trained now, runs of trials completed before); the Optuna study resumes itself."""
+    settings = StudySettings(
+        storage=storage,
+        study_name=name,
+        n_trials=sweep.n_trials,
+        tracking_uri=uri,
+        mlflow_experiment=SWEEP,
+    )
+    study, parent = prepare_study(sweep, settings)
+    complete = (TrialState.COMPLETE,)
+    before = len(study.get_trials(deepcopy=False, states=complete))
+    log(f"{SWEEP}: {before} of {sweep.n_trials} trial(s) already complete (study {name!r})")
+    work(sweep, settings, log=log)
+    finish(study, settings, parent)
+    after = len(study.get_trials(deepcopy=False, states=complete))
+    return (after - before) * len(sweep.seeds), before * len(sweep.seeds)

@@ -1,0 +1,121 @@
+"""`make paper` (python -m experiments.paper): resumes a store, checks its arguments first."""
+
+from __future__ import annotations
+
+import re
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from analysis.paper import DETERMINISTIC, SWEEP
+from experiments.paper import studies
+from experiments.paper.runner import main
+
+TINY = [
+    "--study",
+    DETERMINISTIC,
+    "--seeds",
+    "1",
+    "--set",
+    "train.steps=2",
+    "--set",
+    "train.eval_every=1",
+    "--set",
+    "eval.n_prompts=8",
+    "--set",
+    "eval.n_pairs=8",
+]
+
+
+def counts(text: str) -> tuple[int, int]:
+    match = re.search(r"trained (\d+) run\(s\), skipped (\d+) finished", text)
+    return int(match[1]), int(match[2])
+
+
+def test_a_bad_override_fails_before_anything_trains(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["--set", "train.stepz=2", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.stepz" in err[0] and "train.steps" in err[0]
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_every_study_runs_each_experiment_with_three_seeds_under_its_own_name():
+    for build in studies.STUDIES.values():
+        names = [studies.seeded(exp, s).name for exp in build() for s in studies.SEEDS]
+        assert len(names) == len(set(names))  # the analysis keeps one run per name
+    assert studies.SEEDS == (0, 1, 2)
+    assert studies.sweep().seeds == studies.SEEDS
+
+
+@pytest.mark.slow
+def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    where = ["--tracking-uri", uri, "--storage", f"sqlite:///{tmp_path / 'optuna.db'}"]
+    args = TINY + where + ["--out", str(tmp_path / "paper")]
+    n = len(studies.deterministic())  # one seed each
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (n, 0)
+    assert (tmp_path / "paper" / "REPORT.md").exists()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(DETERMINISTIC)
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == n and {r.info.status for r in runs} == {"FINISHED"}
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (0, n)
+    assert len(client.search_runs([experiment.experiment_id])) == n
+
+    # A run a killed `make paper` left RUNNING: closed as KILLED and trained again.
+    interrupted = runs[0]
+    client.update_run(interrupted.info.run_id, status="RUNNING")
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (1, n - 1)
+    assert client.get_run(interrupted.info.run_id).info.status == "KILLED"
+    again = client.search_runs(
+        [experiment.experiment_id], f"tags.paper_key = '{interrupted.data.tags['paper_key']}'"
+    )
+    assert sorted(r.info.status for r in again) == ["FINISHED", "KILLED"]
+
+
+def test_a_report_without_runs_has_every_row_not_measured(tmp_path):
+    from analysis.paper.report import generate, read_claims
+
+    findings = generate(f"sqlite:///{tmp_path / 'none.db'}", tmp_path / "paper", log=print)
+    assert [f.verdict for f in findings.values()] == ["not measured"] * len(read_claims())
+    text = (tmp_path / "paper" / "REPORT.md").read_text()
+    assert text.count("| **not measured** |") == len(read_claims())
+    assert "**Time:** 0 finished runs" in text
+
+
+@pytest.mark.slow
+def test_the_sweep_runs_every_grid_point_once_and_resumes(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    args = [*TINY[2:], "--study", SWEEP, "--tracking-uri", uri, "--storage", storage]
+    args += ["--out", str(tmp_path / "paper")]
+    grid = {(m, b) for m in studies.SWEEP_METHODS for b in studies.SWEEP_BETAS}
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (len(grid), 0)
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    assert sorted((t.params["method"], t.params["beta"]) for t in trials) == sorted(grid)
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (0, len(grid))
+    assert "sweep_paper-sweep_beta.png" in (tmp_path / "paper" / "REPORT.md").read_text()
+
+
+def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
+    from analysis.paper.verdicts import above, decide
+
+    assert decide({"a": True, "b": True})[0] == "reproduced"
+    assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Fails: b.")
+    assert decide({"a": False})[0] == "not reproduced"
+    one_seed = {"n": 1, "mean": 0.3, "ci_low": float("nan"), "ci_high": float("nan")}
+    assert above(one_seed) is None
+    assert decide({"a": True, "b": above(one_seed)})[0] == "not measured"
