@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.stores import open_store, resolve_tracking_uri
+from harness.locations import resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/figures")
 
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per file
     # Deferred: pandas, matplotlib and MLflow take seconds to import; `--help` should not.
     from analysis.report import generate
+    from harness.stores import open_store
 
     uri = resolve_tracking_uri(args.tracking_uri)
     open_store(uri, writable=False)  # runs whose process died are marked KILLED, not drawn live

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from harness.locations import sqlite_path
 from harness.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_GOLD_REWARD_EXACT,
@@ -24,7 +25,6 @@ from harness.metrics import (
     EVAL_PAIR_ACCURACY,
     eval_rewards,
 )
-from harness.stores import sqlite_path
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (

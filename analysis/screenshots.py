@@ -25,7 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
-from harness.stores import DEFAULT_TRACKING_URI, runs_page_url, sqlite_path, use_tracking
+from harness.locations import DEFAULT_TRACKING_URI, runs_page_url, sqlite_path
+from harness.stores import use_tracking
 
 WIDTH, HEIGHT = 1920, 1000
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -14,8 +14,8 @@ import torch
 from transformers import TrainerCallback
 
 from harness import distributed
+from harness.errors import RunFailed
 from harness.metrics import SUMMARY_KEYS, train_metric_name
-from harness.stores import RunFailed
 
 
 class TrainingDiverged(RunFailed):

@@ -9,7 +9,7 @@ import sys
 
 from harness.commands import COMMANDS
 from harness.console import VERBOSE_ENV
-from harness.stores import RunFailed, disk_error
+from harness.errors import RunFailed, disk_error
 
 
 def build_parser() -> argparse.ArgumentParser:

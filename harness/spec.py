@@ -483,6 +483,11 @@ def documented_fields() -> list[tuple[str, Any, str]]:
             if dataclasses.is_dataclass(hint):
                 walk(hint, f"{prefix}{f.name}.")
                 continue
+            optional = [t for t in typing.get_args(hint) if dataclasses.is_dataclass(t)]
+            if optional:  # e.g. model.lora: None (off), or its own fields turn it on
+                rows.append((prefix + f.name, f.default, docs[f.name]))
+                walk(optional[0], f"{prefix}{f.name}.")
+                continue
             if f.name == "method_args":  # keys depend on the method: `harness fields` says so
                 continue
             if f.default is not dataclasses.MISSING:

@@ -21,13 +21,11 @@ bundled with mlflow (mlflow/server/js) and checked in headless Chromium (`make s
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -46,11 +44,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
-from harness.databases import StoreError, check_driver, exclusive, is_database_url, mask
+from harness.databases import StoreError, check_driver, exclusive, is_database_url
+from harness.locations import UI_VIEW_ID, sqlite_path
 from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 
-DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
-DEFAULT_OPTUNA_STORAGE = "sqlite:///results/optuna.db"
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
 HEARTBEAT_TAG = "harness.heartbeat"
 PROCESS_TAG = "harness.process"
@@ -59,13 +56,7 @@ GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
 _opened: set[str] = set()  # stores checked and initialised by this process
 
 
-class RunFailed(RuntimeError):
-    """A run failed for a reason the message states (diverged, policy not saved): the command
-    prints it in one line, names the run (marked FAILED) and exits 1."""
-
-
 POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
-UI_VIEW_ID = "harness"
 # The runs table's columns in the harness's saved view: what tells methods apart, side by side.
 UI_COLUMNS = (
     "params.`method`",
@@ -76,16 +67,6 @@ UI_COLUMNS = (
     f"metrics.`{EVAL_PAIR_ACCURACY}`",
     "attributes.`Models`",
 )
-
-
-def resolve_tracking_uri(cli_value: str | None = None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
-    return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI, None for any other kind of store."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
@@ -184,32 +165,6 @@ def ui_tags() -> dict[str, str]:
         "mlflow.experimentKind": "custom_model_development",
         f"mlflow.sharedViewState.{UI_VIEW_ID}": json.dumps(view | {"state": json.dumps(state)}),
     }
-
-
-def runs_page_url(server_url: str, experiment_id: str) -> str:
-    """The experiment's runs table with the harness's columns, at an MLflow server."""
-    return (
-        f"{server_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
-        f"?workflowType=machine_learning&viewStateShareKey={UI_VIEW_ID}"
-    )
-
-
-def mlflow_ui_hint(uri: str, experiment_id: str | None = None) -> str:
-    """How to open the MLflow UI on `uri` (at the experiment's runs), with this environment's
-    mlflow: a server URI opens as it is; a database needs `mlflow ui` started first. Passwords
-    are masked."""
-    if uri.startswith(("http://", "https://")):
-        return mask(runs_page_url(uri, experiment_id) if experiment_id else uri)
-    if not is_database_url(uri):
-        return f"the MLflow UI of {mask(uri)}"
-    beside = Path(sys.executable).parent / "mlflow"
-    mlflow_bin = str(beside) if beside.exists() else "mlflow"
-    if mlflow_bin.startswith(os.getcwd()):
-        mlflow_bin = os.path.relpath(mlflow_bin)
-    command = f"{mlflow_bin} ui --backend-store-uri {mask(uri)}"
-    if experiment_id is None:
-        return command
-    return f"{command}\n  then open {runs_page_url('http://127.0.0.1:5000', experiment_id)}"
 
 
 def param_value(value: Any) -> str:
@@ -320,11 +275,6 @@ def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
         )
         reaped.append(run.info.run_id)
     return reaped
-
-
-def disk_error(err: OSError) -> bool:
-    """Whether `err` says the disk is full or read-only (not a bug: one line, not a traceback)."""
-    return err.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
 
 
 def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:

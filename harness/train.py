@@ -29,6 +29,7 @@ from harness.checks import check_estimable, check_experiment, check_method_accep
 from harness.console import library_output
 from harness.data import DataError, PreferenceData, load_preference_data
 from harness.devices import default_device, precision_arguments, training_arguments
+from harness.errors import RunFailed
 from harness.evaluate import Evaluator
 from harness.evaluate.rescore import FINAL_STEP_TAG
 from harness.evaluate.scoring import prepare_scoring
@@ -57,7 +58,7 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) while a run trained: the run was marked KILLED; the message says which."""
 
 
-class PolicyNotSaved(stores.RunFailed):
+class PolicyNotSaved(RunFailed):
     """The trained policy could not be written (a full or read-only disk); nothing half-written
     is left."""
 
@@ -229,7 +230,7 @@ def run_experiment(
             raise RunInterrupted(f"run {run_id} ({exp.name}) marked KILLED") from None
         except BaseException as err:
             end_run_after(err, run_id, "FAILED")
-            if isinstance(err, stores.RunFailed):
+            if isinstance(err, RunFailed):
                 err.args = (f"run {run_id} ({exp.name}) FAILED: {err}",)
             raise
     # The others wait here for the scoring and saving. Not after an error: the main process

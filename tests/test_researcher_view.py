@@ -20,16 +20,10 @@ from harness.checks import check_experiment, with_defaults
 from harness.commands.fields import fields_text
 from harness.console import VERBOSE_ENV, library_output
 from harness.evaluate.scoring import completions_table
+from harness.locations import mlflow_ui_hint, runs_page_url
 from harness.methods import config_label, run_name
 from harness.spec import SpecError, field_paths
-from harness.stores import (
-    POLICY_MODEL_TAG,
-    UI_COLUMNS,
-    mlflow_ui_hint,
-    param_value,
-    runs_page_url,
-    use_tracking,
-)
+from harness.stores import POLICY_MODEL_TAG, UI_COLUMNS, param_value, use_tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 DPO = Experiment(method="dpo", beta=0.1, dataset="sentiment")

@@ -8,8 +8,8 @@ from optuna.trial import TrialState
 
 from harness import Choice, EvalSpec, Experiment, Grid, LogUniform, Sweep, TrainSpec
 from harness.databases import StoreError, check_driver, mask, redact
+from harness.locations import mlflow_ui_hint
 from harness.space import finite_points, sample_params
-from harness.stores import mlflow_ui_hint
 from harness.sweep.study import StudySettings, claim_trial, prepare_study
 
 BASE = Experiment(

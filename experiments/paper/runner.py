@@ -20,8 +20,8 @@ from pathlib import Path
 
 from analysis.paper import STUDIES, SWEEP
 from experiments.paper import studies
+from harness.locations import DEFAULT_OPTUNA_STORAGE, resolve_tracking_uri
 from harness.spec import Experiment, parse_override
-from harness.stores import DEFAULT_OPTUNA_STORAGE, resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/paper")
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.commands.common import add_tracking_args, quiet_libraries
+from harness.locations import mlflow_ui_hint, resolve_tracking_uri
 from harness.spec import JUDGES, SpecError
-from harness.stores import mlflow_ui_hint, resolve_tracking_uri
 
 
 def register(subparsers) -> None:

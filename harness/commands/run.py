@@ -19,9 +19,9 @@ from harness.commands.common import (
 )
 from harness.databases import mask
 from harness.loader import load_objects
+from harness.locations import mlflow_ui_hint, resolve_tracking_uri
 from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 from harness.spec import Experiment
-from harness.stores import mlflow_ui_hint, resolve_tracking_uri, use_tracking
 
 
 def register(subparsers) -> None:
@@ -59,6 +59,7 @@ def cmd_run(args) -> int:
     from harness import distributed
     from harness.checks import check_experiment
     from harness.models import resolve_dtype
+    from harness.stores import use_tracking
     from harness.train import run_experiment
 
     for exp in experiments:  # every experiment is checked before the first one trains

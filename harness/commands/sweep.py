@@ -16,13 +16,8 @@ from harness.commands.common import (
 )
 from harness.databases import mask
 from harness.loader import load_module, load_objects
+from harness.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 from harness.space import Sweep, SweepError
-from harness.stores import (
-    DEFAULT_OPTUNA_STORAGE,
-    mlflow_ui_hint,
-    resolve_tracking_uri,
-    use_tracking,
-)
 
 
 def register(subparsers) -> None:
@@ -75,6 +70,7 @@ def cmd_sweep(args) -> int:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
     # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
+    from harness.stores import use_tracking
     from harness.sweep.study import StudySettings, finish, prepare_study
 
     storage = args.storage
