@@ -27,6 +27,7 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_tri
 from optuna.trial import TrialState
 
 from harness import databases, stores
+from harness.locations import sqlite_path
 from harness.cache import warm_cache
 from harness.metrics import SWEEP_BEST_VALUE
 from harness.space import Grid, Sweep, SweepError
@@ -51,6 +52,9 @@ def open_storage(settings: StudySettings) -> RDBStorage:
     """The study's storage, its schema created once however many workers start together."""
     url = settings.storage
     databases.check_driver(url, "storage")
+    db = sqlite_path(url)
+    if db is not None:  # a new SQLite file in a new folder, as the MLflow store gets
+        db.parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         with databases.exclusive(url, "harness:optuna-schema"):
