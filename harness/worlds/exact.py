@@ -10,7 +10,7 @@ base distribution that ignores the gold reward; preference pairs are sampled fro
 reference's exact distribution (conditioned on a valid response) and labelled by `DataSpec`.
 Every split uses the same eight prompts: this world asks how well a method optimises the
 KL-regularised objective, not how it generalises to new prompts; the splits differ in their
-sampled responses.
+sampled responses, and a held-out pair that repeats a train pair is dropped (11 of 256).
 
 Every run logs the exact KL(pi || pi_ref), the exact expected gold reward, the invalid mass and
 the frontier gap (optimal reward at the policy's KL minus its reward), and saves the optimal
