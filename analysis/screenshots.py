@@ -207,7 +207,13 @@ async def take(server_url: str, experiment_id: str, out: Path) -> list[Path]:
     async with Browser() as browser:
         # before any of the page's own scripts, on every page: the settings a first visit lacks
         settings = "".join(f"localStorage.setItem({k!r}, {v!r});" for k, v in LOCAL_STORAGE.items())
+        await browser.send("Page.enable")
         await browser.send("Page.addScriptToEvaluateOnNewDocument", source=settings)
+        # ... and again once the first page has drawn: the app may have opened its panel by then
+        await browser.open(
+            server_url + "/", "document.body.innerText.includes('Experiments')", "MLflow"
+        )
+        await browser.evaluate(settings)
         table = runs_page_url(server_url, experiment_id)
         await browser.open(table, RUNS_LOADED, "the runs table")
         shots.append(out / "runs_table.png")
