@@ -27,6 +27,7 @@ def tracking(module_tracking):
 
 
 def settings_for(tmp_path, tracking, name, n_trials):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return StudySettings(
         storage=f"sqlite:///{tmp_path / 'optuna.db'}",
         study_name=name,
