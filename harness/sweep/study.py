@@ -27,8 +27,8 @@ from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_tri
 from optuna.trial import TrialState
 
 from harness import databases, stores
-from harness.locations import sqlite_path
 from harness.cache import warm_cache
+from harness.locations import sqlite_path
 from harness.metrics import SWEEP_BEST_VALUE
 from harness.space import Grid, Sweep, SweepError
 from harness.sweep.params import choose_params, grid_points, make_sampler
