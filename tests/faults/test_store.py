@@ -45,7 +45,8 @@ def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path, attempt, r
     codes = [p.returncode for p in processes]
     assert codes == [0, 0, 0], [err[-1500:] for _, err in results]
     late = [float(out.strip()) for out, _ in results]
-    assert max(late) < 0.5, f"not at once (seconds late: {late}): the race was not exercised"
+    # MLflow's table creation takes seconds: processes starting within 2 s of each other race
+    assert max(late) < 2, f"not at once (seconds late: {late}): the race was not exercised"
     record_property(
         "fault", f"3 processes create one new SQLite store at the same instant (try {attempt})"
     )
