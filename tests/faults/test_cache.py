@@ -156,12 +156,17 @@ def test_copied_cache_is_reused(built, tmp_path, capsys, monkeypatch, record_pro
 
 @pytest.mark.parametrize("damage", [truncate, garbage])
 def test_broken_reference_logps_are_rebuilt_by_the_next_run(
-    tmp_path, capsys, damage, record_property
+    tmp_path, capsys, monkeypatch, damage, record_property
 ):
     """The reference log-prob cache of a real DPO run, damaged between two runs."""
     from mlflow.tracking import MlflowClient
 
     from harness.cli import main
+
+    cache = tmp_path / "cache"  # the shared worlds, and a reference_logps of its own
+    cache.mkdir()
+    (cache / "worlds").symlink_to(Path(os.environ["HARNESS_CACHE"]).resolve() / "worlds")
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
 
     exp = experiment_file(tmp_path, "refcache", max_pairs=64)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
