@@ -68,15 +68,11 @@ LOADERS = {
 }
 
 
-def use_cache(root: Path):
-    os.environ["HARNESS_CACHE"] = str(root)
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A cache holding one entry of each kind, built once; and what loading each returns."""
     root, before = tmp_path_factory.mktemp("cache"), os.environ["HARNESS_CACHE"]
-    use_cache(root)
+    os.environ["HARNESS_CACHE"] = str(root)
     try:
         values = {kind: load(print)[1] for kind, load in LOADERS.items()}
     finally:
@@ -123,19 +119,16 @@ CASES = [
 
 @pytest.mark.parametrize(("kind", "name", "damage", "says"), CASES)
 def test_broken_entry_is_named_and_rebuilt(
-    built, tmp_path, capsys, kind, name, damage, says, record_property
+    built, tmp_path, capsys, monkeypatch, kind, name, damage, says, record_property
 ):
     root, values = built
     copy = tmp_path / "cache"
     shutil.copytree(root, copy)
-    use_cache(copy)
+    monkeypatch.setenv("HARNESS_CACHE", str(copy))
     folder = entry(copy, kind)
     damage(folder / name)
     lines: list[str] = []
-    try:
-        _, value = LOADERS[kind](lines.append)
-    finally:
-        os.environ["HARNESS_CACHE"] = str(root)
+    _, value = LOADERS[kind](lines.append)
     printed = [line for line in lines + capsys.readouterr().out.splitlines() if "cache:" in line]
     assert len(printed) == 1, printed
     assert str(folder) in printed[0] and name in printed[0] and says in printed[0], printed[0]
@@ -147,16 +140,13 @@ def test_broken_entry_is_named_and_rebuilt(
     record_property("kept", "entry rebuilt under the lock (same content); never read broken")
 
 
-def test_copied_cache_is_reused(built, tmp_path, capsys, record_property):
+def test_copied_cache_is_reused(built, tmp_path, capsys, monkeypatch, record_property):
     root, values = built
     copy = tmp_path / "elsewhere" / "cache"
     shutil.copytree(root, copy)
-    use_cache(copy)
+    monkeypatch.setenv("HARNESS_CACHE", str(copy))
     lines: list[str] = []
-    try:
-        got = {kind: load(lines.append)[1] for kind, load in LOADERS.items()}
-    finally:
-        os.environ["HARNESS_CACHE"] = str(root)
+    got = {kind: load(lines.append)[1] for kind, load in LOADERS.items()}
     assert got == values
     assert not [line for line in lines + capsys.readouterr().out.splitlines() if "cache:" in line]
     record_property("fault", "the cache copied to another folder (keys hold no paths)")
@@ -166,12 +156,17 @@ def test_copied_cache_is_reused(built, tmp_path, capsys, record_property):
 
 @pytest.mark.parametrize("damage", [truncate, garbage])
 def test_broken_reference_logps_are_rebuilt_by_the_next_run(
-    tmp_path, capsys, damage, record_property
+    tmp_path, capsys, monkeypatch, damage, record_property
 ):
     """The reference log-prob cache of a real DPO run, damaged between two runs."""
     from mlflow.tracking import MlflowClient
 
     from harness.cli import main
+
+    cache = tmp_path / "cache"  # the shared worlds, and a reference_logps of its own
+    cache.mkdir()
+    (cache / "worlds").symlink_to(Path(os.environ["HARNESS_CACHE"]).resolve() / "worlds")
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
 
     exp = experiment_file(tmp_path, "refcache", max_pairs=64)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
