@@ -28,7 +28,6 @@ from optuna.trial import TrialState
 
 from harness import databases, stores
 from harness.cache import warm_cache
-from harness.locations import sqlite_path
 from harness.metrics import SWEEP_BEST_VALUE
 from harness.space import Grid, Sweep, SweepError
 from harness.sweep.params import choose_params, grid_points, make_sampler
@@ -52,9 +51,6 @@ def open_storage(settings: StudySettings) -> RDBStorage:
     """The study's storage, its schema created once however many workers start together."""
     url = settings.storage
     databases.check_driver(url, "storage")
-    db = sqlite_path(url)
-    if db is not None:  # a new SQLite file in a new folder, as the MLflow store gets
-        db.parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
         with databases.exclusive(url, "harness:optuna-schema"):
