@@ -36,10 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per file
     # Deferred: pandas, matplotlib and MLflow take seconds to import; `--help` should not.
+    from analysis.load import check_store_exists
     from analysis.report import generate
     from harness.stores import open_store
 
     uri = resolve_tracking_uri(args.tracking_uri)
+    check_store_exists(uri)
     open_store(uri, writable=False)  # runs whose process died are marked KILLED, not drawn live
     generate(uri, args.experiments, args.out)
     return 0

@@ -111,12 +111,17 @@ class RunData:
         )
 
 
-def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
-    """Read the runs of `experiments` (default: every experiment in the store)."""
+def check_store_exists(uri: str) -> None:
+    """A SQLite store that does not exist is an error (opening it would create an empty one)."""
     if (db := sqlite_path(uri)) is not None and not db.exists():
         raise FileNotFoundError(
             f"no MLflow store at {uri}: run `harness run ...` first or pass --tracking-uri"
         )
+
+
+def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
+    """Read the runs of `experiments` (default: every experiment in the store)."""
+    check_store_exists(uri)
     client = MlflowClient(uri)
     chosen = _experiments(client, experiments)
     runs, parents, unfinished = [], [], 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -408,5 +409,13 @@ def save_policy(policy, tokenizer) -> None:
                 pip_requirements=stores.model_requirements(),
             )
     except Exception as err:  # safetensors and MLflow report a full disk as their own errors
+        remove_partial_policy(mlflow.active_run().info.run_id)
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
     mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
+
+
+def remove_partial_policy(run_id: str) -> None:
+    """What a failed save left in the run's local artifacts: a policy is whole or absent."""
+    folder = stores.local_artifact_dir(run_id)
+    if folder is not None:
+        shutil.rmtree(folder / stores.POLICY_ARTIFACT, ignore_errors=True)

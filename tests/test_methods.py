@@ -7,7 +7,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import DataSpec, EvalSpec, Experiment, TrainSpec
-from harness.evaluate.rescore import load_policy
+from harness.evaluate.rescore import load_run_policy
 from harness.methods import METHODS
 from harness.models import load_causal_lm
 from harness.train import run_experiment
@@ -89,8 +89,10 @@ def test_method_trains_and_reports_the_yardstick(method, module_tracking):
     assert {"train/loss", *TRAIN_EXTRAS.get(method, ())} <= set(run.data.metrics)
     assert run.data.params["beta"] == "0.1"
 
-    reference = load_causal_lm(get_world("sentiment").reference_path).state_dict()
-    trained = load_policy(run, trust_remote_code=False)[0].state_dict()
+    base = get_world("sentiment").reference_path
+    reference = load_causal_lm(base).state_dict()
+    trained = load_run_policy(run, base, dtype=torch.float32, trust_remote_code=False)[0]
+    trained = trained.state_dict()
     changed = [k for k in reference if not torch.equal(reference[k], trained[k])]
     assert changed, f"{method}: training left every parameter equal to the reference"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from harness import Experiment
@@ -192,7 +193,7 @@ def test_names_params_datasets_and_model_read_back_from_mlflow(terminal_run):
 
 @pytest.mark.slow
 def test_harness_eval_loads_the_model_and_older_plain_policy_files(terminal_run, tmp_path):
-    from harness.evaluate.rescore import load_policy, score_run
+    from harness.evaluate.rescore import load_run_policy, score_run
     from harness.worlds import get_world
 
     uri, run_id, _ = terminal_run
@@ -203,7 +204,10 @@ def test_harness_eval_loads_the_model_and_older_plain_policy_files(terminal_run,
     use_tracking(uri, "older")
     with mlflow.start_run() as old:
         mlflow.log_artifacts(str(get_world("sentiment").reference_path), "policy")
-    policy, tokenizer = load_policy(
-        MlflowClient(uri).get_run(old.info.run_id), trust_remote_code=False
+    base = get_world("sentiment").reference_path
+    old_run = MlflowClient(uri).get_run(old.info.run_id)
+    policy, tokenizer, adapter = load_run_policy(
+        old_run, base, dtype=torch.float32, trust_remote_code=False
     )
+    assert not adapter
     assert policy.num_parameters() > 0 and tokenizer("a b").input_ids

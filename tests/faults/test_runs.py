@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import main
-from harness.stores import POLICY_ARTIFACT
+from harness.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG
 from tests.faults.helpers import assert_one_line, experiment_file, start_harness, wait_for_line
 
 pytestmark = pytest.mark.slow
@@ -87,7 +87,7 @@ def test_scoring_failure_keeps_the_policy_and_eval_scores_the_failed_run(
     client = MlflowClient(store)
     policy = {a.path for a in client.list_artifacts(run.info.run_id, POLICY_ARTIFACT)}
     assert code == 2 and run.info.status == "FAILED" and "BenchError" in run.data.tags["error"]
-    assert f"{POLICY_ARTIFACT}/model.safetensors" in policy
+    assert f"{POLICY_ARTIFACT}/MLmodel" in policy and POLICY_MODEL_TAG in run.data.tags
     record_property("fault", "an lm-eval task whose data file is not JSON, scored after training")
     record_property("seen", f"exit {code}: {line}")
 
