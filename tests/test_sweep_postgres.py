@@ -70,7 +70,7 @@ def study_trials(servers, name: str):
 
 def runs_of(servers, sweep: str):
     client = MlflowClient(servers.url)
-    experiment = client.get_experiment_by_name("machines")
+    experiment = client.get_experiment_by_name(sweep)  # a sweep's experiment: its study name
     runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{sweep}'")
     parents = [r for r in runs if r.data.tags.get("role") == "sweep_parent"]
     return parents, [r for r in runs if r.data.tags.get("role") == "trial"]
@@ -94,7 +94,7 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
     client = MlflowClient(servers.url)
     assert {a.path for a in client.list_artifacts(run.info.run_id, "policy")} >= {
-        "policy/model.safetensors"
+        "policy/MLmodel"
     }
     samples = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id,
@@ -107,7 +107,7 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
     figures = tmp_path / "figures"
     drawn = subprocess.run(
         [sys.executable, "-m", "harness.cli", "figures", "--tracking-uri", servers.url]
-        + ["--experiment", "machines", "--out", str(figures)],
+        + ["--experiment", "shared", "--out", str(figures)],
         capture_output=True,
         text=True,
         env={**os.environ, "MPLBACKEND": "Agg"},
