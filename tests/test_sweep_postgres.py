@@ -92,10 +92,9 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
     # Artifacts went through the server (mlflow-artifacts:/...) and come back over HTTP.
     run = children[0]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+    mlflow.set_tracking_uri(servers.url)  # MLflow resolves a logged model's artifacts by it
     client = MlflowClient(servers.url)
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "policy")} >= {
-        "policy/MLmodel"
-    }
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "policy")} >= {"policy/MLmodel"}
     samples = mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id,
         artifact_path="samples.json",
@@ -113,8 +112,11 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
         env={**os.environ, "MPLBACKEND": "Agg"},
     )
     assert drawn.returncode == 0, drawn.stderr
-    for kind in ("history", "importances", "parallel"):
+    for kind in ("history", "parallel"):
         assert (figures / f"sweep_shared_{kind}.png").exists(), drawn.stdout
+    # 4-step trials may all score the same: then importances are skipped with that reason.
+    importances = (figures / "sweep_shared_importances.png").exists()
+    assert importances or "objective values differ" in drawn.stdout, drawn.stdout
 
     seen = "".join(outputs) + drawn.stdout + drawn.stderr
     for r in [*parents, *children]:

@@ -124,6 +124,8 @@ def importances(study: optuna.Study) -> Plot:
     varied = [p for p in trials.columns if p not in ("trial", "value") and trials[p].nunique() > 1]
     if len(trials) < 2 or not varied:
         raise Skip("importances need two completed trials and a parameter that varied")
+    if trials["value"].nunique() < 2:  # fANOVA has nothing to apportion (and raises)
+        raise Skip("importances need trials whose objective values differ")
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
     values = optuna.importance.get_param_importances(study, evaluator=evaluator)
     with warnings.catch_warnings():
