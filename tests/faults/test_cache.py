@@ -165,7 +165,9 @@ def test_broken_reference_logps_are_rebuilt_by_the_next_run(
 
     cache = tmp_path / "cache"  # the shared worlds, and a reference_logps of its own
     cache.mkdir()
-    (cache / "worlds").symlink_to(Path(os.environ["HARNESS_CACHE"]).resolve() / "worlds")
+    shared_worlds = Path(os.environ["HARNESS_CACHE"]).resolve() / "worlds"
+    shared_worlds.mkdir(parents=True, exist_ok=True)  # a fresh clone has none built yet
+    (cache / "worlds").symlink_to(shared_worlds)
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
 
     exp = experiment_file(tmp_path, "refcache", max_pairs=64)
