@@ -43,7 +43,9 @@ def training_arguments(output_dir: str, **overrides: Any) -> dict[str, Any]:
         "report_to": "none",
         "save_strategy": "no",
         "disable_tqdm": True,
-        "use_cpu": default_device() == "cpu",
+        # A device's type, not its name: under several CPU processes accelerate names it "cpu:1",
+        # and use_cpu=False there makes every process train alone instead of joining DDP.
+        "use_cpu": torch.device(default_device()).type == "cpu",
         **overrides,
     }
 
