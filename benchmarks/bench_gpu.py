@@ -6,7 +6,7 @@ internet) and a BPE tokenizer trained offline; throughput does not depend on the
 Writes results/benchmarks/gpu.md. `--tiny` runs the same code at toy size on CPU (the test).
 
 MFU = model FLOPs per second / the device's peak dense bf16 FLOPs. Model FLOPs per token
-(Chowdhury et al. PaLM, app. B): training 6N + 12·L·d·T (forward 2N, backward 4N: input and
+(Chowdhery et al. 2022, PaLM, app. B): training 6N + 12·L·d·T (forward 2N, backward 4N: input and
 weight gradients), where N counts every parameter a token passes through (the tied output head
 included) and 12·L·d·T is attention's score and value products; a LoRA step skips the frozen
 weights' gradients (4N + 12·L·d·T, the adapter's own FLOPs are negligible at r=16); a reference
@@ -28,8 +28,8 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
 from datasets import Dataset
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+from synthetic import WORDS, word_tokenizer  # benchmarks/, the script's own folder
+from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from harness.lora import lora_config
@@ -67,53 +67,6 @@ PEAK_TFLOPS = {
     "A10G": 125.0,
     "L4": 121.0,
 }
-WORDS = [
-    "the",
-    "a",
-    "movie",
-    "film",
-    "plot",
-    "story",
-    "acting",
-    "scene",
-    "was",
-    "is",
-    "great",
-    "good",
-    "bad",
-    "awful",
-    "fine",
-    "dull",
-    "loved",
-    "hated",
-    "and",
-    "but",
-    "it",
-    "this",
-    "that",
-    "very",
-    "quite",
-]
-
-
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1000,  # room for every word to become one token
-        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    rng = random.Random(0)
-    tok.train_from_iterator([" ".join(rng.choices(WORDS, k=12)) for _ in range(500)], trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-    )
 
 
 def pairs(n: int, seq_len: int) -> list[dict]:
@@ -254,7 +207,7 @@ def main(argv=None) -> None:
     args.seq_len = args.seq_len or (64 if args.tiny else 1024)
     args.warmup = 1 if args.tiny else 5
     args.dtype = "bfloat16"  # bf16 on GPU; CPU runs bf16 too (torch supports it there)
-    tokenizer = build_tokenizer()
+    tokenizer = word_tokenizer()
     config = Qwen2Config(
         **(TINY if args.tiny else QWEN25_05B),
         bos_token_id=tokenizer.bos_token_id,

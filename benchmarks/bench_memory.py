@@ -29,50 +29,15 @@ from pathlib import Path
 OUT = Path("results/benchmarks/memory.md")
 VARIANTS = ("harness_full", "harness_lora", "trl_full", "trl_lora")
 LORA = {"r": 16, "alpha": 32}
-WORDS = [
-    "the",
-    "a",
-    "movie",
-    "film",
-    "plot",
-    "story",
-    "acting",
-    "was",
-    "is",
-    "great",
-    "good",
-    "bad",
-    "awful",
-    "fine",
-    "dull",
-    "loved",
-    "it",
-]
 
 
 def build(folder: Path, pairs: int, words: int) -> None:
     """GPT-2 small's config with a tokenizer trained on the benchmark's words, and the pairs."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from synthetic import WORDS, word_tokenizer  # benchmarks/, the script's own folder
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    rng = random.Random(0)
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1000,  # room for every word to become one token
-        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator([" ".join(rng.choices(WORDS, k=12)) for _ in range(500)], trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-    )
+    tokenizer = word_tokenizer()
     torch.manual_seed(0)
     # GPT-2 small: 12 layers, 768 wide, its 50257-token embedding (the tokenizer uses the first ids).
     config = GPT2Config(
@@ -82,6 +47,7 @@ def build(folder: Path, pairs: int, words: int) -> None:
     )
     GPT2LMHeadModel(config).save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
+    rng = random.Random(0)
     with open(folder / "pairs.jsonl", "w") as f:
         for _ in range(pairs):
             prompt, chosen, rejected = (" ".join(rng.choices(WORDS, k=words)) for _ in range(3))

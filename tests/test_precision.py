@@ -28,11 +28,13 @@ def test_float16_without_a_gpu_fails_in_one_line_before_loading(tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_the_gpu_benchmark_runs_at_toy_size_on_a_cpu(tmp_path):
+def test_the_gpu_benchmark_runs_at_toy_size_on_a_cpu(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))  # as when run as a script: its helpers beside it
+    path = folder / "bench_gpu.py"
     spec = importlib.util.spec_from_file_location("bench_gpu", path)
     bench_gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_gpu)
