@@ -1,6 +1,6 @@
 """`harness fields`: every experiment field by dotted name, with its default and meaning.
 
-Generated from `harness.spec` (the dataclasses and their comments), so it cannot drift from
+Generated from `harness.spec` (the dataclasses and their comments, read by `harness.spec_docs`), so it cannot drift from
 what `--set NAME=VALUE`, `Experiment.replace` and sweep spaces accept.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from harness.spec import REQUIRED, documented_fields
+from harness.spec_docs import REQUIRED, documented_fields
 
 
 def register(subparsers) -> None:
