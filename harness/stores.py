@@ -1,8 +1,8 @@
-"""Where runs go and how they end: the MLflow tracking-URI resolver, opening a store safely,
-experiment set-up, run provenance, the heartbeat that lets a dead run be marked KILLED, and how
-the MLflow UI opens an experiment.
+"""Where runs go and how they end: opening a store safely, experiment set-up, run provenance,
+the heartbeat that lets a dead run be marked KILLED, and how the MLflow UI opens an experiment
+(the tracking-URI resolver itself is `harness.locations`).
 
-No training code here: `analysis` resolves and opens its store with the same functions.
+No training code here: `analysis` opens its store with the same functions.
 
 A run's process can die without ending its run (SIGKILL, a power cut): MLflow would show it
 RUNNING forever. Every run the harness starts records its process (`harness.process`,
