@@ -268,7 +268,7 @@ def train_and_score(
     stopped_early = run.evaluate(policy, 0, untrained=True)
     if not distributed.main_decides(stopped_early):  # a listener may stop it
         policy, final_step = train_policy(
-            exp, method, data, tokenizer, policy, reference, run.evaluate, run.note_loss
+            exp, method, data, tokenizer, policy, reference, run.evaluate, run_id, run.note_loss
         )
     if run.last_step != final_step:  # not right after a listener stopped training
         run.evaluate(policy, final_step)
@@ -304,7 +304,9 @@ def train_only(exp: Experiment, method, started: float) -> RunResult:
     data = load_preference_data(exp)
     tokenizer, policy, reference = load_models(exp, data)
     if not distributed.main_decides(None):
-        train_policy(exp, method, data, tokenizer, policy, reference, lambda model, step: None)
+        train_policy(
+            exp, method, data, tokenizer, policy, reference, lambda model, step: None, None
+        )
     distributed.wait_for_everyone()
     return RunResult(None, exp, {}, time.perf_counter() - started)
 
@@ -320,10 +322,10 @@ def scale_params(exp: Experiment) -> dict[str, str]:
 
 
 def train_policy(
-    exp, method, data, tokenizer, policy, reference, evaluate, on_loss=lambda loss: None
+    exp, method, data, tokenizer, policy, reference, evaluate, run_id, on_loss=lambda loss: None
 ):
     """The method's TRL trainer on `policy`: (the trained model, a PeftModel with LoRA; the
-    step training ended at)."""
+    step training ended at). Training metrics go to the MLflow run `run_id` (None: nowhere)."""
     lora = exp.model.lora
     with tempfile.TemporaryDirectory(prefix="harness-trainer-") as output_dir:
         job = TrainingJob(
@@ -344,7 +346,7 @@ def train_policy(
             args=trainer_arguments(exp, output_dir),
             peft_config=lora_config(lora) if lora is not None else None,
             callbacks=[
-                MetricsCallback(exp.method),
+                MetricsCallback(exp.method, run_id),
                 DivergenceGuard(exp.train.lr),
                 EvalCallback(evaluate, exp.train.eval_every, on_loss=on_loss),
             ],
