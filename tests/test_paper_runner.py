@@ -80,6 +80,24 @@ def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path,
     assert sorted(r.info.status for r in again) == ["FINISHED", "KILLED"]
 
 
+def test_the_make_paper_times_are_kept_when_the_report_is_regenerated(tmp_path):
+    from analysis.paper.report import Invocation, generate
+
+    uri, out, lines = f"sqlite:///{tmp_path / 'none.db'}", tmp_path / "paper", []
+    generate(uri, out, Invocation(600.0, 5, 0, "2026-01-01 10:00 UTC"), log=lines.append)
+    generate(uri, out, Invocation(120.0, 1, 4, "2026-01-01 11:00 UTC"), log=lines.append)
+    generate(uri, out, log=lines.append)  # `python -m analysis.paper`: trains nothing
+    first = (out / "REPORT.md").read_text().splitlines()[2]
+    assert "`make paper` took 12.0 min wall-clock on this machine: 10.0 min (finished" in first
+    assert "2026-01-01 11:00 UTC: trained 1 run(s), skipped 4 already finished)" in first
+
+    (out / "make_paper.json").write_text("{not json")  # a broken record: no time, said once
+    lines.clear()
+    generate(uri, out, log=lines.append)
+    assert "make paper" not in (out / "REPORT.md").read_text().splitlines()[2]
+    assert sum("make_paper.json is unreadable" in line for line in lines) == 1
+
+
 def test_a_report_without_runs_has_every_row_not_measured(tmp_path):
     from analysis.paper.report import generate, read_claims
 
@@ -114,7 +132,7 @@ def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
     from analysis.paper.verdicts import above, decide
 
     assert decide({"a": True, "b": True})[0] == "reproduced"
-    assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Fails: b.")
+    assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Not shown: b.")
     assert decide({"a": False})[0] == "not reproduced"
     one_seed = {"n": 1, "mean": 0.3, "ci_low": float("nan"), "ci_high": float("nan")}
     assert above(one_seed) is None

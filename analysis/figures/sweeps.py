@@ -43,6 +43,7 @@ def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
     firsts = mine.assign(number=mine["tags.trial"].astype(int)).groupby("number").first()
     params = {n: trial_params(row, space) for n, row in firsts.iterrows()}
     distributions = infer_distributions(space, params.values())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory"
     study = optuna.create_study(study_name=str(sweep["sweep"]), direction=sweep["direction"])
     for number, row in firsts.iterrows():
         state = optuna.trial.TrialState[row.get("tags.trial_state", "COMPLETE")]

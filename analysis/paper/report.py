@@ -8,8 +8,10 @@ numbers and the words in claims.toml.
 
 from __future__ import annotations
 
+import json
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -41,13 +43,44 @@ NO_RUNS = RunData(
 )
 
 
+INVOCATIONS_FILE = "make_paper.json"  # every `make paper` on this report folder, oldest first
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @dataclass
 class Invocation:
-    """What the `make paper` run that wrote the report did (absent when only regenerating)."""
+    """What one `make paper` did: its wall-clock time, runs trained and runs skipped."""
 
     seconds: float
     trained: int
     skipped: int
+    finished: str = field(default_factory=utc_now)
+
+
+def recorded_invocations(out: Path, log=print) -> list[Invocation]:
+    """The `make paper` invocations recorded in `out`; none when the record is absent or broken
+    (said in one line: the report then states no wall-clock time rather than a wrong one)."""
+    path = out / INVOCATIONS_FILE
+    if not path.exists():
+        return []
+    try:
+        return [Invocation(**entry) for entry in json.loads(path.read_text())]
+    except (ValueError, TypeError) as err:
+        log(f"{path} is unreadable ({err}); the report states no make paper time")
+        return []
+
+
+def record_invocation(out: Path, invocation: Invocation, log=print) -> list[Invocation]:
+    """Append `invocation` to the record in `out` (written atomically); returns all of them."""
+    invocations = [*recorded_invocations(out, log), invocation]
+    path = out / INVOCATIONS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps([asdict(i) for i in invocations], indent=1) + "\n")
+    tmp.replace(path)
+    return invocations
 
 
 def read_claims(path: Path = CLAIMS_FILE) -> list[dict]:
@@ -82,12 +115,16 @@ def generate(
     log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {uri}")
     report = Report(Path(out), log)
     report.out.mkdir(parents=True, exist_ok=True)
+    if invocation is not None:
+        invocations = record_invocation(report.out, invocation, log)
+    else:  # regenerating: the times of the `make paper` runs that trained these runs
+        invocations = recorded_invocations(report.out, log)
     studies = draw_studies(report, data)
     findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
     for claim in claims:
         findings[claim["key"]].figures = [s for s in claim["figures"] if s in report.plots]
     write_numbers(report, claims, findings)
-    report.files.append(write_report(report.out, claims, findings, studies, uri, invocation))
+    report.files.append(write_report(report.out, claims, findings, studies, uri, invocations))
     log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
     return findings
 

@@ -1,7 +1,8 @@
 """How a claim's verdict is decided from its checks, and how its numbers are written.
 
 A claim is a set of named checks, each a comparison of a 95% interval over seeds with a
-threshold. All checks hold: reproduced; none holds: not reproduced; some: partly. A claim
+threshold, named by the effect it expects. All checks hold: reproduced; none holds: not
+reproduced; some: partly. A claim
 whose study has no runs is "not measured".
 """
 
@@ -55,7 +56,9 @@ def decide(checks: dict[str, bool | None]) -> tuple[str, str]:
     if held:
         parts.append("Holds: " + "; ".join(held))
     if failed:
-        parts.append("Fails: " + "; ".join(failed))
+        # A check that fails has an interval that does not clear its threshold: the expected
+        # effect is not shown, which is not the same as the opposite being shown.
+        parts.append("Not shown: " + "; ".join(failed))
     return verdict, ". ".join(parts) + "."
 
 

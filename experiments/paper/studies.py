@@ -11,13 +11,10 @@ Each study reuses a study module's settings:
 - paper-sweep (claim 6): a method x beta grid (4 x 3) of 100-step trials, as
   experiments/beta_sweep.py's space but with every cell and seed trained.
 
-Sizes: per-run CPU time with one thread, measured on the project's 2-core machine (heavily
-loaded at the time, so one thread's CPU time stands in for an idle machine's wall time):
-sentiment DPO-family run 19.2 s, RLOO run 35.7 s, exact-world run 15.9 s, deterministic run
-21.7 s, sweep trial run 13.7 s. Runs: sentiment 21 x 19.2 s + 18 x 35.7 s = 17.5 min,
-exact 36 x 15.9 s = 9.5 min, deterministic 18 x 21.7 s = 6.5 min, sweep 36 x 13.7 s =
-8.2 min: about 42 min, plus the one-time reward-model judge and the report, about 45 min.
-The report states the time a real `make paper` took.
+Sizes: chosen from per-run CPU times measured on the project's 2-core machine (sentiment
+DPO-family run 19 s, RLOO run 36 s, exact-world run 16 s, deterministic run 22 s, sweep trial
+run 14 s) to keep the whole report under an hour. Measured: the first full `make paper` (129
+runs) took 30.3 min wall-clock; results/paper/REPORT.md states the time of every invocation.
 """
 
 from __future__ import annotations
