@@ -18,6 +18,14 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("HARNESS_CACHE", str(ROOT / "results/cache"))
 
 
+@pytest.fixture(autouse=True)
+def no_exported_mlflow_experiment():
+    """mlflow.set_experiment exports the experiment's id (MLFLOW_EXPERIMENT_ID); a later test's
+    subprocess would inherit an id that means another experiment in its own store."""
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+
+
 @pytest.fixture
 def tracking(tmp_path, monkeypatch):
     """A fresh MLflow SQLite store for one test; returns its URI."""
