@@ -193,7 +193,7 @@ def test_a_claim_the_numbers_contradict_is_not_reproduced(bad):
     findings, folder = bad
     frontier = findings["frontier"]
     assert frontier.verdict == "not reproduced"
-    assert "not shown: dpo's front above rloo's" in frontier.why.lower()
+    assert "contradicted: dpo's front above rloo's" in frontier.why.lower()
     row = report_rows(folder)[0]
     assert row[-1] == "**not reproduced**"
     # DPO's reward is sqrt(kl), the baselines' 1.5 sqrt(kl): the lead is -0.5 x mean sqrt(kl)

@@ -129,11 +129,25 @@ def test_the_sweep_runs_every_grid_point_once_and_resumes(tmp_path, capsys):
 
 
 def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
-    from analysis.paper.verdicts import above, decide
+    from analysis.paper.verdicts import above, below, decide
 
     assert decide({"a": True, "b": True})[0] == "reproduced"
     assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Not shown: b.")
     assert decide({"a": False})[0] == "not reproduced"
     one_seed = {"n": 1, "mean": 0.3, "ci_low": float("nan"), "ci_high": float("nan")}
     assert above(one_seed) is None
+    # An interval says the effect holds, is not shown (it straddles), or is contradicted.
+    outcomes = [
+        above({"ci_low": low, "ci_high": high}) for low, high in ((1, 2), (-1, 1), (-2, -1))
+    ]
+    assert outcomes == ["holds", "not shown", "contradicted"]
+    assert [below({"ci_low": -2, "ci_high": -1}), below({"ci_low": 1, "ci_high": 2})] == [
+        "holds",
+        "contradicted",
+    ]
+    assert decide(dict(zip("abc", outcomes, strict=True))) == (
+        "partly",
+        "Holds: a. Not shown: b. Contradicted: c.",
+    )
+    assert decide({"a": "contradicted"})[0] == "not reproduced"
     assert decide({"a": True, "b": above(one_seed)})[0] == "not measured"

@@ -15,6 +15,7 @@ import pandas as pd
 from analysis.figures import overopt
 from analysis.load import RunData
 from analysis.paper.verdicts import (
+    HOLDS,
     NOT_REPRODUCED,
     PARTLY,
     REPRODUCED,
@@ -185,7 +186,7 @@ def kto_unpaired(data: RunData) -> Finding:
     head = summary[summary["metric"] == WINRATE].iloc[0]
     if above(head, -KTO_MARGIN) is None:
         verdict, why = decide({"one seed": None})
-    elif above(head, -KTO_MARGIN):
+    elif above(head, -KTO_MARGIN) == HOLDS:
         verdict = REPRODUCED
         why = f"KTO trails DPO by less than the {KTO_MARGIN:g} margin (interval {ci_text(head, signed=True)})."
     elif head["ci_high"] < 0:

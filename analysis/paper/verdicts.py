@@ -1,8 +1,9 @@
 """How a claim's verdict is decided from its checks, and how its numbers are written.
 
 A claim is a set of named checks, each a comparison of a 95% interval over seeds with a
-threshold, named by the effect it expects. All checks hold: reproduced; none holds: not
-reproduced; some: partly. A claim
+threshold, named by the effect it expects: the effect holds, is not shown (the interval
+straddles the threshold) or is contradicted (the interval lies on the other side). All checks
+hold: reproduced; none holds: not reproduced; some: partly. A claim
 whose study has no runs is "not measured".
 """
 
@@ -37,28 +38,33 @@ def not_measured(what: str) -> Finding:
     return Finding(NOT_MEASURED, f"no data: {what}.", "–")
 
 
-def decide(checks: dict[str, bool | None]) -> tuple[str, str]:
-    """(verdict, why) from named checks: which held, which did not.
+# What a check's 95% interval says about the effect it expects.
+HOLDS = "holds"  # the interval lies wholly on the expected side of the threshold
+NOT_SHOWN = "not shown"  # it straddles the threshold: neither the effect nor its opposite
+CONTRADICTED = "contradicted"  # it lies wholly on the other side
+
+
+def decide(checks: dict[str, bool | str | None]) -> tuple[str, str]:
+    """(verdict, why) from named checks, each an outcome above (True and False stand for HOLDS
+    and NOT_SHOWN): which held, which were not shown, which were contradicted.
 
     A check is None when its interval does not exist (one seed): then nothing is decided.
     """
     if any(ok is None for ok in checks.values()):
         return NOT_MEASURED, "Fewer than two seeds: no interval to decide with."
-    held = [name for name, ok in checks.items() if ok]
-    failed = [name for name, ok in checks.items() if not ok]
-    if not failed:
+    plain = {True: HOLDS, False: NOT_SHOWN}
+    outcomes = {name: plain.get(ok, ok) for name, ok in checks.items()}
+    groups = {
+        kind: [name for name, got in outcomes.items() if got == kind]
+        for kind in (HOLDS, NOT_SHOWN, CONTRADICTED)
+    }
+    if len(groups[HOLDS]) == len(outcomes):
         verdict = REPRODUCED
-    elif not held:
+    elif not groups[HOLDS]:
         verdict = NOT_REPRODUCED
     else:
         verdict = PARTLY
-    parts = []
-    if held:
-        parts.append("Holds: " + "; ".join(held))
-    if failed:
-        # A check that fails has an interval that does not clear its threshold: the expected
-        # effect is not shown, which is not the same as the opposite being shown.
-        parts.append("Not shown: " + "; ".join(failed))
+    parts = [f"{kind.capitalize()}: " + "; ".join(names) for kind, names in groups.items() if names]
     return verdict, ". ".join(parts) + "."
 
 
@@ -72,13 +78,23 @@ def over_seeds(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*by, *CI_COLUMNS])
 
 
-def above(row, threshold: float = 0.0) -> bool | None:
-    """The interval lies wholly above `threshold`; None without an interval (one seed)."""
-    return None if math.isnan(row["ci_low"]) else bool(row["ci_low"] > threshold)
+def above(row, threshold: float = 0.0) -> str | None:
+    """HOLDS when the interval lies wholly above `threshold`, CONTRADICTED when wholly below,
+    NOT_SHOWN when it straddles it; None without an interval (one seed)."""
+    if math.isnan(row["ci_low"]):
+        return None
+    if row["ci_low"] > threshold:
+        return HOLDS
+    return CONTRADICTED if row["ci_high"] < threshold else NOT_SHOWN
 
 
-def below(row, threshold: float = 0.0) -> bool | None:
-    return None if math.isnan(row["ci_high"]) else bool(row["ci_high"] < threshold)
+def below(row, threshold: float = 0.0) -> str | None:
+    """HOLDS when the interval lies wholly below `threshold`; as `above` otherwise."""
+    if math.isnan(row["ci_high"]):
+        return None
+    if row["ci_high"] < threshold:
+        return HOLDS
+    return CONTRADICTED if row["ci_low"] > threshold else NOT_SHOWN
 
 
 def separated(high_row, low_row) -> bool | None:
