@@ -57,8 +57,11 @@ def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path,
     n = len(studies.deterministic())  # one seed each
 
     assert main(args) == 0
-    assert counts(capsys.readouterr().out) == (n, 0)
+    out = capsys.readouterr().out
+    assert counts(out) == (n, 0)
     assert (tmp_path / "paper" / "REPORT.md").exists()
+    assert f"Read the report: {tmp_path / 'paper' / 'REPORT.md'}" in out
+    assert f"mlflow ui --backend-store-uri {uri}" in out
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(DETERMINISTIC)
     runs = client.search_runs([experiment.experiment_id])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from analysis.paper import STUDIES, SWEEP
 from experiments.paper import studies
-from harness.locations import DEFAULT_OPTUNA_STORAGE, resolve_tracking_uri
+from harness.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 from harness.spec import Experiment, parse_override
 
 DEFAULT_OUT = Path("results/paper")
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paper: error: {err}", file=sys.stderr)
         return 2
     print(
-        f"make paper: trained {trained} run(s), skipped {skipped} finished, {elapsed / 60:.1f} min"
+        f"make paper: trained {trained} run(s), skipped {skipped} finished, {elapsed / 60:.1f} min\n"
+        f"Read the report: {args.out / 'REPORT.md'} (figures and tables beside it).\n"
+        f"Compare the runs (MLflow experiments {', '.join(STUDIES)}):\n  {mlflow_ui_hint(uri)}"
     )
     return 0
