@@ -25,9 +25,8 @@ SENTIMENT = Experiment(method="dpo", beta=0.1, dataset="sentiment")
 
 
 def test_reward_model_learns_the_gold_ordering():
-    """Held-out accuracy 0.79 measured with the default settings (chance 0.5; the gold reward
-    itself agrees with 0.91 of the noisy Bradley-Terry labels); 0.7 leaves room for thread and
-    platform nondeterminism."""
+    """Held-out accuracy 0.755 measured with the default settings on world version 2 (chance
+    0.5); 0.7 leaves room for thread and platform nondeterminism."""
     rm = reward_model_for(load_preference_data(SENTIMENT))
     assert rm.accuracy > 0.7
     gold_ordered = load_preference_data(SENTIMENT.replace({"data.labels": "deterministic"}))
