@@ -31,7 +31,7 @@ from harness.cache import warm_cache
 from harness.metrics import SWEEP_BEST_VALUE
 from harness.space import Grid, Sweep, SweepError
 from harness.sweep.params import choose_params, grid_points, make_sampler
-from harness.sweep.trial import run_trial
+from harness.sweep.trial import run_trial, study_lock
 
 PARENT_ATTR = "mlflow_parent_run_id"
 
@@ -91,7 +91,7 @@ def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, 
     Under the study's lock: workers starting together enqueue the budget and create the
     parent run once."""
     storage = open_storage(settings)
-    with databases.exclusive(settings.storage, f"harness:study:{settings.study_name}"):
+    with study_lock(settings):
         try:
             study = optuna.create_study(
                 study_name=settings.study_name,
@@ -265,19 +265,23 @@ def work(
 
 
 def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:
-    """Tag the best trial on the parent run, end it, and return a summary of the study."""
+    """Tag the best trial on the parent run, end it, and return a summary of the study.
+
+    Under the study's lock: workers that finish together would both insert the parent's tags
+    (measured on PostgreSQL: a UniqueViolation on the tags' key for the second one)."""
     client = MlflowClient(settings.tracking_uri)
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
-    summary = {"counts": counts, "best": None}
-    if counts["COMPLETE"]:
-        best = study.best_trial
-        summary["best"] = best
-        client.set_tag(parent, "best_trial", str(best.number))
-        client.set_tag(parent, "best_value", repr(best.value))
-        client.set_tag(parent, "best_params", json.dumps(best.params, sort_keys=True))
-        client.log_metric(parent, SWEEP_BEST_VALUE, best.value, step=best.number)
-    else:
-        client.set_tag(parent, "best_trial", "none")
-    client.set_terminated(parent, status="FINISHED")
+    with study_lock(settings):
+        trials = study.get_trials(deepcopy=False)
+        counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+        summary = {"counts": counts, "best": None}
+        if counts["COMPLETE"]:
+            best = study.best_trial
+            summary["best"] = best
+            client.set_tag(parent, "best_trial", str(best.number))
+            client.set_tag(parent, "best_value", repr(best.value))
+            client.set_tag(parent, "best_params", json.dumps(best.params, sort_keys=True))
+            client.log_metric(parent, SWEEP_BEST_VALUE, best.value, step=best.number)
+        else:
+            client.set_tag(parent, "best_trial", "none")
+        client.set_terminated(parent, status="FINISHED")
     return summary

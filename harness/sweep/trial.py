@@ -103,8 +103,9 @@ def run_trial(
         trial.set_user_attr("objective_std", spread)
         for run_id in run_ids:
             client.set_tag(run_id, "trial_value", repr(mean))
-        client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
-        client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
+        with study_lock(settings):  # another worker may log to the parent run at this instant
+            client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
+            client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
         study.tell(trial, mean)
         log(
             f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {list(sweep.seeds)}"
@@ -113,3 +114,11 @@ def run_trial(
         study.tell(trial, state=state)
         log(f"trial {trial.number}: {state.name.lower()}")
     return state
+
+
+def study_lock(settings):
+    """The study's lock, held by the database: for the study's set-up and for every write to
+    the parent run that all workers share. MLflow inserts a run's first tag or latest metric of
+    a name after looking it up, so two workers writing the same one at once collide (measured
+    on PostgreSQL: UniqueViolation)."""
+    return databases.exclusive(settings.storage, f"harness:study:{settings.study_name}")
