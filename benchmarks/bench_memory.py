@@ -23,8 +23,9 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from timing import seconds_of_calls  # benchmarks/, the script's own folder
 
 OUT = Path("results/benchmarks/memory.md")
 VARIANTS = ("harness_full", "harness_lora", "trl_full", "trl_lora")
@@ -81,28 +82,13 @@ def experiment(folder: Path, args, lora: bool):
     )
 
 
-def timed_train() -> list[float]:
-    """Seconds of every transformers Trainer.train() call from now on (both sides alike)."""
+def harness(folder: Path, args, lora: bool) -> float:
     import transformers
 
-    seconds, train = [], transformers.Trainer.train
-
-    def timed(self, *a, **kw):
-        started = time.perf_counter()
-        try:
-            return train(self, *a, **kw)
-        finally:
-            seconds.append(time.perf_counter() - started)
-
-    transformers.Trainer.train = timed
-    return seconds
-
-
-def harness(folder: Path, args, lora: bool) -> float:
     from harness.stores import use_tracking
     from harness.train import run_experiment
 
-    seconds = timed_train()
+    seconds = seconds_of_calls(transformers.Trainer, "train")
     use_tracking(f"sqlite:///{folder}/mlflow-{os.getpid()}.db", "bench")
     run_experiment(experiment(folder, args, lora), log=lambda _: None)
     return seconds[0]
@@ -110,12 +96,13 @@ def harness(folder: Path, args, lora: bool) -> float:
 
 def bare(folder: Path, args, lora: bool) -> float:
     """What a user writes with TRL and PEFT alone, with the harness's settings."""
+    import transformers
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    seconds = timed_train()
+    seconds = seconds_of_calls(transformers.Trainer, "train")
     path = folder / "model"
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import seconds_of_calls  # benchmarks/, the script's own folder
+
 OUT = Path("results/benchmarks/overhead.md")
 
 
@@ -104,28 +106,8 @@ def harness(steps: int, reference_cache: bool = False) -> dict:
     from harness.evaluate.core import Evaluator
     from harness.stores import use_tracking
 
-    eval_seconds = []
-    evaluate = Evaluator.evaluate
-
-    def timed_evaluate(self, policy):
-        started = time.perf_counter()
-        try:
-            return evaluate(self, policy)
-        finally:
-            eval_seconds.append(time.perf_counter() - started)
-
-    Evaluator.evaluate = timed_evaluate  # measure evaluation apart from training
-    train_seconds = []
-    train = transformers.Trainer.train
-
-    def timed_train(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return train(self, *args, **kwargs)
-        finally:
-            train_seconds.append(time.perf_counter() - started)
-
-    transformers.Trainer.train = timed_train
+    eval_seconds = seconds_of_calls(Evaluator, "evaluate")  # evaluation apart from training
+    train_seconds = seconds_of_calls(transformers.Trainer, "train")
     with tempfile.TemporaryDirectory() as folder:
         use_tracking(f"sqlite:///{folder}/mlflow.db", "bench")
         started = time.perf_counter()
