@@ -20,6 +20,7 @@ from pathlib import Path
 
 from analysis.paper import STUDIES, SWEEP
 from experiments.paper import studies
+from harness.commands.common import add_override_args, add_tracking_args
 from harness.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 from harness.spec import Experiment, parse_override
 
@@ -46,14 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=len(studies.SEEDS),
         help="seeds per experiment (default: %(default)s)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override a field of every experiment, e.g. train.steps=4 (for a quick check)",
-    )
+    add_override_args(parser)  # applied to every experiment, e.g. train.steps=4 for a quick check
     parser.add_argument(
         "--study",
         dest="studies",
@@ -61,10 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=STUDIES,
         help="run only these studies (default: all)",
     )
-    parser.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)",
-    )
+    add_tracking_args(parser)
     parser.add_argument(
         "--storage",
         default=DEFAULT_OPTUNA_STORAGE,
