@@ -18,7 +18,7 @@ from pathlib import Path
 import datasets
 
 from harness.registry import did_you_mean
-from harness.spec import Experiment
+from harness.spec import DataSpec, Experiment
 from harness.worlds import WORLDS, get_world
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
@@ -70,19 +70,7 @@ def check_dataset_name(name: str) -> None:
 def load_preference_data(exp: Experiment) -> PreferenceData:
     """The experiment's dataset: train rows, held-out pairs and prompts, what was filtered."""
     if exp.dataset in WORLDS:
-        world = get_world(exp.dataset)
-        train, filtered = world.pairs("train", exp.data)
-        eval_pairs, _ = world.pairs("eval", exp.data)
-        data = PreferenceData(
-            source=exp.dataset,
-            format=PAIRED,
-            train=train,
-            eval_pairs=eval_pairs,
-            eval_prompts=world.prompts("eval"),
-            gold=world.gold_reward,
-            world=world,
-            filtered=filtered,
-        )
+        data = world_data(exp.dataset, get_world(exp.dataset), exp.data)
     else:
         rows = read_rows(exp.dataset)
         fmt = check_rows(rows, exp.dataset)
@@ -91,6 +79,22 @@ def load_preference_data(exp: Experiment) -> PreferenceData:
         data.filtered["over_max_pairs"] += len(data.train) - exp.data.max_pairs
         data.train = data.train[: exp.data.max_pairs]
     return data
+
+
+def world_data(source: str, world, spec: DataSpec) -> PreferenceData:
+    """A built-in world's pairs labelled as `spec` says, its held-out prompts and gold reward."""
+    train, filtered = world.pairs("train", spec)
+    eval_pairs, _ = world.pairs("eval", spec)
+    return PreferenceData(
+        source=source,
+        format=PAIRED,
+        train=train,
+        eval_pairs=eval_pairs,
+        eval_prompts=world.prompts("eval"),
+        gold=world.gold_reward,
+        world=world,
+        filtered=filtered,
+    )
 
 
 def read_rows(source: str) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.cache import MANIFEST, problem
-from harness.data import PAIRED, PreferenceData
+from harness.data import world_data
 from harness.evaluate.bench import plan_bench, reference_results
 from harness.models import load_causal_lm, load_tokenizer
 from harness.reward_model import reward_model_for
@@ -34,22 +34,12 @@ def load_world(log):
     return folder, len(world.scored_samples("train"))
 
 
-def world_data(world: SentimentWorld) -> PreferenceData:
-    train, _ = world.pairs("train", DataSpec(labels="deterministic"))
-    held, _ = world.pairs("eval", DataSpec(labels="deterministic"))
-    return PreferenceData(
-        source="tiny",
-        format=PAIRED,
-        train=train,
-        eval_pairs=held,
-        eval_prompts=world.prompts("eval"),
-        gold=world.gold_reward,
-        world=world,
-    )
-
-
 def load_reward_model(log):
-    model = reward_model_for(world_data(SentimentWorld(TINY_WORLD)), backbone="world", log=log)
+    model = reward_model_for(
+        world_data("tiny", SentimentWorld(TINY_WORLD), DataSpec(labels="deterministic")),
+        backbone="world",
+        log=log,
+    )
     return model.path, model.accuracy
 
 
