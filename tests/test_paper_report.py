@@ -143,20 +143,22 @@ def build(folder, baseline_scale: float) -> str:
     return uri
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("paper-good")
-    uri = build(folder, baseline_scale=0.6)
+def report_of_store(tmp_path_factory, name: str, baseline_scale: float):
+    """(findings, report folder) of a store built with the baselines' rewards scaled."""
+    folder = tmp_path_factory.mktemp(name)
+    uri = build(folder, baseline_scale=baseline_scale)
     findings = generate(uri, folder / "paper", log=lambda line: None)
     return findings, folder / "paper"
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    return report_of_store(tmp_path_factory, "paper-good", baseline_scale=0.6)
 
 
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("paper-bad")
-    uri = build(folder, baseline_scale=1.5)
-    findings = generate(uri, folder / "paper", log=lambda line: None)
-    return findings, folder / "paper"
+    return report_of_store(tmp_path_factory, "paper-bad", baseline_scale=1.5)
 
 
 def report_rows(folder) -> list[list[str]]:
