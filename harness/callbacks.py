@@ -37,8 +37,7 @@ class MetricsCallback(TrainerCallback):
         self.run_id = run_id
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        # Every process sees the same, already reduced logs; only the main one has a run.
-        if self.run_id is None or not state.is_world_process_zero:
+        if self.run_id is None:  # not the main process: its logs are the same, already reduced
             return
         logs = dict(logs or {})
         if SUMMARY_KEYS & logs.keys():  # the end-of-training summary repeats the last epoch

@@ -184,9 +184,10 @@ def kto_unpaired(data: RunData) -> Finding:
         return not_measured(f"no seed with both kto and dpo at beta {DPO_BETA:g} logging {WINRATE}")
     summary = over_seeds(diffs, ["metric"], "kto_minus_dpo")
     head = summary[summary["metric"] == WINRATE].iloc[0]
-    if above(head, -KTO_MARGIN) is None:
+    within_margin = above(head, -KTO_MARGIN)
+    if within_margin is None:
         verdict, why = decide({"one seed": None})
-    elif above(head, -KTO_MARGIN) == HOLDS:
+    elif within_margin == HOLDS:
         verdict = REPRODUCED
         why = f"KTO trails DPO by less than the {KTO_MARGIN:g} margin (interval {ci_text(head, signed=True)})."
     elif head["ci_high"] < 0:

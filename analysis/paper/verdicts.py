@@ -3,8 +3,8 @@
 A claim is a set of named checks, each a comparison of a 95% interval over seeds with a
 threshold, named by the effect it expects: the effect holds, is not shown (the interval
 straddles the threshold) or is contradicted (the interval lies on the other side). All checks
-hold: reproduced; none holds: not reproduced; some: partly. A claim
-whose study has no runs is "not measured".
+hold: reproduced; none holds: not reproduced; some: partly. A claim whose study has no runs
+is "not measured".
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`harness fields`: every experiment field by dotted name, with its default and meaning.
 
-Generated from `harness.spec` (the dataclasses and their comments, read by `harness.spec_docs`), so it cannot drift from
-what `--set NAME=VALUE`, `Experiment.replace` and sweep spaces accept.
+Generated from `harness.spec` (the dataclasses and their comments, read by
+`harness.spec_docs`), so it cannot drift from what `--set NAME=VALUE`, `Experiment.replace`
+and sweep spaces accept.
 """
 
 from __future__ import annotations
