@@ -1,1 +1,1 @@
-"""Figures and tables for papers, read from MLflow runs only (never imports harness.train)."""
+"""Figures and tables for papers, read from MLflow runs only (never imports harness.run.recipe)."""

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.locations import resolve_tracking_uri
+from harness.infra.locations import resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/figures")
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     # Deferred: pandas, matplotlib and MLflow take seconds to import; `--help` should not.
     from analysis.load import check_store_exists
     from analysis.report import generate
-    from harness.stores import open_store
+    from harness.infra.stores import open_store
 
     uri = resolve_tracking_uri(args.tracking_uri)
     check_store_exists(uri)

@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from harness.locations import sqlite_path
-from harness.metrics import (
+from harness.config.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_GOLD_REWARD_EXACT,
     EVAL_KL,
@@ -25,6 +24,7 @@ from harness.metrics import (
     EVAL_PAIR_ACCURACY,
     eval_rewards,
 )
+from harness.infra.locations import sqlite_path
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (

@@ -24,7 +24,7 @@ from analysis.figures import Plot, Skip, beta, curves, deterministic, frontier, 
 from analysis.figures import winrate as winrate_figure
 from analysis.load import load_runs
 from analysis.style import method_colors, paper_style, save
-from harness.databases import mask
+from harness.infra.databases import mask
 
 # File stem (before _<dataset>) -> figure; the order is the order of the printed lines.
 PER_DATASET = {

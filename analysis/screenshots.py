@@ -25,8 +25,8 @@ from pathlib import Path
 
 import aiohttp
 
-from harness.locations import DEFAULT_TRACKING_URI, runs_page_url, sqlite_path
-from harness.stores import use_tracking
+from harness.infra.locations import DEFAULT_TRACKING_URI, runs_page_url, sqlite_path
+from harness.infra.stores import use_tracking
 
 WIDTH, HEIGHT = 1920, 1000
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from analysis.load import RunData
 from analysis.stats import mean_ci
-from harness.metrics import (
+from harness.config.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_GOLD_REWARD_EXACT,
     EVAL_KL,

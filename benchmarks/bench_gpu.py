@@ -32,8 +32,8 @@ from synthetic import WORDS, word_tokenizer  # benchmarks/, the script's own fol
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from harness.lora import lora_config
-from harness.spec import LoraSpec
+from harness.config.spec import LoraSpec
+from harness.data.lora import lora_config
 
 # Qwen/Qwen2.5-0.5B-Instruct's config.json (architecture only).
 QWEN25_05B = dict(

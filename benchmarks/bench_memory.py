@@ -85,8 +85,8 @@ def experiment(folder: Path, args, lora: bool):
 def harness(folder: Path, args, lora: bool) -> float:
     import transformers
 
-    from harness.stores import use_tracking
-    from harness.train import run_experiment
+    from harness.infra.stores import use_tracking
+    from harness.run.recipe import run_experiment
 
     seconds = seconds_of_calls(transformers.Trainer, "train")
     use_tracking(f"sqlite:///{folder}/mlflow-{os.getpid()}.db", "bench")

@@ -49,7 +49,7 @@ def bare(steps: int) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from harness.data import load_preference_data
+    from harness.data.preference import load_preference_data
 
     exp = experiment(steps)
     started = time.perf_counter()
@@ -102,9 +102,9 @@ def harness(steps: int, reference_cache: bool = False) -> dict:
     """
     import transformers
 
-    from harness import train as harness_train
     from harness.evaluate.core import Evaluator
-    from harness.stores import use_tracking
+    from harness.infra.stores import use_tracking
+    from harness.run import recipe as harness_train
 
     eval_seconds = seconds_of_calls(Evaluator, "evaluate")  # evaluation apart from training
     train_seconds = seconds_of_calls(transformers.Trainer, "train")

@@ -45,7 +45,7 @@ def make_sweep(trials: int, steps: int):
 
 
 def run_variant(sweep, warm: bool) -> dict:
-    from harness.sweep.study import StudySettings, finish, prepare_study, work
+    from harness.run.sweep.study import StudySettings, finish, prepare_study, work
 
     with tempfile.TemporaryDirectory() as folder:
         settings = StudySettings(

@@ -1,6 +1,6 @@
 """dpo-harness: preference-optimization experiments as Python objects, tracked in MLflow."""
 
-from harness.space import (
+from harness.config.space import (
     Choice,
     Grid,
     IntUniform,
@@ -10,7 +10,7 @@ from harness.space import (
     Uniform,
     When,
 )
-from harness.spec import (
+from harness.config.spec import (
     DataSpec,
     EvalSpec,
     Experiment,

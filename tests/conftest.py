@@ -45,7 +45,7 @@ def module_tracking(tmp_path_factory, request):
     an MLflow experiment named after the module made active; returns the store's URI."""
     import mlflow
 
-    from harness.stores import use_tracking
+    from harness.infra.stores import use_tracking
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     use_tracking(uri, request.module.__name__.rsplit(".", 1)[-1])

@@ -7,11 +7,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import EvalSpec, Experiment, ModelSpec, TrainSpec
-from harness.cli import main
-from harness.models import build_tiny_gpt2
-from harness.stores import use_tracking
-from harness.train import run_experiment
-from harness.worlds.sentiment import train_word_tokenizer
+from harness.commands.cli import main
+from harness.data.models import build_tiny_gpt2
+from harness.data.worlds.sentiment import train_word_tokenizer
+from harness.infra.stores import use_tracking
+from harness.run.recipe import run_experiment
 from tests.readback import metric_history
 
 TINY = [
@@ -111,7 +111,7 @@ def test_model_and_data_loaded_by_local_path(tracking, tmp_path):
 
 
 def test_world_model_needs_a_world_dataset(tracking, tmp_path):
-    from harness.data import DataError
+    from harness.data.preference import DataError
 
     data_file = tmp_path / "pairs.jsonl"
     data_file.write_text(
@@ -128,7 +128,7 @@ CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% 
 
 
 def test_conversational_data_is_evaluated_through_the_chat_template(tmp_path):
-    from harness.data import load_preference_data
+    from harness.data.preference import load_preference_data
     from harness.evaluate import Evaluator
 
     rows = [

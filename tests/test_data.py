@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from harness import DataSpec, Experiment
-from harness.data import (
+from harness.data.preference import (
     PAIRED,
     PROMPT_ONLY,
     UNPAIRED,
@@ -14,7 +14,7 @@ from harness.data import (
     check_dataset_name,
     load_preference_data,
 )
-from harness.worlds.base import label_pairs
+from harness.data.worlds.base import label_pairs
 
 PAIRS = [{"prompt": f"q{i} ", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(20)]
 

@@ -7,9 +7,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import EvalSpec, Experiment, TrainSpec
-from harness.checks import with_defaults
-from harness.stores import POLICY_MODEL_TAG, use_tracking
-from harness.train import run_experiment
+from harness.infra.stores import POLICY_MODEL_TAG, use_tracking
+from harness.methods.checks import with_defaults
+from harness.run.recipe import run_experiment
 from tests.readback import artifact_paths, metric_history
 
 TINY_EVAL = EvalSpec(n_prompts=16, n_pairs=16, max_new_tokens=12, n_table_rows=4)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from harness.worlds import exact_math as exact
+from harness.data.worlds import exact_math as exact
 
 # Words a (id 1) and b (id 2), EOS (id 0), responses of at most L = 2 words. Next-token
 # probabilities over (EOS, a, b) after each prefix, written out:

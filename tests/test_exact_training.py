@@ -9,9 +9,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness import stores
-from harness.spec import DataSpec, EvalSpec, Experiment, TrainSpec
-from harness.train import run_experiment
+from harness.config.spec import DataSpec, EvalSpec, Experiment, TrainSpec
+from harness.infra import stores
+from harness.run.recipe import run_experiment
 
 EXACT_METRICS = (
     "eval/kl",

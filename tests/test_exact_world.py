@@ -7,13 +7,13 @@ import random
 import pytest
 import torch
 
-from harness.checks import check_experiment
-from harness.data import load_preference_data
-from harness.models import load_causal_lm, load_tokenizer
-from harness.sequences import sequence_logps, tokenize_completion
-from harness.spec import DataSpec, EvalSpec, Experiment, SpecError
-from harness.worlds import get_world
-from harness.worlds.exact import PROMPTS, WORDS, gold_reward_of, parse_response
+from harness.config.spec import DataSpec, EvalSpec, Experiment, SpecError
+from harness.data.models import load_causal_lm, load_tokenizer
+from harness.data.preference import load_preference_data
+from harness.data.sequences import sequence_logps, tokenize_completion
+from harness.data.worlds import get_world
+from harness.data.worlds.exact import PROMPTS, WORDS, gold_reward_of, parse_response
+from harness.methods.checks import check_experiment
 
 
 def test_gold_reward_by_hand():
@@ -47,7 +47,7 @@ def test_every_prompts_best_response_is_its_colour_then_animal(world):
 
 @pytest.mark.slow
 def test_enumeration_sums_to_one_and_matches_trl_style_scoring(world, reference):
-    """log pi of responses, EOS-first and overflows equal harness.sequences' (TRL's) sums."""
+    """log pi of responses, EOS-first and overflows equal harness.data.sequences' (TRL's) sums."""
     model, tokenizer = reference
     logps = world.outcome_logps(model, tokenizer)
     torch.testing.assert_close(logps.exp().sum(-1), torch.ones(8, dtype=torch.float64))

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from harness import Experiment
-from harness.loader import load_objects
-from harness.methods import METHODS
+from harness.infra.loader import load_objects
+from harness.methods.catalog import METHODS
 
 DEFINITIONS = [
     "experiments/quickstart.py",

@@ -22,9 +22,9 @@ from numpy.testing import assert_allclose
 
 from analysis.report import generate
 from analysis.stats import pareto_front
-from harness.spec import EvalSpec, Experiment, TrainSpec
-from harness.stores import use_tracking
-from harness.train import run_experiment
+from harness.config.spec import EvalSpec, Experiment, TrainSpec
+from harness.infra.stores import use_tracking
+from harness.run.recipe import run_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -467,7 +467,7 @@ def test_summary_table_has_a_row_per_configuration_with_seed_cis(report):
 
 
 def test_cli_regenerates_identical_files_from_the_same_runs(store, report, tmp_path, capsys):
-    from harness.cli import main as harness_main
+    from harness.commands.cli import main as harness_main
 
     args = [
         "--tracking-uri",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
+from harness.commands.cli import main
 from tests.readback import artifact_paths, metric_history
 
 WORDS = [

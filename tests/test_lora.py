@@ -8,9 +8,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import EvalSpec, Experiment, LoraSpec, ModelSpec, SpecError, TrainSpec
-from harness.lora import AdapterDisabled, check_lora_targets, lora_config
-from harness.models import build_tiny_gpt2
-from harness.stores import use_tracking
+from harness.data.lora import AdapterDisabled, check_lora_targets, lora_config
+from harness.data.models import build_tiny_gpt2
+from harness.infra.stores import use_tracking
 from tests.readback import artifact_paths, metric_history
 
 
@@ -110,8 +110,8 @@ TINY_EVAL = EvalSpec(n_prompts=16, n_pairs=16, max_new_tokens=12, n_table_rows=4
 
 @pytest.mark.slow
 def test_lora_dpo_on_the_sentiment_world_trains_an_adapter_against_the_disabled_base(tracking):
-    from harness.evaluate.rescore import score_run
-    from harness.train import run_experiment
+    from harness.run.recipe import run_experiment
+    from harness.run.rescore import score_run
 
     use_tracking(tracking, "lora")
     exp = Experiment(
@@ -149,7 +149,7 @@ def test_the_reference_cache_keys_a_lora_policy_on_its_base_weights():
 
     from peft import get_peft_model
 
-    from harness.refcache import model_fingerprint
+    from harness.methods.refcache import model_fingerprint
 
     model = tiny_model()
     policy = get_peft_model(copy.deepcopy(model), lora_config(LoraSpec(r=2)))

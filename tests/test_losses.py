@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from harness.losses import conservative_dpo_loss, conservative_dpo_mixture, robust_dpo_loss
-from harness.methods import METHODS, resolved_args
-from harness.sequences import tokenize_completion
-from harness.spec import Experiment
+from harness.config.spec import Experiment
+from harness.data.sequences import tokenize_completion
+from harness.methods.catalog import METHODS, resolved_args
+from harness.methods.losses import conservative_dpo_loss, conservative_dpo_mixture, robust_dpo_loss
 from tests import tiny
 
 H_STAR = 10 * math.log(9)  # cDPO's optimum at eps 0.1, beta 0.1: log((1-eps)/eps)/beta = 21.97

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.spec import Experiment, SpecError
-from harness.train import trainer_arguments
+from harness.config.spec import Experiment, SpecError
+from harness.run.recipe import trainer_arguments
 
 
 def test_lr_scheduler_is_checked_and_reaches_the_trainer_arguments():

@@ -10,15 +10,21 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import DataSpec, EvalSpec, Experiment, ModelSpec, TrainSpec
-from harness.checks import check_experiment, check_method_accepts
-from harness.cli import main
-from harness.data import PAIRED, PROMPT_ONLY, UNPAIRED, DataError, PreferenceData
-from harness.methods import METHODS, Method, flat_params
-from harness.metrics import train_metric_name
-from harness.spec import SpecError
-from harness.train import run_experiment
-from harness.trainers import chosen_rows, continuations, dpo_trainer, prompt_rows, unpaired_rows
-from harness.worlds import get_world
+from harness.commands.cli import main
+from harness.config.metrics import train_metric_name
+from harness.config.spec import SpecError
+from harness.data.preference import PAIRED, PROMPT_ONLY, UNPAIRED, DataError, PreferenceData
+from harness.data.worlds import get_world
+from harness.methods.catalog import METHODS, Method, flat_params
+from harness.methods.checks import check_experiment, check_method_accepts
+from harness.methods.trainers import (
+    chosen_rows,
+    continuations,
+    dpo_trainer,
+    prompt_rows,
+    unpaired_rows,
+)
+from harness.run.recipe import run_experiment
 
 PAIRS = [{"prompt": f"p{i}", "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(20)]
 UNPAIRED_ROWS = [
@@ -111,7 +117,7 @@ def test_sampled_completions_are_scored_as_they_continue_the_prompt():
 
 
 def get_world_tokenizer():
-    from harness.models import load_tokenizer
+    from harness.data.models import load_tokenizer
 
     return load_tokenizer(get_world("sentiment").reference_path)
 

@@ -7,11 +7,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import DataSpec, EvalSpec, Experiment, TrainSpec
-from harness.evaluate.rescore import load_run_policy
-from harness.methods import METHODS
-from harness.models import load_causal_lm
-from harness.train import run_experiment
-from harness.worlds import get_world
+from harness.data.models import load_causal_lm
+from harness.data.worlds import get_world
+from harness.methods.catalog import METHODS
+from harness.run.recipe import run_experiment
+from harness.run.rescore import load_run_policy
 
 # The harness's own yardstick: logged for every method at step 0, every eval_every, and the end.
 YARDSTICK = {

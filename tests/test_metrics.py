@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from harness import metrics
+from harness.config import metrics
 
 MLFLOW_VALID = re.compile(r"^[/\w.\- ]*$")
 

@@ -17,14 +17,14 @@ from numpy.testing import assert_allclose
 
 from analysis.paper import DETERMINISTIC, EXACT, SENTIMENT, SWEEP
 from analysis.paper.report import FINDERS, generate, read_claims
-from harness.metrics import (
+from harness.config.metrics import (
     EVAL_FRONTIER_GAP,
     EVAL_GOLD_REWARD,
     EVAL_KL,
     EVAL_KL_EXACT,
     winrate,
 )
-from harness.stores import use_tracking
+from harness.infra.stores import use_tracking
 
 pytestmark = pytest.mark.slow  # fills an MLflow store and draws every figure (~20 s)
 

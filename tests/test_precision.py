@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from harness.cli import main
-from harness.models import resolve_dtype
-from harness.spec import SpecError
+from harness.commands.cli import main
+from harness.config.spec import SpecError
+from harness.data.models import resolve_dtype
 
 
 def test_auto_is_float32_on_a_cpu_and_bfloat16_runs_there():

@@ -6,7 +6,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.distributed import check_processes, launch_command, round_robin
+from harness.infra.distributed import check_processes, launch_command, round_robin
 from tests.readback import metric_history
 
 STUDY = """
@@ -32,14 +32,22 @@ def test_the_relaunch_goes_through_accelerate_on_a_free_port():
     command = launch_command(2, ["run", "study.py"])
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "2"
-    assert command[-4:] == ["-m", "harness.cli", "run", "study.py"]
+    assert command[-4:] == ["-m", "harness.commands.cli", "run", "study.py"]
     assert launch_command(2, [])[command.index("--main_process_port") + 1].isdigit()
 
 
 def run_study(tmp_path, tracking, batch: int, *extra: str) -> str:
     study = tmp_path / f"study{batch}.py"
     study.write_text(STUDY.format(batch=batch))
-    command = [sys.executable, "-m", "harness.cli", "run", str(study), "--tracking-uri", tracking]
+    command = [
+        sys.executable,
+        "-m",
+        "harness.commands.cli",
+        "run",
+        str(study),
+        "--tracking-uri",
+        tracking,
+    ]
     done = subprocess.run(
         [*command, "--mlflow-experiment", f"b{batch}", *extra], capture_output=True, text=True
     )

@@ -17,14 +17,14 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import Experiment
-from harness.checks import check_experiment, with_defaults
 from harness.commands.fields import fields_text
-from harness.console import VERBOSE_ENV, library_output
+from harness.config.spec import SpecError, field_paths
 from harness.evaluate.scoring import completions_table
-from harness.locations import mlflow_ui_hint, runs_page_url
-from harness.methods import config_label, run_name
-from harness.spec import SpecError, field_paths
-from harness.stores import POLICY_MODEL_TAG, UI_COLUMNS, param_value, use_tracking
+from harness.infra.console import VERBOSE_ENV, library_output
+from harness.infra.locations import mlflow_ui_hint, runs_page_url
+from harness.infra.stores import POLICY_MODEL_TAG, UI_COLUMNS, param_value, use_tracking
+from harness.methods.catalog import config_label, run_name
+from harness.methods.checks import check_experiment, with_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 DPO = Experiment(method="dpo", beta=0.1, dataset="sentiment")
@@ -67,7 +67,7 @@ def test_fields_lists_every_settable_field_with_its_default_and_meaning():
 
 def test_help_imports_no_heavy_library():
     code = (
-        "import sys, contextlib, io\nfrom harness.cli import main\n"
+        "import sys, contextlib, io\nfrom harness.commands.cli import main\n"
         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['run', '--help'])\n"
         "print(sorted(m for m in ('torch', 'mlflow', 'transformers', 'trl') if m in sys.modules))"
@@ -141,7 +141,7 @@ def terminal_run(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "tiny.py"],
+        [sys.executable, "-m", "harness.commands.cli", "run", "tiny.py"],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -193,8 +193,8 @@ def test_names_params_datasets_and_model_read_back_from_mlflow(terminal_run):
 
 @pytest.mark.slow
 def test_harness_eval_loads_the_model_and_older_plain_policy_files(terminal_run, tmp_path):
-    from harness.evaluate.rescore import load_run_policy, score_run
-    from harness.worlds import get_world
+    from harness.data.worlds import get_world
+    from harness.run.rescore import load_run_policy, score_run
 
     uri, run_id, _ = terminal_run
     metrics = score_run(run_id, tracking_uri=uri, judges=("gold",), temperatures=(0.0,), tasks=())

@@ -10,14 +10,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness import Experiment, TrainSpec
-from harness.cli import main
-from harness.data import load_preference_data
+from harness.commands.cli import main
+from harness.config.spec import EvalSpec
+from harness.data.preference import load_preference_data
 from harness.evaluate.bench import BenchError, plan_bench
-from harness.evaluate.rescore import RunError, score_run
-from harness.reward_model import reward_model_for
-from harness.spec import EvalSpec
-from harness.stores import use_tracking
-from harness.train import run_experiment
+from harness.infra.stores import use_tracking
+from harness.methods.reward_model import reward_model_for
+from harness.run.recipe import run_experiment
+from harness.run.rescore import RunError, score_run
 
 pytestmark = pytest.mark.slow
 
@@ -195,7 +195,7 @@ def test_pretrained_encoder_backbone_trains_and_scores():
     """MiniLM (a BERT: no EOS, [SEP] stands in) through the same path as any hub model."""
     from transformers import AutoModelForSequenceClassification
 
-    from harness.reward_model import RewardModelSettings
+    from harness.methods.reward_model import RewardModelSettings
 
     few_steps = RewardModelSettings(epochs=0.05, batch_size=8, lr=5e-5)
     rm = reward_model_for(load_preference_data(SENTIMENT), backbone="minilm", settings=few_steps)

@@ -7,11 +7,11 @@ import torch
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from harness import DataSpec, Experiment
-from harness.data import load_preference_data
-from harness.models import load_causal_lm, load_tokenizer
-from harness.sequences import sequence_logps, tokenize_completion
-from harness.worlds import get_world
-from harness.worlds.sentiment import make_review, split_prompts, vader_scores
+from harness.data.models import load_causal_lm, load_tokenizer
+from harness.data.preference import load_preference_data
+from harness.data.sequences import sequence_logps, tokenize_completion
+from harness.data.worlds import get_world
+from harness.data.worlds.sentiment import make_review, split_prompts, vader_scores
 
 SENTENCES = {
     "the movie was really great .": "positive",

@@ -5,9 +5,9 @@ import dataclasses
 import pytest
 
 from harness import DataSpec, EvalSpec, Experiment, SpecError, TrainSpec
-from harness.checks import check_experiment, settable_fields
-from harness.methods import flat_params, resolved_args
-from harness.spec import parse_override
+from harness.config.spec import parse_override
+from harness.methods.catalog import flat_params, resolved_args
+from harness.methods.checks import check_experiment, settable_fields
 
 
 def make(**kwargs):

@@ -24,10 +24,10 @@ from harness import (
     Uniform,
     When,
 )
-from harness.checks import check_sweep
-from harness.cli import main
-from harness.sweep.study import StudySettings, claim_trial, prepare_study
-from harness.sweep.trial import run_trial
+from harness.commands.cli import main
+from harness.methods.checks import check_sweep
+from harness.run.sweep.study import StudySettings, claim_trial, prepare_study
+from harness.run.sweep.trial import run_trial
 
 TINY = dict(
     method="dpo",
@@ -125,7 +125,7 @@ def test_bad_sweeps_fail_before_any_trial(space, kwargs, message):
 
 
 def test_conditional_space_samples_only_where_it_applies():
-    from harness.space import sample_params
+    from harness.config.space import sample_params
 
     sweep = Sweep(
         name="c",
@@ -298,7 +298,7 @@ def test_killed_worker_is_failed_retried_once_and_the_budget_completes(tmp_path,
         "4",
     ]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "harness.commands.cli", *args],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -7,10 +7,10 @@ import pytest
 from optuna.trial import TrialState
 
 from harness import Choice, EvalSpec, Experiment, Grid, LogUniform, Sweep, TrainSpec
-from harness.databases import StoreError, check_driver, mask, redact
-from harness.locations import mlflow_ui_hint
-from harness.space import finite_points, sample_params
-from harness.sweep.study import StudySettings, claim_trial, prepare_study
+from harness.config.space import finite_points, sample_params
+from harness.infra.databases import StoreError, check_driver, mask, redact
+from harness.infra.locations import mlflow_ui_hint
+from harness.run.sweep.study import StudySettings, claim_trial, prepare_study
 
 BASE = Experiment(
     method="dpo",

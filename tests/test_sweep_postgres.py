@@ -51,7 +51,7 @@ def start_together(servers, tmp_path, target: str, n: int = 2) -> list[str]:
     """`n` workers on one study, launched at once; each one's stdout and stderr."""
     definitions = tmp_path / "machines.py"
     definitions.write_text(textwrap.dedent(SWEEPS))
-    command = [sys.executable, "-m", "harness.cli", "sweep", f"{definitions}:{target}"]
+    command = [sys.executable, "-m", "harness.commands.cli", "sweep", f"{definitions}:{target}"]
     command += ["--storage", f"{servers.base}/optuna", "--tracking-uri", servers.url]
     workers = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,7 +105,7 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
 
     figures = tmp_path / "figures"
     drawn = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "figures", "--tracking-uri", servers.url]
+        [sys.executable, "-m", "harness.commands.cli", "figures", "--tracking-uri", servers.url]
         + ["--experiment", "shared", "--out", str(figures)],
         capture_output=True,
         text=True,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.methods import METHODS
-from harness.sequences import encode, sample_completions, tokenize_completion
+from harness.data.sequences import encode, sample_completions, tokenize_completion
+from harness.methods.catalog import METHODS
 from tests import tiny
 
 # rloo's builder is rloo_gold's (trainers.rloo_trainer) with a reward model trained on the pairs

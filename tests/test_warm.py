@@ -3,9 +3,9 @@ across trials) logs exactly the numbers a cold one does, and its memory stays bo
 
 import pytest
 
-from harness.cache import WarmCache, warm, warm_cache
-from harness.spec import EvalSpec, Experiment, TrainSpec
-from harness.train import run_experiment
+from harness.config.spec import EvalSpec, Experiment, TrainSpec
+from harness.infra.cache import WarmCache, warm, warm_cache
+from harness.run.recipe import run_experiment
 from tests.readback import metric_history
 
 TINY = dict(

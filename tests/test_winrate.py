@@ -9,6 +9,7 @@ from scipy import stats
 
 from harness import Experiment
 from harness.commands.evaluate import parse_temperatures
+from harness.config.spec import SpecError
 from harness.evaluate.winrate import (
     WinRate,
     headline_temperature,
@@ -18,8 +19,7 @@ from harness.evaluate.winrate import (
     win_rate,
     win_rates,
 )
-from harness.methods import flat_params
-from harness.spec import SpecError
+from harness.methods.catalog import flat_params
 from tests import tiny
 
 MLFLOW_NAME = re.compile(r"^[/\w.\- ]*$")

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from tokenizers import processors
 
-from harness.data import PAIRED, PreferenceData
-from harness.devices import training_arguments
-from harness.models import build_tiny_gpt2, load_causal_lm
-from harness.trainers import TrainingJob
-from harness.worlds.sentiment import train_word_tokenizer
+from harness.data.models import build_tiny_gpt2, load_causal_lm
+from harness.data.preference import PAIRED, PreferenceData
+from harness.data.worlds.sentiment import train_word_tokenizer
+from harness.infra.devices import training_arguments
+from harness.methods.trainers import TrainingJob
 
 WORDS = [
     "the",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from analysis.figures import Plot, Skip, legend_below, new_figure
 from analysis.load import RunData
 from analysis.style import variants
-from harness.metrics import EVAL_KL, EVAL_PAIR_ACCURACY, eval_rewards
+from harness.config.metrics import EVAL_KL, EVAL_PAIR_ACCURACY, eval_rewards
 
 PANELS = {
     eval_rewards("chosen"): "reward of\nchosen [nats]",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from analysis.figures import Plot, Skip, new_figure
 from analysis.load import RunData
 from analysis.style import variants
-from harness.metrics import EVAL_KL_EXACT
+from harness.config.metrics import EVAL_KL_EXACT
 
 KEY = EVAL_KL_EXACT
 

@@ -10,7 +10,7 @@ from analysis.figures import Plot, Skip, new_figure
 from analysis.load import RunData
 from analysis.stats import pareto_front
 from analysis.style import OPTIMAL_COLOR
-from harness.metrics import EVAL_GOLD_REWARD, EVAL_GOLD_REWARD_EXACT, EVAL_KL, EVAL_KL_EXACT
+from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_GOLD_REWARD_EXACT, EVAL_KL, EVAL_KL_EXACT
 
 SAMPLED = (EVAL_KL, EVAL_GOLD_REWARD)
 EXACT = (EVAL_KL_EXACT, EVAL_GOLD_REWARD_EXACT)

@@ -15,7 +15,7 @@ import pandas as pd
 from analysis.figures import Plot, Skip, new_figure
 from analysis.load import RunData
 from analysis.stats import GAO_FORMS, fit_gao_ci
-from harness.metrics import EVAL_KL, EVAL_KL_EXACT, winrate
+from harness.config.metrics import EVAL_KL, EVAL_KL_EXACT, winrate
 
 WINRATE = winrate("gold", "reference")
 KL_KEYS = (EVAL_KL_EXACT, EVAL_KL)

@@ -13,7 +13,7 @@ from analysis.figures import Plot, Skip, legend_below, new_figure
 from analysis.load import RunData
 from analysis.stats import mean_ci
 from analysis.style import variants
-from harness.metrics import CI_HIGH, CI_LOW, parse_winrate
+from harness.config.metrics import CI_HIGH, CI_LOW, parse_winrate
 
 COLUMNS = [
     "judge",

@@ -7,7 +7,7 @@ results/paper/REPORT.md. The words around each verdict are hand-written in
 analysis/paper/claims.toml.
 """
 
-from harness.metrics import EVAL_GOLD_REWARD
+from harness.config.metrics import EVAL_GOLD_REWARD
 
 # MLflow experiment of each study (and the Optuna study name of the sweep).
 SENTIMENT = "paper-sentiment"  # claims 1, 2, 5, 7: reward-KL paths and win rates, sentiment world

@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness.locations import resolve_tracking_uri
+from harness.infra.locations import resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from analysis.paper.verdicts import (
     not_measured,
     over_seeds,
 )
-from harness.metrics import EVAL_FRONTIER_GAP, EVAL_KL_EXACT
+from harness.config.metrics import EVAL_FRONTIER_GAP, EVAL_KL_EXACT
 
 # Relative growth of the exact KL over the second half of training: above this it "keeps
 # growing", below it it "has settled" (a 5% change over as many steps as it took to get there).

@@ -27,7 +27,7 @@ from analysis.paper.verdicts import (
     over_seeds,
 )
 from analysis.stats import front_advantage
-from harness.metrics import DATA_TRAIN_ROWS, EVAL_GOLD_REWARD, EVAL_KL, winrate
+from harness.config.metrics import DATA_TRAIN_ROWS, EVAL_GOLD_REWARD, EVAL_KL, winrate
 
 DPO = "dpo"
 FRONTIER_BASELINES = ("rloo", "rloo_gold")  # RLHF with a learned reward, with the gold reward

@@ -21,8 +21,8 @@ from pathlib import Path
 from analysis.paper import STUDIES, SWEEP
 from experiments.paper import studies
 from harness.commands.common import add_override_args, add_tracking_args
-from harness.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
-from harness.spec import Experiment, parse_override
+from harness.config.spec import Experiment, parse_override
+from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/paper")
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         runs, sweep = plan(args)
         # Deferred: the checks import TRL and torch (seconds); a bad --set fails before that.
-        from harness.checks import check_experiment, check_sweep
+        from harness.methods.checks import check_experiment, check_sweep
 
         for exp in (e for group in runs.values() for e in group):
             check_experiment(exp)

@@ -9,10 +9,10 @@ from optuna.trial import TrialState
 
 from analysis.paper import SWEEP
 from harness.commands.common import quiet_libraries
-from harness.spec import Experiment
-from harness.stores import use_tracking
-from harness.sweep.study import StudySettings, finish, prepare_study, work
-from harness.train import run_experiment
+from harness.config.spec import Experiment
+from harness.infra.stores import use_tracking
+from harness.run.recipe import run_experiment
+from harness.run.sweep.study import StudySettings, finish, prepare_study, work
 
 KEY_TAG = "paper_key"
 

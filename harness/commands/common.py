@@ -7,8 +7,8 @@ import logging
 import os
 import warnings
 
-from harness.console import verbose
-from harness.spec import Experiment, parse_override
+from harness.config.spec import Experiment, parse_override
+from harness.infra.console import verbose
 
 
 def quiet_libraries() -> None:

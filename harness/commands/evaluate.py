@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from harness.commands.common import add_tracking_args, quiet_libraries
-from harness.locations import mlflow_ui_hint, resolve_tracking_uri
-from harness.spec import JUDGES, SpecError
+from harness.config.spec import JUDGES, SpecError
+from harness.infra.locations import mlflow_ui_hint, resolve_tracking_uri
 
 
 def register(subparsers) -> None:
@@ -50,7 +50,7 @@ def cmd_eval(args) -> int:
             else tuple(t.strip() for t in args.tasks.split(",") if t.strip())
         )
     quiet_libraries()
-    from harness.evaluate.rescore import score_run  # deferred: torch and TRL take seconds
+    from harness.run.rescore import score_run  # deferred: torch and TRL take seconds
 
     uri = resolve_tracking_uri(args.tracking_uri)
     score_run(

@@ -1,7 +1,7 @@
 """`harness fields`: every experiment field by dotted name, with its default and meaning.
 
-Generated from `harness.spec` (the dataclasses and their comments, read by
-`harness.spec_docs`), so it cannot drift from what `--set NAME=VALUE`, `Experiment.replace`
+Generated from `harness.config.spec` (the dataclasses and their comments, read by
+`harness.config.spec_docs`), so it cannot drift from what `--set NAME=VALUE`, `Experiment.replace`
 and sweep spaces accept.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import textwrap
 
-from harness.spec_docs import REQUIRED, documented_fields
+from harness.config.spec_docs import REQUIRED, documented_fields
 
 
 def register(subparsers) -> None:

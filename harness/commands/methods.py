@@ -11,7 +11,7 @@ def register(subparsers) -> None:
 
 
 def cmd_methods(args) -> int:
-    from harness.methods import method_table  # deferred: the registry imports TRL (seconds)
+    from harness.methods.catalog import method_table  # deferred: the registry imports TRL (seconds)
 
     print(method_table())
     return 0

@@ -17,11 +17,11 @@ from harness.commands.common import (
     apply_overrides,
     quiet_libraries,
 )
-from harness.databases import mask
-from harness.loader import load_objects
-from harness.locations import mlflow_ui_hint, resolve_tracking_uri
-from harness.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
-from harness.spec import Experiment
+from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
+from harness.config.spec import Experiment
+from harness.infra.databases import mask
+from harness.infra.loader import load_objects
+from harness.infra.locations import mlflow_ui_hint, resolve_tracking_uri
 
 
 def register(subparsers) -> None:
@@ -56,11 +56,11 @@ def cmd_run(args) -> int:
     experiments = apply_overrides(experiments, args.overrides)
     # Deferred: the registries and trainers import torch and TRL (seconds); a bad target or
     # `--set` above fails before that.
-    from harness import distributed
-    from harness.checks import check_experiment
-    from harness.models import resolve_dtype
-    from harness.stores import use_tracking
-    from harness.train import run_experiment
+    from harness.data.models import resolve_dtype
+    from harness.infra import distributed
+    from harness.infra.stores import use_tracking
+    from harness.methods.checks import check_experiment
+    from harness.run.recipe import run_experiment
 
     for exp in experiments:  # every experiment is checked before the first one trains
         check_experiment(exp)
@@ -115,7 +115,7 @@ def prepare(experiments) -> int:
     """Load every experiment's data and scoring judge: builds the worlds and reward models they
     need into the cache. Their builders train with transformers.Trainer, which would join the
     other processes' collective calls if run inside a multi-process job."""
-    from harness.data import load_preference_data
+    from harness.data.preference import load_preference_data
     from harness.evaluate.scoring import prepare_scoring
 
     for exp in experiments:
@@ -126,10 +126,16 @@ def prepare(experiments) -> int:
 def prepare_once(args) -> None:
     """Under several processes: the main process prepares in a plain child process (launcher
     variables removed) while the others wait at a barrier."""
-    from harness import distributed
+    from harness.infra import distributed
 
     if distributed.is_main():
-        command = [sys.executable, "-m", "harness.cli", *harness_args(args), "--prepare-only"]
+        command = [
+            sys.executable,
+            "-m",
+            "harness.commands.cli",
+            *harness_args(args),
+            "--prepare-only",
+        ]
         done = subprocess.run(command, env=distributed.single_process_env())
         if done.returncode != 0:
             raise SystemExit(done.returncode)

@@ -14,10 +14,10 @@ from harness.commands.common import (
     apply_overrides,
     quiet_libraries,
 )
-from harness.databases import mask
-from harness.loader import load_module, load_objects
-from harness.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
-from harness.space import Sweep, SweepError
+from harness.config.space import Sweep, SweepError
+from harness.infra.databases import mask
+from harness.infra.loader import load_module, load_objects
+from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 
 
 def register(subparsers) -> None:
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
 
 def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[list[Sweep], str]:
     """The target's sweeps with `--set` applied to each base experiment, validated."""
-    from harness.checks import check_sweep  # deferred: the registries import TRL (seconds)
+    from harness.methods.checks import check_sweep  # deferred: the registries import TRL (seconds)
 
     sweeps, stem = load_objects(target, Sweep)
     out = []
@@ -70,8 +70,8 @@ def cmd_sweep(args) -> int:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
     # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
-    from harness.stores import use_tracking
-    from harness.sweep.study import StudySettings, finish, prepare_study
+    from harness.infra.stores import use_tracking
+    from harness.run.sweep.study import StudySettings, finish, prepare_study
 
     storage = args.storage
     if storage == DEFAULT_OPTUNA_STORAGE:
@@ -106,8 +106,8 @@ def cmd_sweep(args) -> int:
 
 
 def run_workers(args, settings, sweep: Sweep) -> None:
-    from harness.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
-    from harness.sweep.study import work  # deferred: torch, TRL (seconds)
+    from harness.infra.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
+    from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
 
     if args.workers == 1:
         work(sweep, settings)
@@ -167,7 +167,7 @@ def _attr_name(target: str, sweep: Sweep) -> str:
 def _worker_main(
     target: str, overrides: list[str], trials: int | None, settings, prefix: str
 ) -> None:
-    from harness.sweep.study import work  # deferred: torch, TRL (seconds)
+    from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
 
     os.environ.setdefault("TQDM_DISABLE", "1")
     quiet_libraries()

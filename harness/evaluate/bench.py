@@ -13,12 +13,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import metrics
-from harness.cache import cached_dir, settings_key, source_fingerprint
-from harness.console import library_output
-from harness.devices import default_device
-from harness.registry import did_you_mean
-from harness.tasks import TASKS_DIR, world_task_folder
+from harness.config import metrics
+from harness.config.registry import did_you_mean
+from harness.data.tasks import TASKS_DIR, world_task_folder
+from harness.infra.cache import cached_dir, settings_key, source_fingerprint
+from harness.infra.console import library_output
+from harness.infra.devices import default_device
 
 WORLD_TASKS = "world"  # in a task list: the tasks shipped for the dataset's built-in world
 

@@ -10,11 +10,7 @@ import math
 import statistics
 from collections import Counter
 
-from harness.cache import warm
-from harness.checks import with_defaults
-from harness.data import PreferenceData, prompt_text
-from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
-from harness.metrics import (
+from harness.config.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_KL,
     EVAL_KL_STDERR,
@@ -24,7 +20,9 @@ from harness.metrics import (
     eval_logps,
     eval_rewards,
 )
-from harness.sequences import (
+from harness.config.spec import Experiment
+from harness.data.preference import PreferenceData, prompt_text
+from harness.data.sequences import (
     context_length,
     prompt_budget,
     sample_completions,
@@ -32,7 +30,9 @@ from harness.sequences import (
     tokenize_completion,
     truncate_pair,
 )
-from harness.spec import Experiment
+from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
+from harness.infra.cache import warm
+from harness.methods.checks import with_defaults
 
 
 class Evaluator:

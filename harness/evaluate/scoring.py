@@ -17,12 +17,12 @@ from datetime import UTC, datetime
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
-from harness.checks import with_defaults
-from harness.data import DataError, PreferenceData
+from harness.config.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
+from harness.config.spec import Experiment, SpecError, validate_scoring
+from harness.data.preference import DataError, PreferenceData
 from harness.evaluate import bench, winrate
-from harness.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
-from harness.reward_model import RewardModel, reward_model_for
-from harness.spec import Experiment, SpecError, validate_scoring
+from harness.methods.checks import with_defaults
+from harness.methods.reward_model import RewardModel, reward_model_for
 
 RM_SEED = 0  # one judge per study: every run (any training seed) is judged by the same model
 

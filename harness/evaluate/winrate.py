@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from harness import metrics
-from harness.data import PreferenceData
-from harness.sequences import sample_completions
+from harness.config import metrics
+from harness.data.preference import PreferenceData
+from harness.data.sequences import sample_completions
 
 Judge = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> scores
 

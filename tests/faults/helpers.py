@@ -48,7 +48,7 @@ def harness_env() -> dict[str, str]:
 def start_harness(*args: str, cwd: Path) -> subprocess.Popen:
     """`harness ARGS` as a user runs it, in its own process (to signal or kill it)."""
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args],
+        [sys.executable, "-m", "harness.commands.cli", *args],
         cwd=cwd,
         env=harness_env(),
         stdout=subprocess.PIPE,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import MANIFEST, problem
-from harness.data import world_data
+from harness.config.spec import DataSpec
+from harness.data.models import load_causal_lm, load_tokenizer
+from harness.data.preference import world_data
+from harness.data.worlds.sentiment import SentimentSettings, SentimentWorld
 from harness.evaluate.bench import plan_bench, reference_results
-from harness.models import load_causal_lm, load_tokenizer
-from harness.reward_model import reward_model_for
-from harness.spec import DataSpec
-from harness.worlds.sentiment import SentimentSettings, SentimentWorld
+from harness.infra.cache import MANIFEST, problem
+from harness.methods.reward_model import reward_model_for
 from tests.faults.helpers import experiment_file
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def test_broken_reference_logps_are_rebuilt_by_the_next_run(
     """The reference log-prob cache of a real DPO run, damaged between two runs."""
     from mlflow.tracking import MlflowClient
 
-    from harness.cli import main
+    from harness.commands.cli import main
 
     cache = tmp_path / "cache"  # the shared worlds, and a reference_logps of its own
     cache.mkdir()

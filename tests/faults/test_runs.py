@@ -12,8 +12,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
-from harness.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG
+from harness.commands.cli import main
+from harness.infra.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG
 from tests.faults.helpers import assert_one_line, experiment_file, start_harness, wait_for_line
 
 pytestmark = pytest.mark.slow
@@ -223,7 +223,7 @@ def test_sigkill_run_is_marked_killed_by_the_next_command(tmp_path, capsys, reco
 
 
 def test_long_held_out_rows_are_truncated_and_counted(tmp_path, capsys, record_property):
-    from harness.worlds import get_world
+    from harness.data.worlds import get_world
 
     reference = get_world("sentiment").reference_path  # 96 positions
     rows = []
@@ -254,7 +254,7 @@ def test_long_held_out_rows_are_truncated_and_counted(tmp_path, capsys, record_p
 
 def test_reaper_leaves_live_runs_alone(tmp_path):
     """A RUNNING run whose process lives (this one) is not reaped."""
-    from harness.stores import Heartbeat, open_store, use_tracking
+    from harness.infra.stores import Heartbeat, open_store, use_tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     use_tracking(uri, "reaper")

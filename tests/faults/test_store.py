@@ -1,7 +1,7 @@
 """Several processes creating the same new MLflow SQLite store at once all succeed.
 
 MLflow creates its tables on the first connect without a lock; two processes doing so at once
-collide in its migrations (`duplicate column name: step`). `harness.stores.open_store` holds a
+collide in its migrations (`duplicate column name: step`). `harness.infra.stores.open_store` holds a
 file lock around that first connect, and `use_tracking` survives a concurrent creation of the
 same MLflow experiment."""
 
@@ -17,7 +17,7 @@ from tests.faults.helpers import harness_env
 OPEN_AT = """
 import sys, time
 from pathlib import Path
-from harness.stores import use_tracking
+from harness.infra.stores import use_tracking
 folder, name = Path(sys.argv[2]), sys.argv[3]
 (folder / name).touch()  # imported: ready
 while len(list(folder.iterdir())) < 3:  # a barrier: go when all three are ready

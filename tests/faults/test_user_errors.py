@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from tests.faults.helpers import assert_one_line, harness_env
 
 PAIR = {"prompt": "the movie was", "chosen": " great .", "rejected": " awful ."}
@@ -158,7 +158,7 @@ def test_read_only_store_fails_before_loading(tmp_path, tmpfs, capsys, record_pr
     # An existing store with its tables, made by another process (this one would keep the
     # database open, and a busy file system cannot be remounted).
     subprocess.run(
-        [sys.executable, "-c", f"from harness.stores import open_store; open_store({uri!r})"],
+        [sys.executable, "-c", f"from harness.infra.stores import open_store; open_store({uri!r})"],
         check=True,
         env=harness_env(),
     )

@@ -1,0 +1,58 @@
+"""`harness` command line: run experiments, sweep them, score them, draw their figures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from harness.commands import COMMANDS
+from harness.config.errors import RunFailed, disk_error
+from harness.infra.console import VERBOSE_ENV
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' own output (progress bars, notices, warnings)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 bad input (one line naming the field, file or row); 1 a run failed
+    for a stated reason (diverged, disk full); 130 interrupted (the run is marked KILLED)."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # sweep workers inherit it
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler stopping the job: as Ctrl-C
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as err:
+        print(f"harness: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as err:  # SpecError, DataError, ...: user input
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+    except RunFailed as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        if not disk_error(err):
+            raise
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

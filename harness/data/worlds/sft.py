@@ -1,0 +1,41 @@
+"""Supervised fine-tuning of a world's tiny reference model: the same recipe for every world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import PrinterCallback
+from trl import SFTConfig, SFTTrainer
+
+from harness.data.models import build_tiny_gpt2
+from harness.infra.devices import StageProgress, training_arguments
+
+
+def sft_tiny_model(
+    tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path, **model_size
+):
+    """Train a tiny GPT-2 (`model_size`: build_tiny_gpt2's sizes) on `texts` with TRL's SFTTrainer."""
+    config = SFTConfig(
+        **training_arguments(
+            str(out),
+            max_steps=steps,
+            per_device_train_batch_size=32,
+            learning_rate=lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=20,
+            seed=seed,
+            logging_steps=max(1, steps // 4),
+        ),
+        max_length=96,
+    )
+    trainer = SFTTrainer(
+        model=build_tiny_gpt2(tokenizer, seed=seed, **model_size),
+        args=config,
+        train_dataset=Dataset.from_dict({"text": texts}),
+        processing_class=tokenizer,
+        callbacks=[StageProgress(f"  reference model: SFT on {len(texts)} texts")],
+    )
+    trainer.remove_callback(PrinterCallback)  # StageProgress prints the line
+    trainer.train()
+    return trainer.model.eval()

@@ -1,0 +1,69 @@
+"""The one device choice and the one CPU-safe TrainingArguments base every trainer starts from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from harness.infra import distributed
+from harness.infra.console import Progress
+
+
+def default_device() -> str:
+    """cuda when a GPU is visible, else cpu (HF and lm-eval default to cuda unconditionally);
+    under several processes, this process's own device (cuda:LOCAL_RANK)."""
+    if distributed.launched():
+        return str(distributed.state().device)
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision_arguments(dtype: torch.dtype, gradient_checkpointing: bool) -> dict[str, Any]:
+    """TrainingArguments for the run's compute dtype: bf16 or fp16 autocast, or plain fp32."""
+    return {
+        "bf16": dtype == torch.bfloat16,
+        "fp16": dtype == torch.float16,
+        "gradient_checkpointing": gradient_checkpointing,
+    }
+
+
+def training_arguments(output_dir: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for any TRL/transformers TrainingArguments, safe on a CPU.
+
+    TRL's configs assume a GPU: bf16 and gradient checkpointing are on by default. fp32 is exact
+    and fast enough for the tiny models here, and checkpointing only slows small models. The
+    harness logs to MLflow itself (harness.methods.callbacks), prints its own progress, and keeps no
+    trainer checkpoints. `overrides` set the run's own values (steps, lr, batch size, seed...).
+    """
+    return {
+        "output_dir": output_dir,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        # A device's type, not its name: under several CPU processes accelerate names it "cpu:1",
+        # and use_cpu=False there makes every process train alone instead of joining DDP.
+        "use_cpu": torch.device(default_device()).type == "cpu",
+        **overrides,
+    }
+
+
+class StageProgress(TrainerCallback):
+    """One progress line for a build stage that trains (a world's model, the reward model)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.loss = ""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress = Progress(self.label, state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if (logs or {}).get("loss") is not None:
+            self.loss = f"loss {logs['loss']:.3f}"
+        self.progress.update(state.global_step, self.loss)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.progress.finish(self.loss)

@@ -1,0 +1,300 @@
+"""Where runs go and how they end: opening a store safely, experiment set-up, run provenance,
+the heartbeat that lets a dead run be marked KILLED, and how the MLflow UI opens an experiment
+(the tracking-URI resolver itself is `harness.infra.locations`).
+
+No training code here: `analysis` opens its store with the same functions.
+
+A run's process can die without ending its run (SIGKILL, a power cut): MLflow would show it
+RUNNING forever. Every run the harness starts records its process (`harness.process`,
+host:pid) and a heartbeat tag (`harness.heartbeat`, Unix seconds) refreshed by a thread; every
+harness command that opens a store marks KILLED the RUNNING runs whose process is gone (same
+host, pid not alive) or whose heartbeat is older than the grace period (another host). It is
+the sweep's Optuna heartbeat idea, applied to every run.
+
+MLflow 3.17's UI picks an experiment's page from a browser-wide "GenAI | Model training" switch
+(`?workflowType=` in the URL, else the browser's localStorage, default GenAI), not from the
+`mlflow.experimentKind` tag; the runs table's columns come from a saved view, an experiment tag
+`mlflow.sharedViewState.{id}` opened with `?viewStateShareKey={id}`. Both were read from the UI
+bundled with mlflow (mlflow/server/js) and checked in headless Chromium (`make screenshots`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+from filelock import FileLock
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
+
+from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
+from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url
+from harness.infra.locations import UI_VIEW_ID, sqlite_path
+
+POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
+HEARTBEAT_TAG = "harness.heartbeat"
+PROCESS_TAG = "harness.process"
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
+_opened: set[str] = set()  # stores checked and initialised by this process
+
+
+POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
+# The runs table's columns in the harness's saved view: what tells methods apart, side by side.
+UI_COLUMNS = (
+    "params.`method`",
+    "params.`beta`",
+    "attributes.`Dataset`",
+    f"metrics.`{EVAL_GOLD_REWARD}`",
+    f"metrics.`{EVAL_KL}`",
+    f"metrics.`{EVAL_PAIR_ACCURACY}`",
+    "attributes.`Models`",
+)
+
+
+def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
+    """A client on `uri` after checking that it can be written (and its driver installed),
+    creating its tables once, and marking KILLED the runs whose process died.
+
+    Two processes creating a new store at once race in MLflow's migrations: the first connect
+    holds a lock (a file lock beside a SQLite file; the database's own lock for a server)."""
+    if uri not in _opened:
+        db = sqlite_path(uri)
+        if db is not None:
+            if writable:
+                check_writable(uri, db)
+            lock = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
+            with FileLock(Path(tempfile.gettempdir()) / f"harness-store-{lock}.lock"):
+                MlflowClient(uri).search_experiments(max_results=1)
+        elif is_database_url(uri):
+            check_driver(uri, "MLflow tracking URI")
+            with exclusive(uri, "harness:mlflow-schema"):
+                MlflowClient(uri).search_experiments(max_results=1)
+        _opened.add(uri)
+    client = MlflowClient(uri)
+    try:
+        reap_dead_runs(client, log)
+    except Exception as err:  # a read-only store can still be read (figures); say why not reaped
+        if writable:
+            raise
+        log(f"harness: could not check the store for dead runs ({type(err).__name__})")
+    return client
+
+
+def check_writable(uri: str, db: Path) -> None:
+    """Raise StoreError, naming the path, unless the database and its folder can be written."""
+    folder = db.parent
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise StoreError(f"tracking URI {uri}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # SQLite writes its journal beside the database
+            pass
+        if db.exists():
+            with open(db, "r+b"):
+                pass
+    except OSError as err:
+        where = err.filename or folder
+        raise StoreError(
+            f"tracking URI {uri}: cannot write {where} ({os.strerror(err.errno)}); "
+            "pass a writable --tracking-uri"
+        ) from None
+
+
+def use_tracking(uri: str, experiment_name: str) -> str:
+    """Point MLflow at `uri` and `experiment_name` (created if needed); returns its id.
+
+    With a SQLite store, artifacts go next to the database (results/artifacts/...) instead of
+    MLflow's default ./mlruns in whatever folder the command ran from.
+    """
+    db = sqlite_path(uri)
+    client = open_store(uri)
+    mlflow.set_tracking_uri(uri)
+    found = client.get_experiment_by_name(experiment_name)
+    if found is None:
+        location = None
+        if db is not None:
+            location = (db.resolve().parent / "artifacts" / experiment_name).as_uri()
+        try:
+            experiment_id = client.create_experiment(experiment_name, artifact_location=location)
+        except MlflowException:  # another process created it since we looked
+            found = client.get_experiment_by_name(experiment_name)
+            if found is None:
+                raise
+            experiment_id = found.experiment_id
+    else:
+        experiment_id = found.experiment_id
+    for key, value in ui_tags().items():
+        if found is None or found.tags.get(key) != value:
+            client.set_experiment_tag(experiment_id, key, value)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def ui_tags() -> dict[str, str]:
+    """Experiment tags: a model-training experiment with the harness's saved runs view."""
+    state = {
+        "selectedColumns": list(UI_COLUMNS),
+        "columnOrder": list(UI_COLUMNS),
+        "chartsSearchFilter": "eval/",  # the charts view: the yardstick, every method alike
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    }
+    view = {"name": "harness: compare runs", "createdAt": 0, "updatedAt": 0}
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        f"mlflow.sharedViewState.{UI_VIEW_ID}": json.dumps(view | {"state": json.dumps(state)}),
+    }
+
+
+def param_value(value: Any) -> str:
+    """MLflow params are strings: strings stay as they are, anything else is JSON
+    (`null`, `true`, `0.1`, `["rm", "gold"]`), so tools can parse them back."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def local_artifact_dir(run_id: str) -> Path | None:
+    """The folder of a run's artifacts when the artifact store is local, else None."""
+    uri = MlflowClient().get_run(run_id).info.artifact_uri
+    if urlparse(uri).scheme not in ("", "file"):
+        return None
+    return Path(local_file_uri_to_path(uri))
+
+
+def policy_artifact_path(run_id: str) -> Path:
+    """Local path of a run's policy saved as plain files (runs logged before the policy became
+    an MLflow model; downloaded if the store is remote)."""
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=POLICY_ARTIFACT))
+
+
+# ---- run lifecycle: heartbeat and reaping ---------------------------------------------------
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Records which process owns a run and refreshes its heartbeat tag until stopped."""
+
+    def __init__(self, run_id: str, interval: float = HEARTBEAT_SECONDS):
+        self.client, self.run_id, self.interval = MlflowClient(), run_id, interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.interval):
+            with contextlib.suppress(Exception):  # a busy or full store: the next beat retries
+                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
+    def __enter__(self):
+        self.client.set_tag(self.run_id, PROCESS_TAG, this_process())
+        self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def why_dead(tags: dict[str, str], now: float) -> str | None:
+    """Why a RUNNING run's process is known to be gone, or None while it may be alive."""
+    if HEARTBEAT_TAG not in tags:
+        return None  # not started by a harness that keeps heartbeats: nothing to go by
+    beat = float(tags[HEARTBEAT_TAG])
+    host, _, pid = tags.get(PROCESS_TAG, "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        return f"its process (pid {pid}) is gone"
+    if now - beat > GRACE_SECONDS:
+        return f"no heartbeat for {now - beat:.0f}s"
+    return None
+
+
+def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
+    """Mark KILLED every RUNNING run whose process died, one line each; returns their ids."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    now, reaped = time.time(), []
+    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
+        reason = why_dead(run.data.tags, now)
+        if reason is None:
+            continue
+        beat = float(run.data.tags[HEARTBEAT_TAG])
+        stamp = datetime.fromtimestamp(beat, UTC).isoformat(timespec="seconds")
+        client.set_tag(run.info.run_id, "error", f"killed: {reason}; last heartbeat {stamp}")
+        client.set_terminated(run.info.run_id, status="KILLED", end_time=int(beat * 1000))
+        log(
+            f"harness: run {run.info.run_id} ({run.info.run_name}) was left RUNNING and "
+            f"{reason}: marked KILLED"
+        )
+        reaped.append(run.info.run_id)
+    return reaped
+
+
+def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:
+    """Each split as a dataset input of the active run (the runs table's Dataset column and its
+    filters): `name`, a digest of the rows, where they came from, and the row count."""
+
+    inputs, contexts, tags = [], [], []
+    for split, rows in splits.items():
+        if not rows:
+            continue
+        origin = HuggingFaceDatasetSource(source, split=split) if hub else Path(source).as_uri()
+        with warnings.catch_warnings():  # MLflow has two equal resolvers for local paths
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+            inputs.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name))
+        contexts.append(split)
+        tags.append({"rows": str(len(rows))})
+    mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags)
+
+
+def model_requirements() -> list[str]:
+    """pip requirements of a logged policy: the installed transformers and torch (MLflow's own
+    inference would import torchvision, which the harness does not need)."""
+    return [f"{p}=={version(p).split('+')[0]}" for p in ("transformers", "torch")]

@@ -1,0 +1,159 @@
+"""The one checks step: what an experiment or sweep names must exist in the registries.
+
+`harness.config.spec` checks what a dataclass knows by itself (types, ranges) at construction. The
+names it holds (the method, its settings, the dataset, a world's constraints, a sweep's
+objective) are checked here, by every command before any compute (`run`, `sweep`, `eval`) and
+by `run_experiment` for library callers. Errors name the dotted field.
+"""
+
+from __future__ import annotations
+
+from harness.config.metrics import (
+    BENCH_PREFIX,
+    EVAL_GOLD_REWARD,
+    EVAL_PAIR_METRICS,
+    EVAL_SAMPLE_METRICS,
+    WINRATE_PREFIX,
+)
+from harness.config.registry import did_you_mean
+from harness.config.space import Choice, Sweep, SweepError, When
+from harness.config.spec import DEFAULT_MAX_NEW_TOKENS, Experiment, SpecError, field_paths
+from harness.data.preference import (
+    CONVERSIONS,
+    REQUIRED,
+    DataError,
+    PreferenceData,
+    check_dataset_name,
+)
+from harness.data.worlds import WORLDS, get_world
+from harness.methods.catalog import METHODS, Method, resolved_args
+
+
+def check_experiment(exp: Experiment) -> None:
+    """Raise SpecError naming the field when the experiment names something unknown."""
+    if exp.method not in METHODS:
+        raise SpecError("method: " + METHODS.unknown_message(exp.method))
+    try:
+        check_dataset_name(exp.dataset)
+    except ValueError as err:
+        raise SpecError(f"dataset: {err}") from None
+    try:
+        METHODS.get(exp.method).check(exp)
+    except ValueError as err:
+        raise SpecError(str(err)) from None
+    if exp.dataset in WORLDS:
+        get_world(exp.dataset).check(exp)
+
+
+def with_defaults(exp: Experiment) -> Experiment:
+    """`exp` with its None-means-default fields filled: by the dataset's world where the world
+    allows only one value, else by the general default."""
+    world = get_world(exp.dataset).defaults() if exp.dataset in WORLDS else {}
+    filled = {"eval.max_new_tokens": world.get("eval.max_new_tokens", DEFAULT_MAX_NEW_TOKENS)}
+    changes = {k: v for k, v in filled.items() if _value(exp, k) is None}
+    return exp.replace(changes) if changes else exp
+
+
+def _value(exp: Experiment, path: str):
+    node = exp
+    for part in path.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def settable_fields(exp: Experiment) -> list[str]:
+    """Every dotted name `--set`, `replace` and sweeps accept, the method's settings included."""
+    known = field_paths(exp)
+    return known + [
+        f"method_args.{k}" for k in resolved_args(exp) if f"method_args.{k}" not in known
+    ]
+
+
+def expected_metrics(exp: Experiment) -> set[str]:
+    """The eval/... names every evaluation of `exp` logs."""
+    names = set(EVAL_PAIR_METRICS + EVAL_SAMPLE_METRICS)
+    if exp.dataset in WORLDS:
+        names |= {EVAL_GOLD_REWARD, *get_world(exp.dataset).extra_metrics}
+    return names
+
+
+def check_method_accepts(method: Method, data: PreferenceData) -> None:
+    """Fail before training when `method` cannot train on `data`, saying how to convert it."""
+
+    def columns(fmt: str) -> str:
+        return ", ".join(dict.fromkeys(("prompt", *REQUIRED[fmt])))
+
+    if data.format not in method.formats:
+        takes = " or ".join(f"{f} ({columns(f)})" for f in method.formats)
+        others = [name for name, m in METHODS.items() if data.format in m.formats]
+        convert = [
+            CONVERSIONS[data.format, f] for f in method.formats if (data.format, f) in CONVERSIONS
+        ]
+        raise DataError(
+            f"method {method.name!r} trains on {takes} rows, but {data.source!r} has "
+            f"{data.format} rows ({columns(data.format)}). Methods that take {data.format} rows: "
+            f"{', '.join(others) or 'none'}."
+            + (f" To convert: {'; or '.join(convert)}." if convert else "")
+        )
+    if method.needs_gold and data.gold is None:
+        raise DataError(
+            f"method {method.name!r} trains on a gold reward, which {data.source!r} does not have: "
+            f"only the built-in worlds ({', '.join(WORLDS)}) have one."
+        )
+
+
+def check_estimable(exp: Experiment, data: PreferenceData) -> None:
+    """Fail before training when the held-out data is too small for a standard error (n >= 2):
+    eval/kl_stderr and the win rates' confidence intervals would be NaN."""
+    prompts = min(exp.eval.n_prompts, len(data.eval_prompts))
+    if prompts < 2:
+        raise DataError(
+            f"{data.source}: {prompts} held-out prompt(s) to evaluate on, too few to estimate "
+            "eval/kl's standard error (at least 2 are needed): add rows, raise "
+            f"data.eval_fraction ({exp.data.eval_fraction:g}) or eval.n_prompts "
+            f"({exp.eval.n_prompts})"
+        )
+
+
+# ---- sweeps ----------------------------------------------------------------------------------
+
+
+def check_sweep(sweep: Sweep) -> None:
+    """Every value of the space must make a valid experiment; the objective must be logged."""
+    try:
+        check_experiment(sweep.base)
+    except SpecError as err:
+        raise SweepError(f"base: {err}") from None
+    for key, dist in sweep.space.items():
+        base = sweep.base
+        if isinstance(dist, When):
+            base, dist = base.replace(dict(dist.condition)), dist.distribution
+        for value in dist.values():
+            try:
+                check_experiment(base.replace({key: value}))
+            except SpecError as err:
+                raise SweepError(f"space[{key!r}] value {value!r}: {err}") from None
+        if key.startswith("method_args.") and key not in settable_fields(base):
+            known = settable_fields(base)
+            raise SweepError(f"space: unknown experiment field {key!r}." + did_you_mean(key, known))
+    check_objective(sweep)
+
+
+def check_objective(sweep: Sweep) -> None:
+    """The objective must be a metric that every trial's runs log."""
+    if sweep.objective.startswith((WINRATE_PREFIX, BENCH_PREFIX)):
+        return  # logged by scoring; checked against the experiment's scoring settings there
+    methods = sweep.space.get("method")
+    bases = (
+        [sweep.base.replace({"method": m}) for m in methods.values()]
+        if isinstance(methods, Choice)
+        else [sweep.base]
+    )
+    for base in bases:
+        names = expected_metrics(base)
+        if sweep.objective not in names:
+            raise SweepError(
+                f"objective {sweep.objective!r} is not logged by {base.method} runs on "
+                f"{base.dataset!r}; they log {', '.join(sorted(names))}."
+                + did_you_mean(sweep.objective, names)
+            )

@@ -1,0 +1,113 @@
+"""Score a finished run's saved policy later (`harness eval`), logging into that same run.
+
+The run is never reopened: its status and end time stay what its training left (a FAILED run
+whose policy was saved before scoring failed can be scored, and stays FAILED).
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from harness.config.metrics import EVAL_KL
+from harness.config.spec import Experiment
+from harness.data.lora import AdapterDisabled, is_adapter
+from harness.data.models import load_causal_lm, load_policy, load_tokenizer, weights_dtype
+from harness.data.preference import load_preference_data
+from harness.evaluate.scoring import prepare_scoring
+from harness.infra.console import library_output
+from harness.infra.devices import default_device
+from harness.infra.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
+from harness.methods.checks import check_experiment, with_defaults
+
+FINAL_STEP_TAG = "final_step"  # set by `harness run`: the step of the run's last evaluation
+
+
+class RunError(ValueError):
+    """A run that cannot be scored (unknown, or without a saved policy)."""
+
+
+def score_run(
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    temperatures=None,
+    judges=None,
+    tasks=None,
+    include_path=None,
+    log=print,
+) -> dict[str, float]:
+    """Load the run's experiment and policy, check the settings, score, log into the run."""
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    client = open_store(mlflow.get_tracking_uri(), log=log)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise RunError(f"no MLflow run {run_id!r} at {mlflow.get_tracking_uri()}") from None
+    names = {a.path for a in client.list_artifacts(run_id)}
+    if POLICY_MODEL_TAG not in run.data.tags and POLICY_ARTIFACT not in names:
+        raise RunError(
+            f"run {run_id} ({run.info.run_name}) has no saved policy: it was trained with "
+            "train.save_policy=False or did not finish"
+        )
+    if "experiment.json" not in names:
+        raise RunError(f"run {run_id} has no experiment.json: it was not made by `harness run`")
+    exp = Experiment.from_dict(
+        json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/experiment.json"))
+    )
+    check_experiment(exp)
+    exp = with_defaults(exp)
+    if tasks is None:
+        tasks = exp.eval.tasks or ("world",)
+    data = load_preference_data(exp)
+    scoring = prepare_scoring(
+        exp,
+        data,
+        winrate_on=True,
+        temperatures=temperatures,
+        judges=judges,
+        tasks=tasks,
+        include_path=include_path,
+        log=log,
+    )
+    remote, dtype, base = (
+        exp.model.trust_remote_code,
+        weights_dtype(exp.model),
+        scoring.reference_source,
+    )
+    policy, tokenizer, adapter = load_run_policy(run, base, dtype=dtype, trust_remote_code=remote)
+    policy = policy.to(default_device())
+    if adapter:  # a LoRA run: the base with the adapter off is the reference
+        reference = AdapterDisabled(policy)
+    else:
+        reference = load_causal_lm(base, dtype=dtype, trust_remote_code=remote)
+        reference = reference.to(default_device()).eval()
+    step = final_step(client, run)
+    log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
+    return scoring.score(run_id, policy, reference, tokenizer, step=step)
+
+
+def load_run_policy(run, base: str, *, dtype, trust_remote_code: bool):
+    """(policy, tokenizer, whether it is a LoRA adapter on `base`) of a run: its MLflow model,
+    or its plain `policy/` files (a LoRA adapter, or runs logged before the MLflow model)."""
+    uri = run.data.tags.get(POLICY_MODEL_TAG)
+    if uri is not None:
+        with library_output():  # MLflow's download bars and loading notices
+            parts = mlflow.transformers.load_model(uri, return_type="components")
+        return parts["model"], parts["tokenizer"], False
+    folder = policy_artifact_path(run.info.run_id)
+    policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    return policy, tokenizer, is_adapter(folder)
+
+
+def final_step(client: MlflowClient, run) -> int:
+    """The step of the run's last evaluation, where its scores belong."""
+    if FINAL_STEP_TAG in run.data.tags:
+        return int(run.data.tags[FINAL_STEP_TAG])
+    # Runs logged before the tag existed: the last step of the yardstick's KL history.
+    return max((m.step for m in client.get_metric_history(run.info.run_id, EVAL_KL)), default=0)

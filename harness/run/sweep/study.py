@@ -1,0 +1,287 @@
+"""Run a Sweep as an Optuna study: resumable, several workers, one MLflow parent run.
+
+The budget is enqueued once, as `n_trials` WAITING trials, when the study is created. Workers
+claim waiting trials with an atomic state change in the storage (the same compare-and-set
+Optuna uses), so K workers on one storage, here or on other machines, run each trial exactly
+once. A worker killed mid-trial stops sending heartbeats; after the grace period any worker
+fails that trial, closes its MLflow run as KILLED, and Optuna's RetryFailedTrialCallback
+enqueues it once more.
+
+Workers may start at the same instant on a fresh database: schema creation and the study's
+set-up (budget, parent run) run under a lock held by the database (`databases.exclusive`), so
+each happens once; each trial's parameters are chosen distinct from the others'
+(`harness.run.sweep.params`). The storage URL's password is shown masked wherever it is printed
+or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from harness.config.metrics import SWEEP_BEST_VALUE
+from harness.config.space import Grid, Sweep, SweepError
+from harness.infra import databases, stores
+from harness.infra.cache import warm_cache
+from harness.run.sweep.params import choose_params, grid_points, make_sampler
+from harness.run.sweep.trial import run_trial, study_lock
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    storage: str
+    study_name: str
+    n_trials: int
+    tracking_uri: str
+    mlflow_experiment: str
+    heartbeat_interval: int = 10  # seconds between a running trial's heartbeats
+    grace_period: int = 60  # a trial silent this long belongs to a dead worker
+
+
+def open_storage(settings: StudySettings) -> RDBStorage:
+    """The study's storage, its schema created once however many workers start together."""
+    url = settings.storage
+    databases.check_driver(url, "storage")
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        with databases.exclusive(url, "harness:optuna-schema"):
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            )
+    except Exception as err:  # SQLAlchemy raises many types; all mean the same to the user
+        reason = databases.redact(f"{type(err).__name__}: {err}".splitlines()[0], url)
+        raise SweepError(f"storage {databases.mask(url)!r} is unreachable: {reason}") from None
+
+
+def make_pruner(sweep: Sweep):
+    return {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=sweep.base.train.steps
+        ),
+        "none": optuna.pruners.NopPruner,
+    }[sweep.pruner]()
+
+
+def load_study(sweep: Sweep, settings: StudySettings, storage: RDBStorage) -> optuna.Study:
+    return optuna.load_study(
+        study_name=settings.study_name,
+        storage=storage,
+        sampler=make_sampler(sweep, sweep.sampler_seed),
+        pruner=make_pruner(sweep),
+    )
+
+
+def prepare_study(sweep: Sweep, settings: StudySettings) -> tuple[optuna.Study, str]:
+    """Create the study and its budget, or load it and top the budget up; the parent run id.
+
+    Under the study's lock: workers starting together enqueue the budget and create the
+    parent run once."""
+    storage = open_storage(settings)
+    with study_lock(settings):
+        try:
+            study = optuna.create_study(
+                study_name=settings.study_name,
+                storage=storage,
+                direction=sweep.direction,
+                sampler=make_sampler(sweep, sweep.sampler_seed),
+                pruner=make_pruner(sweep),
+            )
+            budget = 0
+        except optuna.exceptions.DuplicatedStudyError:
+            study = load_study(sweep, settings, storage)
+            if study.direction.name.lower() != sweep.direction:
+                raise SweepError(
+                    f"study {settings.study_name!r} exists with direction {study.direction.name.lower()}"
+                ) from None
+            budget = study.user_attrs.get("budget", 0)
+        enqueue_budget(sweep, study, budget, settings.n_trials)
+        study.set_user_attr("budget", max(budget, settings.n_trials))
+        parent = study.user_attrs.get(PARENT_ATTR) or create_parent_run(sweep, settings)
+        study.set_user_attr(PARENT_ATTR, parent)
+    MlflowClient(settings.tracking_uri).update_run(parent, status="RUNNING")
+    return study, parent
+
+
+def enqueue_budget(sweep: Sweep, study: optuna.Study, budget: int, n_trials: int) -> None:
+    """WAITING trials from `budget` up to `n_trials` (none when resuming with the same budget);
+    a grid sweep's carry their grid point, each point once."""
+    is_grid = all(isinstance(d, Grid) for d in sweep.space.values())
+    points = grid_points(sweep) if is_grid else None
+    for index in range(budget, n_trials):
+        study.enqueue_trial(points[index] if points else {}, skip_if_exists=False)
+
+
+def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
+    experiment_id = stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
+    client = MlflowClient(settings.tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=settings.study_name,
+        tags={
+            "sweep": settings.study_name,
+            "optuna_storage": databases.mask(settings.storage),
+            "role": "sweep_parent",
+            "git_sha": stores.git_sha(),
+            "dataset": sweep.base.dataset,
+        },
+    )
+    params = {
+        **sweep.describe(),
+        "sampler": sweep.sampler,
+        "pruner": sweep.pruner,
+        "objective": sweep.objective,
+        "direction": sweep.direction,
+        "seeds": sweep.seeds,
+        "n_trials": settings.n_trials,
+    }
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, stores.param_value(value))
+    return run.info.run_id
+
+
+def claim_trial(
+    study: optuna.Study, sweep: Sweep, settings: StudySettings
+) -> tuple[optuna.Trial, int | None] | None:
+    """Take one WAITING trial by an atomic WAITING -> RUNNING change; None if there is none.
+
+    Its parameters are fixed on the spot, distinct from every other trial's (under the study's
+    lock, so that workers choosing at the same time see each other's choice). Returns the trial
+    and, for a retry of a dead worker's trial, that trial's number.
+    """
+    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
+        if not (frozen.params or frozen.system_attrs.get("fixed_params")):  # not a retry, not grid
+            with databases.exclusive(settings.storage, f"harness:params:{settings.study_name}"):
+                params = choose_params(sweep, study, frozen)
+                storage.set_trial_system_attr(frozen._trial_id, "fixed_params", params)
+        return optuna.Trial(study, frozen._trial_id), retry_of
+    return None
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat from a thread while the trial trains."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int, interval: int):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while True:
+            self.storage.record_heartbeat(self.trial_id)
+            if self.stop.wait(self.interval):
+                return
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str) -> None:
+    """MLflow child runs of trials Optuna failed (their worker died): KILLED, tagged FAIL.
+
+    The run may already be KILLED: any harness command on the store marks a run whose process
+    died (harness.infra.stores.reap_dead_runs); it still lacks its trial's state."""
+    failed = {str(t.number) for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    if not failed:
+        return
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent}' and attributes.status != 'FINISHED'",
+    )
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("trial") not in failed or "trial_state" in tags:
+            continue
+        client.set_tag(run.info.run_id, "trial_state", "FAIL")
+        if run.info.status == "RUNNING":
+            client.set_tag(run.info.run_id, "error", "worker died mid-trial (no heartbeat)")
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def work(
+    sweep: Sweep, settings: StudySettings, worker: str = "", log=print, warm: bool = True
+) -> int:
+    """Claim and run trials until none is waiting and none is running elsewhere; trials run.
+
+    A warm worker keeps what its trials share (reference model, tokenizer, reference log-probs
+    and samples) in memory from one trial to the next (`harness.infra.cache.WarmCache`)."""
+    storage = open_storage(settings)
+    study = load_study(sweep, settings, storage)
+    parent = study.user_attrs[PARENT_ATTR]
+    stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
+    done = 0
+    with warm_cache(warm):
+        while True:
+            fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
+            close_killed_runs(study, settings, parent)
+            claimed = claim_trial(study, sweep, settings)
+            if claimed is None:
+                if not study.get_trials(
+                    deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
+                ):
+                    return done
+                time.sleep(min(settings.heartbeat_interval, 5))  # others may still die
+                continue
+            trial, retry_of = claimed
+            with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+                run_trial(
+                    sweep,
+                    study,
+                    trial,
+                    settings,
+                    parent,
+                    retry_of,
+                    log=lambda line: log(f"{worker}{line}"),
+                )
+            done += 1
+
+
+def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:
+    """Tag the best trial on the parent run, end it, and return a summary of the study.
+
+    Under the study's lock: workers that finish together would both insert the parent's tags
+    (measured on PostgreSQL: a UniqueViolation on the tags' key for the second one)."""
+    client = MlflowClient(settings.tracking_uri)
+    with study_lock(settings):
+        trials = study.get_trials(deepcopy=False)
+        counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+        summary = {"counts": counts, "best": None}
+        if counts["COMPLETE"]:
+            best = study.best_trial
+            summary["best"] = best
+            client.set_tag(parent, "best_trial", str(best.number))
+            client.set_tag(parent, "best_value", repr(best.value))
+            client.set_tag(parent, "best_params", json.dumps(best.params, sort_keys=True))
+            client.log_metric(parent, SWEEP_BEST_VALUE, best.value, step=best.number)
+        else:
+            client.set_tag(parent, "best_trial", "none")
+        client.set_terminated(parent, status="FINISHED")
+    return summary

@@ -1,0 +1,124 @@
+"""One Optuna trial: every seed of the trial's experiment as a nested MLflow run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
+from harness.config.space import Sweep, sample_params
+from harness.infra import databases
+from harness.methods.catalog import config_label
+from harness.run.recipe import run_experiment
+
+
+class PruningListener:
+    """Reports the objective to Optuna at each harness evaluation; stops training when pruned.
+
+    Seed i of a trial reports at step + i * (steps + 1), so the pruner compares each seed with
+    the same seed of other trials.
+    """
+
+    def __init__(self, trial: optuna.Trial, objective: str, offset: int):
+        self.trial, self.objective, self.offset = trial, objective, offset
+        self.pruned_at: int | None = None
+
+    def __call__(self, step: int, metrics: dict[str, float]) -> bool:
+        if self.objective not in metrics:
+            return False  # scoring objectives (winrate/, bench/) exist only at the end
+        self.trial.report(metrics[self.objective], self.offset + step)
+        if step > 0 and self.trial.should_prune():
+            self.pruned_at = step
+            return True
+        return False
+
+
+def run_trial(
+    sweep: Sweep,
+    study: optuna.Study,
+    trial: optuna.Trial,
+    settings,
+    parent: str,
+    retry_of: int | None = None,
+    log=print,
+) -> TrialState:
+    """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
+    params = sample_params(sweep, trial)
+    # trial_params: the sampled values with their types, from which `harness figures` rebuilds
+    # the study without opening the Optuna storage.
+    tags = {
+        "sweep": settings.study_name,
+        "trial": str(trial.number),
+        "role": "trial",
+        "trial_params": json.dumps(params, sort_keys=True),
+    }
+    if retry_of is not None:
+        tags["retry_of"] = str(retry_of)
+    log(
+        f"trial {trial.number}: {params}"
+        + (f" (retry of trial {retry_of})" if retry_of is not None else "")
+    )
+    client = MlflowClient(settings.tracking_uri)
+    values, run_ids, state, error = [], [], TrialState.COMPLETE, None
+    try:
+        for index, seed in enumerate(sweep.seeds):
+            exp = sweep.experiment_for(params, seed)
+            label = f"{settings.study_name}-t{trial.number}-{config_label(exp)}-s{seed}"
+            exp = exp.replace({"name": label})
+            listener = PruningListener(trial, sweep.objective, offset=index * (exp.train.steps + 1))
+            try:
+                result = run_experiment(
+                    exp,
+                    listeners=[listener],
+                    tags={**tags, "seed": str(seed)},
+                    parent_run_id=parent,
+                    log=log,
+                )
+            finally:
+                run_ids.append(mlflow.last_active_run().info.run_id)
+            if listener.pruned_at is not None:
+                client.set_tag(result.run_id, "pruned", f"true (step {listener.pruned_at})")
+                state = TrialState.PRUNED
+                break
+            values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
+    except Exception as err:  # the trial fails, the sweep goes on
+        error = databases.redact(
+            f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
+        )
+        state, error = TrialState.FAIL, error[:2000]
+        trial.set_user_attr("error", error)
+        log(f"trial {trial.number} failed: {error}")
+
+    for run_id in run_ids:
+        client.set_tag(run_id, "trial_state", state.name)
+    if state == TrialState.COMPLETE:
+        mean = statistics.fmean(values)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        trial.set_user_attr("seed_values", values)
+        trial.set_user_attr("objective_std", spread)
+        for run_id in run_ids:
+            client.set_tag(run_id, "trial_value", repr(mean))
+        with study_lock(settings):  # another worker may log to the parent run at this instant
+            client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
+            client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
+        study.tell(trial, mean)
+        log(
+            f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {list(sweep.seeds)}"
+        )
+    else:
+        study.tell(trial, state=state)
+        log(f"trial {trial.number}: {state.name.lower()}")
+    return state
+
+
+def study_lock(settings):
+    """The study's lock, held by the database: for the study's set-up and for every write to
+    the parent run that all workers share. MLflow inserts a run's first tag or latest metric of
+    a name after looking it up, so two workers writing the same one at once collide (measured
+    on PostgreSQL: UniqueViolation)."""
+    return databases.exclusive(settings.storage, f"harness:study:{settings.study_name}")

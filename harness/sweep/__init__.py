@@ -1,4 +1,0 @@
-"""Optuna studies over experiments: the study and its workers (study), one trial (trial).
-
-The `Sweep` objects themselves are plain data in `harness.space`.
-"""
