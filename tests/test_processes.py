@@ -32,7 +32,7 @@ def test_the_relaunch_goes_through_accelerate_on_a_free_port():
     command = launch_command(2, ["run", "study.py"])
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "2"
-    assert command[-4:] == ["-m", "harness.commands.cli", "run", "study.py"]
+    assert command[-4:] == ["-m", "harness", "run", "study.py"]
     assert launch_command(2, [])[command.index("--main_process_port") + 1].isdigit()
 
 

@@ -102,7 +102,7 @@ def launch_command(processes: int, harness_args: list[str]) -> list[str]:
     if not torch.cuda.is_available():  # processes share the cores instead of each taking all
         threads = max(1, (os.cpu_count() or 1) // processes)
         command += ["--num_cpu_threads_per_process", str(threads)]
-    return command + ["-m", "harness.commands.cli", *harness_args]
+    return command + ["-m", "harness", *harness_args]
 
 
 def check_processes(processes: int) -> None:
