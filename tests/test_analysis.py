@@ -12,6 +12,7 @@ from numpy.testing import assert_allclose
 from analysis import stats, style, tables
 from analysis.load import RunData
 from analysis.report import safe
+from harness.methods.catalog import METHODS
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -57,6 +58,10 @@ def test_method_colours_are_fixed_for_known_methods_and_stable_for_others():
     many = style.method_colors(names)
     extras = style.EXTRA_COLORS
     assert [many[n] for n in names] == [extras[i % len(extras)] for i in range(len(names))]
+
+
+def test_every_fixed_colour_belongs_to_a_registered_method():
+    assert set(style.METHOD_COLORS) <= set(METHODS.names())
 
 
 def test_markdown_and_latex_render_mean_and_half_width():

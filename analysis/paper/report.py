@@ -1,8 +1,8 @@
 """results/paper/: every study's figures and tables, and REPORT.md with one row per claim.
 
-Reads the MLflow experiments named in analysis/paper/__init__.py (and the sweep's Optuna
-storage, for its history and importances), draws each study's figures as `harness figures`
-does, measures each claim with its `claims_*` function and writes REPORT.md from those
+Reads the MLflow experiments named in analysis/paper/__init__.py, and nothing else (the sweep's
+history and importances come from its trials' MLflow runs), draws each study's figures as
+`harness figures` does, measures each claim with its `claims_*` function and writes REPORT.md from those
 numbers and the words in claims.toml.
 """
 
