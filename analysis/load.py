@@ -24,6 +24,7 @@ from harness.config.metrics import (
     EVAL_PAIR_ACCURACY,
     eval_rewards,
 )
+from harness.config.space import SPACE_PARAM_PREFIX
 from harness.infra.locations import sqlite_path
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
@@ -55,7 +56,8 @@ class RunData:
     history: long table run_id, key, step, value of the HISTORY_KEYS, sorted.
     optimal_frontiers: dataset -> the analytic frontier (beta, kl, reward sorted by kl).
     sweeps: one row per sweep parent run: sweep, storage (password masked), experiment,
-        direction, space (JSON: dotted key -> the distribution's repr), start_time.
+        direction, space (JSON: the parent run's space.<key> params, for
+        `harness.config.space.space_from_params`), start_time.
     """
 
     runs: pd.DataFrame
@@ -130,9 +132,7 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
             tags = run.data.tags
             if tags.get("role") == "sweep_parent":
                 space = {
-                    k.removeprefix("space."): v
-                    for k, v in run.data.params.items()
-                    if k.startswith("space.")
+                    k: v for k, v in run.data.params.items() if k.startswith(SPACE_PARAM_PREFIX)
                 }
                 parents.append(
                     {

@@ -89,6 +89,11 @@ def test_markdown_and_latex_render_mean_and_half_width():
     assert r"toy\_set & dpo & 0.1 & 2 & 5.500 $\pm$ 6.350 & 0.700 \\" in tex
 
 
+def test_a_markdown_cell_never_breaks_its_row():
+    lines = tables.markdown_lines(["a|b", "n"], [["x | y\nz", "1"]], "lr")
+    assert lines == ["| a\\|b | n |", "| :-- | --: |", "| x \\| y z | 1 |"]
+
+
 def test_file_name_parts_are_safe():
     assert safe("beta search/v2") == "beta-search-v2"
     assert safe("exact") == "exact"

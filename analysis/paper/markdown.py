@@ -8,8 +8,17 @@ import pandas as pd
 
 from analysis.load import RunData
 from analysis.paper.verdicts import Finding
+from analysis.tables import markdown_lines
 
-HEADER = "| # | claim | paper, figure | measured (95% interval over seeds) | figure | verdict |"
+STUDY_COLUMNS = ["study", "runs", "methods", "seeds", "training steps", "eval prompts", "run time"]
+CLAIM_COLUMNS = [
+    "#",
+    "claim",
+    "paper, figure",
+    "measured (95% interval over seeds)",
+    "figure",
+    "verdict",
+]
 
 
 def write_report(
@@ -31,23 +40,13 @@ def write_report(
         "",
         "## Studies",
         "",
-        "| study | runs | methods | seeds | training steps | eval prompts | run time |",
-        "|:--|--:|:--|--:|:--|:--|--:|",
     ]
-    lines += [study_row(name, study) for name, study in studies.items()]
-    lines += ["", "## Claims", "", HEADER, "|--:|:--|:--|:--|:--|:--|"]
-    for i, claim in enumerate(claims, 1):
-        finding = findings[claim["key"]]
-        figure = ", ".join(f"[{s}.png]({s}.png)" for s in finding.figures) or "–"
-        cells = [
-            str(i),
-            claim["title"],
-            claim["source"],
-            finding.measured,
-            figure,
-            f"**{finding.verdict}**",
-        ]
-        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    rows = [study_row(name, study) for name, study in studies.items()]
+    lines += markdown_lines(STUDY_COLUMNS, rows, "lrlrllr")
+    lines += ["", "## Claims", ""]
+    lines += markdown_lines(
+        CLAIM_COLUMNS, [claim_row(i, c, findings) for i, c in enumerate(claims, 1)], "rlllll"
+    )
     for i, claim in enumerate(claims, 1):
         lines += section(i, claim, findings[claim["key"]])
     path = out / "REPORT.md"
@@ -56,6 +55,19 @@ def write_report(
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)  # atomic: a reader never sees half a report
     return path
+
+
+def claim_row(number: int, claim: dict, findings: dict[str, Finding]) -> list[str]:
+    finding = findings[claim["key"]]
+    figure = ", ".join(f"[{s}.png]({s}.png)" for s in finding.figures) or "–"
+    return [
+        str(number),
+        claim["title"],
+        claim["source"],
+        finding.measured,
+        figure,
+        f"**{finding.verdict}**",
+    ]
 
 
 def time_lines(studies: dict[str, RunData], invocations: list) -> list[str]:
@@ -81,10 +93,10 @@ def minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def study_row(name: str, study: RunData) -> str:
+def study_row(name: str, study: RunData) -> list[str]:
     runs = study.runs
     if runs.empty:
-        return f"| {name} | 0 | – | – | – | – | – |"
+        return [name, "0", "–", "–", "–", "–", "–"]
 
     def values(column: str) -> str:
         return (
@@ -94,11 +106,15 @@ def study_row(name: str, study: RunData) -> str:
         )
 
     methods = ", ".join(sorted(runs["method"].unique()))
-    return (
-        f"| {name} | {len(runs)} | {methods} | {runs['seed'].nunique()} | "
-        f"{values('params.train.steps')} | {values('params.eval.n_prompts')} | "
-        f"{minutes(runs['seconds'].sum())} |"
-    )
+    return [
+        name,
+        str(len(runs)),
+        methods,
+        str(runs["seed"].nunique()),
+        values("params.train.steps"),
+        values("params.eval.n_prompts"),
+        minutes(runs["seconds"].sum()),
+    ]
 
 
 def _number(text: str):
@@ -135,10 +151,5 @@ def markdown_table(table: pd.DataFrame) -> list[str]:
             return "–" if pd.isna(value) else f"{value:.4g}"
         return str(value)
 
-    rows = [list(table.columns), ["--"] * len(table.columns)]
-    rows += [[text(v) for v in row] for row in table.itertuples(index=False)]
-    return ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-
-
-def cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    cells = [[text(v) for v in row] for row in table.itertuples(index=False)]
+    return markdown_lines(list(table.columns), cells, "l" * len(table.columns))
