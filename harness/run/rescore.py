@@ -12,6 +12,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from harness.config.errors import UserError
 from harness.config.metrics import EVAL_KL
 from harness.config.spec import Experiment
 from harness.data.lora import AdapterDisabled, is_adapter
@@ -26,7 +27,7 @@ from harness.methods.checks import check_experiment, with_defaults
 FINAL_STEP_TAG = "final_step"  # set by `harness run`: the step of the run's last evaluation
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run that cannot be scored (unknown, or without a saved policy)."""
 
 
