@@ -186,11 +186,15 @@ def run_experiment(
     listeners: list[EvalListener] = (),
     tags: dict | None = None,
     parent_run_id: str | None = None,
+    on_run_created=None,
     log=print,
 ) -> RunResult:
     """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
 
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    `on_run_created(run_id)` is called as soon as the run exists (before training): a caller
+    learns which run is this experiment's even when it fails, and knows none exists if it
+    failed before.
     Under several processes (accelerate, torchrun) every process trains; only the main one
     talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
     """
@@ -231,6 +235,8 @@ def run_experiment(
         run_tags["mlflow.parentRunId"] = parent_run_id
     with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
         run_id = active.info.run_id
+        if on_run_created is not None:
+            on_run_created(run_id)
         try:
             with stores.Heartbeat(run_id):
                 run = train_and_score(

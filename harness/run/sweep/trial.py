@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import statistics
 
-import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -71,16 +70,16 @@ def run_trial(
             label = f"{settings.study_name}-t{trial.number}-{config_label(exp)}-s{seed}"
             exp = exp.replace({"name": label})
             listener = PruningListener(trial, sweep.objective, offset=index * (exp.train.steps + 1))
-            try:
-                result = run_experiment(
-                    exp,
-                    listeners=[listener],
-                    tags={**tags, "seed": str(seed)},
-                    parent_run_id=parent,
-                    log=log,
-                )
-            finally:
-                run_ids.append(mlflow.last_active_run().info.run_id)
+            # The run's id comes from the recipe as soon as the run exists: a seed that fails
+            # before (a combination the recipe rejects) has no run, and tags none.
+            result = run_experiment(
+                exp,
+                listeners=[listener],
+                tags={**tags, "seed": str(seed)},
+                parent_run_id=parent,
+                on_run_created=run_ids.append,
+                log=log,
+            )
             if listener.pruned_at is not None:
                 client.set_tag(result.run_id, "pruned", f"true (step {listener.pruned_at})")
                 state = TrialState.PRUNED
