@@ -18,6 +18,8 @@ import filelock
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
+from harness.config.errors import UserError
+
 DRIVER_PACKAGES = {
     "psycopg": "-e '.[postgres]'  (or: pip install 'psycopg[binary]')",
     "psycopg2": "psycopg2-binary",
@@ -27,7 +29,7 @@ DRIVER_PACKAGES = {
 SERVER_SCHEMES = ("http", "https", "databricks")  # tracking URIs that name a server, not a store
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A store that cannot be used (no driver, unwritable, a file where a folder should be); the
     message shows its URL with the password masked."""
 

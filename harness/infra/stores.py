@@ -44,19 +44,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
+from harness.config import tags
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url
 from harness.infra.locations import UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
-HEARTBEAT_TAG = "harness.heartbeat"
-PROCESS_TAG = "harness.process"
+HEARTBEAT_TAG = tags.HEARTBEAT
+PROCESS_TAG = tags.PROCESS
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
 _opened: set[str] = set()  # stores checked and initialised by this process
 
 
-POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
+POLICY_MODEL_TAG = tags.POLICY_MODEL
 # The runs table's columns in the harness's saved view: what tells methods apart, side by side.
 UI_COLUMNS = (
     "params.`method`",
@@ -182,9 +183,9 @@ def git_sha() -> str:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or "not a checkout"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "not a checkout"
 
 
 def local_artifact_dir(run_id: str) -> Path | None:

@@ -12,6 +12,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from harness.config import tags
+from harness.config.errors import UserError
 from harness.config.metrics import EVAL_KL
 from harness.config.spec import Experiment
 from harness.data.lora import AdapterDisabled, is_adapter
@@ -23,10 +25,10 @@ from harness.infra.devices import default_device
 from harness.infra.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
 from harness.methods.checks import check_experiment, with_defaults
 
-FINAL_STEP_TAG = "final_step"  # set by `harness run`: the step of the run's last evaluation
+FINAL_STEP_TAG = tags.FINAL_STEP
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run that cannot be scored (unknown, or without a saved policy)."""
 
 
