@@ -52,6 +52,11 @@ TRAIN_NAMES = {
     "num_tokens": "train/progress/num_tokens",
 }
 TRAIN_LOSS = TRAIN_NAMES["loss"]
+# The training budget so far, cumulative over steps and processes (harness.methods.callbacks
+# BudgetCallback): response sequences the loss saw (a pair counts two, a KTO or SFT row one)
+# and the tokens of those rows, prompt and response (attention mask), as the trainer fed them.
+TRAIN_COMPLETIONS = "train/progress/completions"
+TRAIN_TOKENS = "train/progress/tokens"
 SHARED_FAMILIES = ("rewards/", "logps/", "logits/")
 # End-of-training summaries from transformers.Trainer, kept once under train/summary/.
 SUMMARY_KEYS = {
