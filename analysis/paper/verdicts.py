@@ -2,9 +2,10 @@
 
 A claim is a set of named checks, each a comparison of a 95% interval over seeds with a
 threshold, named by the effect it expects: the effect holds, is not shown (the interval
-straddles the threshold) or is contradicted (the interval lies on the other side). All checks
-hold: reproduced; none holds: not reproduced; some: partly. A claim whose study has no runs
-is "not measured".
+straddles the threshold) or is contradicted (the interval lies on the other side). Every claim
+is universal (every beta, every baseline, every method): all checks hold: reproduced; any
+check contradicted, or none holding: not reproduced; some holding, the rest not shown:
+partly. A claim whose study has no runs is "not measured".
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def decide(checks: dict[str, bool | str | None]) -> tuple[str, str]:
     }
     if len(groups[HOLDS]) == len(outcomes):
         verdict = REPRODUCED
-    elif not groups[HOLDS]:
+    elif groups[CONTRADICTED] or not groups[HOLDS]:  # a universal claim with a counter-case
         verdict = NOT_REPRODUCED
     else:
         verdict = PARTLY
