@@ -28,7 +28,14 @@ from analysis.paper.verdicts import (
     over_seeds,
 )
 from analysis.stats import holm, t_test
-from harness.config.metrics import DATA_TRAIN_ROWS, EVAL_GOLD_REWARD, EVAL_KL, winrate
+from harness.config.metrics import (
+    DATA_TRAIN_ROWS,
+    EVAL_GOLD_REWARD,
+    EVAL_KL,
+    TRAIN_COMPLETIONS,
+    TRAIN_TOKENS,
+    winrate,
+)
 
 DPO = "dpo"
 FRONTIER_BASELINES = ("rloo", "rloo_gold")  # RLHF with a learned reward, with the gold reward
@@ -238,11 +245,17 @@ def kto_unpaired(data: RunData) -> Finding:
 
 
 def _train_rows(kto: pd.DataFrame, dpo: pd.DataFrame) -> str:
-    """The data each was given (`data/train_rows`: the training pairs as loaded)."""
-    column = f"metrics.{DATA_TRAIN_ROWS}"
-    if column not in kto or column not in dpo:
-        return ""
-    return f" (training pairs: kto {kto[column].iat[0]:g}, dpo {dpo[column].iat[0]:g})"
+    """The budgets: training pairs loaded, and completions and tokens the loss saw."""
+    parts = []
+    for key, what in (
+        (DATA_TRAIN_ROWS, "training pairs"),
+        (TRAIN_COMPLETIONS, "completions seen"),
+        (TRAIN_TOKENS, "tokens seen"),
+    ):
+        column = f"metrics.{key}"
+        if column in kto and column in dpo:
+            parts.append(f"{what}: kto {kto[column].mean():g}, dpo {dpo[column].mean():g}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _common_seeds(table: pd.DataFrame, methods: list[str]) -> list[float]:

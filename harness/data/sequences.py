@@ -151,7 +151,6 @@ def plain_generation(
         forced_eos_token_id=None,
         sequence_bias=None,
         renormalize_logits=False,
-        min_length=0,
         min_new_tokens=0,
         max_new_tokens=max_new_tokens,
         num_beams=1,
