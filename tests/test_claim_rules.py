@@ -200,3 +200,21 @@ def test_kto_rule_when_kto_trails_is_not_reproduced(deficit):
 
 def test_kto_rule_when_kto_matches_is_reproduced():
     assert share(claims_sentiment.kto_unpaired, kto_world(0.0), REPRODUCED) >= 0.8
+
+
+def test_the_report_names_claims_whose_verdict_changed(tmp_path):
+    from analysis.paper.report import changed_verdicts
+    from analysis.paper.verdicts import Finding
+
+    pd.DataFrame({"key": ["frontier", "kto_unpaired"], "verdict": ["partly", REPRODUCED]}).to_csv(
+        tmp_path / "claims.csv", index=False
+    )
+    claims = [{"key": "frontier", "title": "Front"}, {"key": "kto_unpaired", "title": "KTO"}]
+    findings = {
+        "frontier": Finding(NOT_REPRODUCED, "Not shown: lead.", "-"),
+        "kto_unpaired": Finding(REPRODUCED, "Within margin.", "-"),
+    }
+    assert changed_verdicts(tmp_path, claims, findings) == [
+        "Claim 1 (Front): partly -> not reproduced. Not shown: lead."
+    ]
+    assert changed_verdicts(tmp_path / "none", claims, findings) == []
