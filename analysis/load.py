@@ -119,8 +119,11 @@ def check_store_exists(uri: str) -> None:
         )
 
 
-def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
-    """Read the runs of `experiments` (default: every experiment in the store)."""
+def load_runs(
+    uri: str, experiments: list[str] | None = None, extra_history: tuple[str, ...] = ()
+) -> RunData:
+    """Read the runs of `experiments` (default: every experiment in the store), with the
+    histories of HISTORY_KEYS and of `extra_history`."""
     check_store_exists(uri)
     client = MlflowClient(uri)
     chosen = _experiments(client, experiments)
@@ -150,7 +153,7 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
                 runs.append((name, run))
     latest = _latest_by_name(runs)
     frame = _run_frame(latest)
-    history = _history(client, latest)
+    history = _history(client, latest, (*HISTORY_KEYS, *extra_history))
     frontiers = _optimal_frontiers(client, frame)
     sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "experiment"])
     sweeps = sweeps.sort_values(["sweep", "experiment"], ignore_index=True)
@@ -242,10 +245,10 @@ def _float(text: str | None) -> float:
         return np.nan
 
 
-def _history(client: MlflowClient, runs) -> pd.DataFrame:
+def _history(client: MlflowClient, runs, keys: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for _, run in runs:
-        for key in HISTORY_KEYS:
+        for key in dict.fromkeys(keys):
             if key not in run.data.metrics:
                 continue
             # A step logged twice keeps its latest value.

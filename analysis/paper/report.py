@@ -121,10 +121,13 @@ def generate(
         invocations = recorded_invocations(report.out, log)
     studies = draw_studies(report, data)
     findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
+    changes = changed_verdicts(report.out, claims, findings)
     for claim in claims:
         findings[claim["key"]].figures = [s for s in claim["figures"] if s in report.plots]
     write_numbers(report, claims, findings)
-    report.files.append(write_report(report.out, claims, findings, studies, uri, invocations))
+    report.files.append(
+        write_report(report.out, claims, findings, studies, uri, invocations, changes)
+    )
     log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
     return findings
 
@@ -165,6 +168,21 @@ def write_numbers(report: Report, claims: list[dict], findings: dict[str, Findin
     )
     overview.to_csv(report.out / "claims.csv", index=False, lineterminator="\n")
     report.files.append(report.out / "claims.csv")
+
+
+def changed_verdicts(out: Path, claims: list[dict], findings: dict[str, Finding]) -> list[str]:
+    """One line per claim whose verdict differs from the previous report's claims.csv in `out`
+    (rules or runs changed), with the new rule's reason; empty without a previous report."""
+    path = out / "claims.csv"
+    if not path.exists():
+        return []
+    before = pd.read_csv(path).set_index("key")["verdict"].to_dict()
+    lines = []
+    for i, claim in enumerate(claims, 1):
+        old, new = before.get(claim["key"]), findings[claim["key"]]
+        if old is not None and old != new.verdict:
+            lines.append(f"Claim {i} ({claim['title']}): {old} -> {new.verdict}. {new.why}")
+    return lines
 
 
 def measure(claim: dict, study: RunData, report: Report) -> Finding:
