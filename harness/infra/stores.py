@@ -24,12 +24,14 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -54,6 +56,14 @@ PROCESS_TAG = "harness.process"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
 _opened: set[str] = set()  # stores checked and initialised by this process
+# What a database says when an insert meets a row another process inserted since it looked.
+COLLISION_MARKS = (
+    "UNIQUE constraint failed",
+    "UniqueViolation",
+    "duplicate key",
+    "Duplicate entry",
+)
+COLLISION_ATTEMPTS = 6
 
 
 POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
@@ -146,7 +156,7 @@ def use_tracking(uri: str, experiment_name: str) -> str:
         experiment_id = found.experiment_id
     for key, value in ui_tags().items():
         if found is None or found.tags.get(key) != value:
-            client.set_experiment_tag(experiment_id, key, value)
+            retry_collisions(lambda k=key, v=value: client.set_experiment_tag(experiment_id, k, v))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -291,7 +301,25 @@ def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *,
             inputs.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name))
         contexts.append(split)
         tags.append({"rows": str(len(rows))})
-    mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags)
+    retry_collisions(lambda: mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags))
+
+
+def retry_collisions(write: Callable[[], Any]) -> Any:
+    """`write()`, again after a short random pause while it collides with another process's insert.
+
+    MLflow looks some rows up, then inserts them (a dataset input's dataset, an experiment tag),
+    in one transaction: two runs writing the same one at the same instant both insert and one
+    breaks the primary key (SQLite: UNIQUE constraint failed; PostgreSQL: UniqueViolation,
+    answered 400 by `mlflow server` and not retried by its client). The transaction was rolled
+    back, so writing again finds the other process's row and uses it."""
+    for attempt in range(1, COLLISION_ATTEMPTS):
+        try:
+            return write()
+        except MlflowException as err:
+            if not any(mark in str(err) for mark in COLLISION_MARKS):
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+    return write()
 
 
 def model_requirements() -> list[str]:
