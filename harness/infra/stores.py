@@ -47,7 +47,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
-from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url
+from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url, mask
 from harness.infra.locations import UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
@@ -114,7 +114,7 @@ def check_writable(uri: str, db: Path) -> None:
     for parent in (folder, *folder.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise StoreError(f"tracking URI {uri}: {parent} is a file, not a folder")
+                raise StoreError(f"tracking URI {mask(uri)}: {parent} is a file, not a folder")
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def check_writable(uri: str, db: Path) -> None:
     except OSError as err:
         where = err.filename or folder
         raise StoreError(
-            f"tracking URI {uri}: cannot write {where} ({os.strerror(err.errno)}); "
+            f"tracking URI {mask(uri)}: cannot write {where} ({os.strerror(err.errno)}); "
             "pass a writable --tracking-uri"
         ) from None
 
