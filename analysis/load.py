@@ -24,6 +24,7 @@ from harness.config.metrics import (
     EVAL_PAIR_ACCURACY,
     eval_rewards,
 )
+from harness.infra.databases import mask
 from harness.infra.locations import sqlite_path
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
@@ -115,7 +116,7 @@ def check_store_exists(uri: str) -> None:
     """A SQLite store that does not exist is an error (opening it would create an empty one)."""
     if (db := sqlite_path(uri)) is not None and not db.exists():
         raise FileNotFoundError(
-            f"no MLflow store at {uri}: run `harness run ...` first or pass --tracking-uri"
+            f"no MLflow store at {mask(uri)}: run `harness run ...` first or pass --tracking-uri"
         )
 
 

@@ -23,6 +23,7 @@ from analysis.paper.markdown import write_report
 from analysis.paper.verdicts import Finding, not_measured
 from analysis.report import PER_DATASET, Report, draw_sweep
 from analysis.style import method_colors
+from harness.infra.databases import mask
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 CLAIM_FIELDS = ("key", "title", "claim", "source", "study", "figures", "notes")
@@ -112,7 +113,7 @@ def generate(
     claims = read_claims()
     present = sorted(experiment_names(uri) & set(STUDIES))
     data = load_runs(uri, present) if present else NO_RUNS
-    log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {uri}")
+    log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {mask(uri)}")
     report = Report(Path(out), log)
     report.out.mkdir(parents=True, exist_ok=True)
     if invocation is not None:

@@ -21,6 +21,7 @@ from harness.data.models import load_causal_lm, load_policy, load_tokenizer, wei
 from harness.data.preference import load_preference_data
 from harness.evaluate.scoring import prepare_scoring
 from harness.infra.console import library_output
+from harness.infra.databases import mask
 from harness.infra.devices import default_device
 from harness.infra.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
 from harness.methods.checks import check_experiment, with_defaults
@@ -49,7 +50,7 @@ def score_run(
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise RunError(f"no MLflow run {run_id!r} at {mlflow.get_tracking_uri()}") from None
+        raise RunError(f"no MLflow run {run_id!r} at {mask(mlflow.get_tracking_uri())}") from None
     names = {a.path for a in client.list_artifacts(run_id)}
     if POLICY_MODEL_TAG not in run.data.tags and POLICY_ARTIFACT not in names:
         raise RunError(
