@@ -27,7 +27,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from analysis import stats
-from analysis.load import RunData
+from analysis.load import AnalysisError, RunData
 from harness.config.metrics import (
     CI_HIGH,
     CI_LOW,
@@ -86,7 +86,7 @@ def compare(data: RunData, protocol: Protocol = Protocol()) -> pd.DataFrame:
     """One row per (method, quantity) against the baseline; see the module docstring."""
     methods = sorted(set(data.runs["method"]) - {protocol.baseline})
     if protocol.baseline not in set(data.runs["method"]):
-        raise ValueError(
+        raise AnalysisError(
             f"baseline {protocol.baseline!r} has no finished run; methods: "
             f"{', '.join(sorted(set(data.runs['method']))) or 'none'}"
         )

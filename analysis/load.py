@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from harness.config.errors import UserError
 from harness.config.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_GOLD_REWARD_EXACT,
@@ -43,6 +44,10 @@ FRONTIER_ARTIFACT = "frontier/optimal_frontier.csv"
 FRONTIER_COLUMNS = ("beta", "kl", "reward")
 LABELS = ["method", "beta", "seed", "run_name"]  # run columns joined onto history tables
 SWEEP_COLUMNS = ["sweep", "storage", "experiment", "direction", "space", "start_time"]
+
+
+class AnalysisError(UserError, ValueError):
+    """A store, experiment, run or artifact that analysis cannot read as asked: one line, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ def _experiments(client: MlflowClient, names: list[str] | None) -> list[tuple[st
         return sorted(existing.items())
     missing = [n for n in names if n not in existing]
     if missing:
-        raise ValueError(
+        raise AnalysisError(
             f"no MLflow experiment named {', '.join(map(repr, missing))}; "
             f"the store has: {', '.join(sorted(existing)) or 'none'}"
         )
@@ -283,7 +288,7 @@ def read_frontier(client: MlflowClient, run_id: str) -> pd.DataFrame:
         frame = pd.read_csv(path)
     missing = [c for c in FRONTIER_COLUMNS if c not in frame]
     if missing:
-        raise ValueError(
+        raise AnalysisError(
             f"run {run_id} artifact {FRONTIER_ARTIFACT}: missing column(s) {', '.join(missing)}; "
             f"expected {', '.join(FRONTIER_COLUMNS)}"
         )

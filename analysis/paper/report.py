@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import tables
-from analysis.load import RunData, experiment_names, load_runs
+from analysis.load import AnalysisError, RunData, experiment_names, load_runs
 from analysis.paper import STUDIES, SWEEP, claims_exact, claims_sentiment, claims_sweep
 from analysis.paper.markdown import write_report
 from analysis.paper.verdicts import Finding, not_measured
@@ -91,18 +91,18 @@ def read_claims(path: Path = CLAIMS_FILE) -> list[dict]:
     for i, claim in enumerate(claims, 1):
         missing = [f for f in CLAIM_FIELDS if f not in claim]
         if missing:
-            raise ValueError(f"{path}: claim {i} lacks {', '.join(missing)}")
+            raise AnalysisError(f"{path}: claim {i} lacks {', '.join(missing)}")
         if claim["key"] not in FINDERS:
-            raise ValueError(
+            raise AnalysisError(
                 f"{path}: claim {i} has unknown key {claim['key']!r}; known: {', '.join(FINDERS)}"
             )
         if claim["study"] not in STUDIES:
-            raise ValueError(
+            raise AnalysisError(
                 f"{path}: claim {claim['key']!r} names unknown study {claim['study']!r}"
             )
     absent = set(FINDERS) - {c["key"] for c in claims}
     if absent:
-        raise ValueError(f"{path}: no words for claim(s) {', '.join(sorted(absent))}")
+        raise AnalysisError(f"{path}: no words for claim(s) {', '.join(sorted(absent))}")
     return claims
 
 
