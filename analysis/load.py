@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from harness.config.errors import UserError
 from harness.config.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_GOLD_REWARD_EXACT,
@@ -25,6 +26,7 @@ from harness.config.metrics import (
     eval_rewards,
 )
 from harness.config.space import SPACE_PARAM_PREFIX
+from harness.infra.databases import mask
 from harness.infra.locations import sqlite_path
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
@@ -43,6 +45,10 @@ FRONTIER_ARTIFACT = "frontier/optimal_frontier.csv"
 FRONTIER_COLUMNS = ("beta", "kl", "reward")
 LABELS = ["method", "beta", "seed", "run_name"]  # run columns joined onto history tables
 SWEEP_COLUMNS = ["sweep", "storage", "experiment", "direction", "space", "start_time"]
+
+
+class AnalysisError(UserError, ValueError):
+    """A store, experiment, run or artifact that analysis cannot read as asked: one line, exit 2."""
 
 
 @dataclass(frozen=True)
@@ -117,12 +123,15 @@ def check_store_exists(uri: str) -> None:
     """A SQLite store that does not exist is an error (opening it would create an empty one)."""
     if (db := sqlite_path(uri)) is not None and not db.exists():
         raise FileNotFoundError(
-            f"no MLflow store at {uri}: run `harness run ...` first or pass --tracking-uri"
+            f"no MLflow store at {mask(uri)}: run `harness run ...` first or pass --tracking-uri"
         )
 
 
-def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
-    """Read the runs of `experiments` (default: every experiment in the store)."""
+def load_runs(
+    uri: str, experiments: list[str] | None = None, extra_history: tuple[str, ...] = ()
+) -> RunData:
+    """Read the runs of `experiments` (default: every experiment in the store), with the
+    histories of HISTORY_KEYS and of `extra_history`."""
     check_store_exists(uri)
     client = MlflowClient(uri)
     chosen = _experiments(client, experiments)
@@ -150,7 +159,7 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
                 runs.append((name, run))
     latest = _latest_by_name(runs)
     frame = _run_frame(latest)
-    history = _history(client, latest)
+    history = _history(client, latest, (*HISTORY_KEYS, *extra_history))
     frontiers = _optimal_frontiers(client, frame)
     sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "experiment"])
     sweeps = sweeps.sort_values(["sweep", "experiment"], ignore_index=True)
@@ -182,7 +191,7 @@ def _experiments(client: MlflowClient, names: list[str] | None) -> list[tuple[st
         return sorted(existing.items())
     missing = [n for n in names if n not in existing]
     if missing:
-        raise ValueError(
+        raise AnalysisError(
             f"no MLflow experiment named {', '.join(map(repr, missing))}; "
             f"the store has: {', '.join(sorted(existing)) or 'none'}"
         )
@@ -242,10 +251,10 @@ def _float(text: str | None) -> float:
         return np.nan
 
 
-def _history(client: MlflowClient, runs) -> pd.DataFrame:
+def _history(client: MlflowClient, runs, keys: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for _, run in runs:
-        for key in HISTORY_KEYS:
+        for key in dict.fromkeys(keys):
             if key not in run.data.metrics:
                 continue
             # A step logged twice keeps its latest value.
@@ -279,7 +288,7 @@ def read_frontier(client: MlflowClient, run_id: str) -> pd.DataFrame:
         frame = pd.read_csv(path)
     missing = [c for c in FRONTIER_COLUMNS if c not in frame]
     if missing:
-        raise ValueError(
+        raise AnalysisError(
             f"run {run_id} artifact {FRONTIER_ARTIFACT}: missing column(s) {', '.join(missing)}; "
             f"expected {', '.join(FRONTIER_COLUMNS)}"
         )

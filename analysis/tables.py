@@ -20,6 +20,8 @@ from harness.config.metrics import (
     EVAL_KL,
     EVAL_KL_EXACT,
     EVAL_PAIR_ACCURACY,
+    TRAIN_COMPLETIONS,
+    TRAIN_TOKENS,
     parse_winrate,
 )
 
@@ -29,6 +31,8 @@ METRICS = {
     EVAL_KL: "KL",
     EVAL_KL_EXACT: "KL (exact)",
     EVAL_PAIR_ACCURACY: "pair acc.",
+    TRAIN_COMPLETIONS: "completions seen",  # the budget: methods compared see the same
+    TRAIN_TOKENS: "tokens seen",
 }
 NOT_CONFIGURATION = {"params.train.seed", "params.name"}  # runs differing only here are seeds
 ALWAYS = ["dataset", "method", "beta"]

@@ -135,7 +135,8 @@ def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
     from analysis.paper.verdicts import above, below, decide
 
     assert decide({"a": True, "b": True})[0] == "reproduced"
-    assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Not shown: b.")
+    # Every claim is universal: one check not shown or contradicted and it is not reproduced.
+    assert decide({"a": True, "b": False}) == ("not reproduced", "Holds: a. Not shown: b.")
     assert decide({"a": False})[0] == "not reproduced"
     one_seed = {"n": 1, "mean": 0.3, "ci_low": float("nan"), "ci_high": float("nan")}
     assert above(one_seed) is None
@@ -149,7 +150,7 @@ def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
         "contradicted",
     ]
     assert decide(dict(zip("abc", outcomes, strict=True))) == (
-        "partly",
+        "not reproduced",
         "Holds: a. Not shown: b. Contradicted: c.",
     )
     assert decide({"a": "contradicted"})[0] == "not reproduced"

@@ -40,11 +40,21 @@ def servers(tmp_path_factory):
     if reason:
         pytest.skip(f"PostgreSQL cannot run here: {reason}")
     folder = tmp_path_factory.mktemp("servers")
+    build_world(folder)
     with (
         postgres() as (base, password),
         mlflow_server(f"{base}/mlflow", folder / "artifacts", folder / "mlflow.log") as url,
     ):
         yield SimpleNamespace(base=base, password=password, url=url, folder=folder)
+
+
+def build_world(folder: Path) -> None:
+    """The world and judges the sweeps use, built once before any timed step (on a fresh clone
+    the build takes minutes, which the workers' timeout is not meant to cover)."""
+    definitions = folder / "base.py"
+    definitions.write_text(textwrap.dedent(SWEEPS))
+    command = [sys.executable, "-m", "harness", "run", f"{definitions}:BASE", "--prepare-only"]
+    subprocess.run(command, check=True, capture_output=True, timeout=3600)
 
 
 def start_together(servers, tmp_path, target: str, n: int = 2) -> list[str]:

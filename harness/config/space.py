@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config.errors import UserError
 from harness.config.metrics import EVAL_GOLD_REWARD
 from harness.config.registry import did_you_mean
 from harness.config.spec import Experiment, SpecError, field_paths
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep that cannot run; the message names the key or setting at fault."""
 
 

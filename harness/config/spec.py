@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.config.errors import UserError
 from harness.config.registry import did_you_mean
 
 DEFAULT_MAX_NEW_TOKENS = 24  # eval.max_new_tokens where the dataset does not fix it
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """An experiment field holds a value it cannot take; the message names the dotted field."""
 
 

@@ -16,6 +16,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
+from harness.config.errors import UserError
 from harness.infra.locations import free_port
 
 # The other processes wait at a barrier while the main one evaluates and scores; NCCL's default
@@ -106,13 +107,17 @@ def launch_command(processes: int, harness_args: list[str]) -> list[str]:
     return command + ["-m", "harness", *harness_args]
 
 
+class ProcessesError(UserError, ValueError):
+    """`--processes` asks for what this machine cannot run."""
+
+
 def check_processes(processes: int) -> None:
     """`--processes` must be >= 1, and on GPUs at most one per visible GPU."""
     if processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {processes}")
+        raise ProcessesError(f"--processes must be >= 1, got {processes}")
     gpus = torch.cuda.device_count()
     if gpus and processes > gpus:
-        raise ValueError(
+        raise ProcessesError(
             f"--processes {processes}: this machine has {gpus} visible GPU(s), one process each; "
             f"use --processes {gpus} or fewer (CUDA_VISIBLE_DEVICES selects which)"
         )

@@ -24,12 +24,14 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -44,19 +46,28 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
+from harness.config import tags
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
-from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url
+from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url, mask
 from harness.infra.locations import UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
-HEARTBEAT_TAG = "harness.heartbeat"
-PROCESS_TAG = "harness.process"
+HEARTBEAT_TAG = tags.HEARTBEAT
+PROCESS_TAG = tags.PROCESS
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
 _opened: set[str] = set()  # stores checked and initialised by this process
+# What a database says when an insert meets a row another process inserted since it looked.
+COLLISION_MARKS = (
+    "UNIQUE constraint failed",
+    "UniqueViolation",
+    "duplicate key",
+    "Duplicate entry",
+)
+COLLISION_ATTEMPTS = 6
 
 
-POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
+POLICY_MODEL_TAG = tags.POLICY_MODEL
 # The runs table's columns in the harness's saved view: what tells methods apart, side by side.
 UI_COLUMNS = (
     "params.`method`",
@@ -104,7 +115,7 @@ def check_writable(uri: str, db: Path) -> None:
     for parent in (folder, *folder.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise StoreError(f"tracking URI {uri}: {parent} is a file, not a folder")
+                raise StoreError(f"tracking URI {mask(uri)}: {parent} is a file, not a folder")
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,7 +127,7 @@ def check_writable(uri: str, db: Path) -> None:
     except OSError as err:
         where = err.filename or folder
         raise StoreError(
-            f"tracking URI {uri}: cannot write {where} ({os.strerror(err.errno)}); "
+            f"tracking URI {mask(uri)}: cannot write {where} ({os.strerror(err.errno)}); "
             "pass a writable --tracking-uri"
         ) from None
 
@@ -146,7 +157,7 @@ def use_tracking(uri: str, experiment_name: str) -> str:
         experiment_id = found.experiment_id
     for key, value in ui_tags().items():
         if found is None or found.tags.get(key) != value:
-            client.set_experiment_tag(experiment_id, key, value)
+            retry_collisions(lambda k=key, v=value: client.set_experiment_tag(experiment_id, k, v))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -182,9 +193,9 @@ def git_sha() -> str:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or "not a checkout"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "not a checkout"
 
 
 def local_artifact_dir(run_id: str) -> Path | None:
@@ -291,7 +302,25 @@ def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *,
             inputs.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name))
         contexts.append(split)
         tags.append({"rows": str(len(rows))})
-    mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags)
+    retry_collisions(lambda: mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags))
+
+
+def retry_collisions(write: Callable[[], Any]) -> Any:
+    """`write()`, again after a short random pause while it collides with another process's insert.
+
+    MLflow looks some rows up, then inserts them (a dataset input's dataset, an experiment tag),
+    in one transaction: two runs writing the same one at the same instant both insert and one
+    breaks the primary key (SQLite: UNIQUE constraint failed; PostgreSQL: UniqueViolation,
+    answered 400 by `mlflow server` and not retried by its client). The transaction was rolled
+    back, so writing again finds the other process's row and uses it."""
+    for attempt in range(1, COLLISION_ATTEMPTS):
+        try:
+            return write()
+        except MlflowException as err:
+            if not any(mark in str(err) for mark in COLLISION_MARKS):
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+    return write()
 
 
 def model_requirements() -> list[str]:

@@ -22,7 +22,8 @@ from trl import RewardConfig, RewardTrainer
 
 from harness.data.preference import PAIRED, DataError, PreferenceData
 from harness.infra.cache import cached_dir, source_fingerprint
-from harness.infra.devices import StageProgress, default_device, training_arguments
+from harness.infra.devices import default_device, training_arguments
+from harness.infra.stage_progress import StageProgress
 
 
 @dataclass(frozen=True, kw_only=True)
