@@ -266,26 +266,51 @@ def why_dead(tags: dict[str, str], now: float) -> str | None:
     return None
 
 
+def kill_if_dead(client: MlflowClient, run, now: float, verdict: str | None = None) -> str | None:
+    """The one place a run left RUNNING is ended: KILLED, with an `error` tag saying why, if
+    its process is gone; returns why, or None for a run that may be alive (left RUNNING).
+
+    `verdict` is the caller's own evidence (Optuna failed the trial for a stale heartbeat);
+    without it the run's own heartbeat and process tags decide (why_dead)."""
+    reason = verdict or why_dead(run.data.tags, now)
+    if reason is None:
+        return None
+    beat = run.data.tags.get(HEARTBEAT_TAG)
+    end = float(beat) if beat else now
+    stamp = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds")
+    client.set_tag(run.info.run_id, tags.ERROR, f"killed: {reason}; last heartbeat {stamp}")
+    client.set_terminated(run.info.run_id, status="KILLED", end_time=int(end * 1000))
+    return reason
+
+
 def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
     """Mark KILLED every RUNNING run whose process died, one line each; returns their ids."""
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
     now, reaped = time.time(), []
-    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
-        reason = why_dead(run.data.tags, now)
+    for run in all_runs(client, experiments, "attributes.status = 'RUNNING'"):
+        reason = kill_if_dead(client, run, now)
         if reason is None:
             continue
-        beat = float(run.data.tags[HEARTBEAT_TAG])
-        stamp = datetime.fromtimestamp(beat, UTC).isoformat(timespec="seconds")
-        client.set_tag(run.info.run_id, "error", f"killed: {reason}; last heartbeat {stamp}")
-        client.set_terminated(run.info.run_id, status="KILLED", end_time=int(beat * 1000))
         log(
             f"harness: run {run.info.run_id} ({run.info.run_name}) was left RUNNING and "
             f"{reason}: marked KILLED"
         )
         reaped.append(run.info.run_id)
     return reaped
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = ""):
+    """Every run of `experiment_ids` matching `filter_string`, page by page (MLflow returns at
+    most 1000 runs per request)."""
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:

@@ -216,14 +216,14 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
         [experiment.experiment_id],
         f"tags.mlflow.parentRunId = '{parent}' and attributes.status != 'FINISHED'",
     )
+    now = time.time()
     for run in runs:
         tags = run.data.tags
         if tags.get("trial") not in failed or "trial_state" in tags:
             continue
         client.set_tag(run.info.run_id, "trial_state", "FAIL")
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "error", "worker died mid-trial (no heartbeat)")
-            client.set_terminated(run.info.run_id, status="KILLED")
+            stores.kill_if_dead(client, run, now, verdict="its worker died (no trial heartbeat)")
 
 
 def work(
