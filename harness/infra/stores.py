@@ -42,6 +42,7 @@ import mlflow
 import pandas as pd
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
@@ -220,27 +221,39 @@ def this_process() -> str:
 
 
 class Heartbeat:
-    """Records which process owns a run and refreshes its heartbeat tag until stopped."""
+    """Beats on entering the block, then every `interval` seconds from a thread until it ends.
 
-    def __init__(self, run_id: str, interval: float = HEARTBEAT_SECONDS):
-        self.client, self.run_id, self.interval = MlflowClient(), run_id, interval
+    `beat` is an MLflow run's id (the run's owning process and the time of its last beat, as
+    tags that why_dead reads) or a function to call (a sweep's Optuna trial heartbeat). A beat
+    that fails in the thread (a busy or full store) is retried at the next one."""
+
+    def __init__(self, beat: str | Callable[[], object], interval: float = HEARTBEAT_SECONDS):
+        self.beat = beat if callable(beat) else _run_beat(MlflowClient(), beat)
+        self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)
 
     def _beat(self) -> None:
         while not self.stopped.wait(self.interval):
-            with contextlib.suppress(Exception):  # a busy or full store: the next beat retries
-                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+            with contextlib.suppress(Exception):
+                self.beat()
 
     def __enter__(self):
-        self.client.set_tag(self.run_id, PROCESS_TAG, this_process())
-        self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+        self.beat()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stopped.set()
         self.thread.join()
+
+
+def _run_beat(client: MlflowClient, run_id: str) -> Callable[[], None]:
+    def beat() -> None:
+        now = RunTag(HEARTBEAT_TAG, f"{time.time():.0f}")
+        client.log_batch(run_id, tags=[RunTag(PROCESS_TAG, this_process()), now])
+
+    return beat
 
 
 def _alive(pid: int) -> bool:

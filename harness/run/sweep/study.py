@@ -16,8 +16,8 @@ or logged.
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
 import time
 from dataclasses import dataclass
 
@@ -179,29 +179,6 @@ def claim_trial(
     return None
 
 
-class Heartbeat:
-    """Records a running trial's heartbeat from a thread while the trial trains."""
-
-    def __init__(self, storage: RDBStorage, trial_id: int, interval: int):
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while True:
-            self.storage.record_heartbeat(self.trial_id)
-            if self.stop.wait(self.interval):
-                return
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
-
-
 def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str) -> None:
     """MLflow child runs of trials Optuna failed (their worker died): KILLED, tagged FAIL.
 
@@ -251,7 +228,8 @@ def work(
                 time.sleep(min(settings.heartbeat_interval, 5))  # others may still die
                 continue
             trial, retry_of = claimed
-            with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+            beat = functools.partial(storage.record_heartbeat, trial._trial_id)
+            with stores.Heartbeat(beat, settings.heartbeat_interval):
                 run_trial(
                     sweep,
                     study,
