@@ -28,6 +28,7 @@ from harness.config.metrics import (
 from harness.config.space import SPACE_PARAM_PREFIX
 from harness.infra.databases import mask
 from harness.infra.locations import sqlite_path
+from harness.infra.stores import all_runs
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (
@@ -137,7 +138,7 @@ def load_runs(
     chosen = _experiments(client, experiments)
     runs, parents, unfinished = [], [], 0
     for name, experiment_id in chosen:
-        for run in _search(client, experiment_id):
+        for run in all_runs(client, [experiment_id]):
             tags = run.data.tags
             if tags.get("role") == "sweep_parent":
                 space = {
@@ -196,16 +197,6 @@ def _experiments(client: MlflowClient, names: list[str] | None) -> list[tuple[st
             f"the store has: {', '.join(sorted(existing)) or 'none'}"
         )
     return [(n, existing[n]) for n in sorted(set(names))]
-
-
-def _search(client: MlflowClient, experiment_id: str):
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def _run_frame(runs) -> pd.DataFrame:

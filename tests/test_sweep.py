@@ -26,7 +26,7 @@ from harness import (
 )
 from harness.commands.cli import main
 from harness.methods.checks import check_sweep
-from harness.run.sweep.study import StudySettings, claim_trial, prepare_study
+from harness.run.sweep.study import StudySettings, claim_trial, open_storage, prepare_study
 from harness.run.sweep.trial import run_trial
 
 TINY = dict(
@@ -361,7 +361,7 @@ def test_pruned_trial_stops_training_at_the_eval(tmp_path, tracking):
     study.pruner = optuna.pruners.ThresholdPruner(
         upper=-1.0
     )  # any KL >= 0 is over: prune at the first eval
-    trial, _ = claim_trial(study, sweep, settings)
+    trial = claim_trial(study, open_storage(settings), sweep, settings).trial
     assert run_trial(sweep, study, trial, settings, parent, log=lambda _: None) == TrialState.PRUNED
     (run,) = child_runs(tracking, "prune")[1]
     client = MlflowClient(tracking)

@@ -42,6 +42,7 @@ import mlflow
 import pandas as pd
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
@@ -220,27 +221,39 @@ def this_process() -> str:
 
 
 class Heartbeat:
-    """Records which process owns a run and refreshes its heartbeat tag until stopped."""
+    """Beats on entering the block, then every `interval` seconds from a thread until it ends.
 
-    def __init__(self, run_id: str, interval: float = HEARTBEAT_SECONDS):
-        self.client, self.run_id, self.interval = MlflowClient(), run_id, interval
+    `beat` is an MLflow run's id (the run's owning process and the time of its last beat, as
+    tags that why_dead reads) or a function to call (a sweep's Optuna trial heartbeat). A beat
+    that fails in the thread (a busy or full store) is retried at the next one."""
+
+    def __init__(self, beat: str | Callable[[], object], interval: float = HEARTBEAT_SECONDS):
+        self.beat = beat if callable(beat) else _run_beat(MlflowClient(), beat)
+        self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)
 
     def _beat(self) -> None:
         while not self.stopped.wait(self.interval):
-            with contextlib.suppress(Exception):  # a busy or full store: the next beat retries
-                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+            with contextlib.suppress(Exception):
+                self.beat()
 
     def __enter__(self):
-        self.client.set_tag(self.run_id, PROCESS_TAG, this_process())
-        self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+        self.beat()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stopped.set()
         self.thread.join()
+
+
+def _run_beat(client: MlflowClient, run_id: str) -> Callable[[], None]:
+    def beat() -> None:
+        now = RunTag(HEARTBEAT_TAG, f"{time.time():.0f}")
+        client.log_batch(run_id, tags=[RunTag(PROCESS_TAG, this_process()), now])
+
+    return beat
 
 
 def _alive(pid: int) -> bool:
@@ -266,26 +279,51 @@ def why_dead(tags: dict[str, str], now: float) -> str | None:
     return None
 
 
+def kill_if_dead(client: MlflowClient, run, now: float, verdict: str | None = None) -> str | None:
+    """The one place a run left RUNNING is ended: KILLED, with an `error` tag saying why, if
+    its process is gone; returns why, or None for a run that may be alive (left RUNNING).
+
+    `verdict` is the caller's own evidence (Optuna failed the trial for a stale heartbeat);
+    without it the run's own heartbeat and process tags decide (why_dead)."""
+    reason = verdict or why_dead(run.data.tags, now)
+    if reason is None:
+        return None
+    beat = run.data.tags.get(HEARTBEAT_TAG)
+    end = float(beat) if beat else now
+    stamp = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds")
+    client.set_tag(run.info.run_id, tags.ERROR, f"killed: {reason}; last heartbeat {stamp}")
+    client.set_terminated(run.info.run_id, status="KILLED", end_time=int(end * 1000))
+    return reason
+
+
 def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
     """Mark KILLED every RUNNING run whose process died, one line each; returns their ids."""
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
     now, reaped = time.time(), []
-    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
-        reason = why_dead(run.data.tags, now)
+    for run in all_runs(client, experiments, "attributes.status = 'RUNNING'"):
+        reason = kill_if_dead(client, run, now)
         if reason is None:
             continue
-        beat = float(run.data.tags[HEARTBEAT_TAG])
-        stamp = datetime.fromtimestamp(beat, UTC).isoformat(timespec="seconds")
-        client.set_tag(run.info.run_id, "error", f"killed: {reason}; last heartbeat {stamp}")
-        client.set_terminated(run.info.run_id, status="KILLED", end_time=int(beat * 1000))
         log(
             f"harness: run {run.info.run_id} ({run.info.run_name}) was left RUNNING and "
             f"{reason}: marked KILLED"
         )
         reaped.append(run.info.run_id)
     return reaped
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = ""):
+    """Every run of `experiment_ids` matching `filter_string`, page by page (MLflow returns at
+    most 1000 runs per request)."""
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:
