@@ -9,11 +9,10 @@ insert, and one breaks the datasets' primary key. Measured without the harness's
 from __future__ import annotations
 
 import multiprocessing
-from types import SimpleNamespace
 
 import pytest
 
-from tests.servers import mlflow_server, postgres, why_postgres_cannot_run
+from tests.servers import postgres_with_mlflow_server, skip_without_postgres
 
 ROUNDS = 12  # each round a new dataset (a new digest), logged by every process at once
 PROCESSES = 3
@@ -100,15 +99,9 @@ def test_same_dataset_logged_at_once_on_sqlite(tmp_path, record_property):
 
 @pytest.fixture(scope="module")
 def tracking_server(tmp_path_factory):
-    reason = why_postgres_cannot_run()
-    if reason:
-        pytest.skip(f"PostgreSQL cannot run here: {reason}")
-    folder = tmp_path_factory.mktemp("server")
-    with (
-        postgres(databases=("mlflow",)) as (base, _),
-        mlflow_server(f"{base}/mlflow", folder / "artifacts", folder / "mlflow.log") as url,
-    ):
-        yield SimpleNamespace(url=url, base=base)
+    skip_without_postgres()
+    with postgres_with_mlflow_server(tmp_path_factory.mktemp("server"), ("mlflow",)) as servers:
+        yield servers
 
 
 @pytest.mark.slow
