@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from harness.config.metrics import EVAL_GOLD_REWARD
-from harness.infra.locations import resolve_tracking_uri
 
 DEFAULT_OUT = Path("results/compare")
 
@@ -38,12 +37,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Deferred: pandas and MLflow take seconds to import; `--help` should not.
     from analysis.compare import Protocol, compare, write
-    from analysis.load import check_store_exists, load_runs
-    from harness.infra.stores import open_store
+    from analysis.load import load_runs, open_for_reading
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    check_store_exists(uri)
-    open_store(uri, writable=False)  # runs whose process died are marked KILLED, not compared
+    uri = open_for_reading(args.tracking_uri)
     data = load_runs(uri, [args.experiment], extra_history=(args.metric,))
     table = compare(data, Protocol(baseline=args.baseline, metric=args.metric))
     paths = write(table, args.out, f"compare_{args.experiment}")

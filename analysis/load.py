@@ -27,8 +27,8 @@ from harness.config.metrics import (
 )
 from harness.config.space import SPACE_PARAM_PREFIX
 from harness.infra.databases import mask
-from harness.infra.locations import sqlite_path
-from harness.infra.stores import all_runs
+from harness.infra.locations import resolve_tracking_uri, sqlite_path
+from harness.infra.stores import all_runs, open_store
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (
@@ -126,6 +126,16 @@ def check_store_exists(uri: str) -> None:
         raise FileNotFoundError(
             f"no MLflow store at {mask(uri)}: run `harness run ...` first or pass --tracking-uri"
         )
+
+
+def open_for_reading(tracking_uri: str | None) -> str:
+    """The store a reading command names (its flag, $MLFLOW_TRACKING_URI or the default),
+    checked to exist, with the runs whose process died marked KILLED so that none is read as
+    live; returns its URI."""
+    uri = resolve_tracking_uri(tracking_uri)
+    check_store_exists(uri)
+    open_store(uri, writable=False)
+    return uri
 
 
 def load_runs(
