@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib.metadata
-import json
 import shutil
 import tempfile
 import time
@@ -46,7 +44,7 @@ from harness.data.sequences import context_length
 from harness.evaluate import Evaluator
 from harness.evaluate.scoring import prepare_scoring
 from harness.infra import distributed, stores
-from harness.infra.cache import warm
+from harness.infra.cache import content_digest, warm
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
 from harness.methods.callbacks import (
@@ -305,10 +303,9 @@ def train_and_score(
 def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
     """What produced the run: the commit, the pinned libraries' versions, the data's
     fingerprint, the world's version, the device and the seed (tags, logged on every run)."""
-    rows = json.dumps([data.train, data.eval_pairs], sort_keys=True, default=str)
     found = {
         tag.GIT_SHA: stores.git_sha(),
-        tag.DATA_FINGERPRINT: hashlib.sha256(rows.encode()).hexdigest(),
+        tag.DATA_FINGERPRINT: content_digest([data.train, data.eval_pairs]),
         tag.WORLD_VERSION: str(getattr(getattr(data.world, "settings", None), "version", "none")),
         tag.DEVICE: default_device(),
         tag.SEED: str(exp.train.seed),
