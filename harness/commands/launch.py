@@ -118,7 +118,9 @@ def follow_sweep(jobs, study, budget: int) -> None:
         trials = study.get_trials(deepcopy=False)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
         finished = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-        failed = f", {counts[TrialState.FAIL]} failed (retried once)" if counts[TrialState.FAIL] else ""
+        failed = (
+            f", {counts[TrialState.FAIL]} failed (retried once)" if counts[TrialState.FAIL] else ""
+        )
         return f"trials finished {finished}/{budget}{failed}, {counts[TrialState.RUNNING]} running"
 
     follow(jobs, line)
