@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from harness.infra.locations import resolve_tracking_uri
-
 DEFAULT_OUT = Path("results/figures")
 
 
@@ -36,13 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per file
     # Deferred: pandas, matplotlib and MLflow take seconds to import; `--help` should not.
-    from analysis.load import check_store_exists
+    from analysis.load import open_for_reading
     from analysis.report import generate
-    from harness.infra.stores import open_store
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    check_store_exists(uri)
-    open_store(uri, writable=False)  # runs whose process died are marked KILLED, not drawn live
+    uri = open_for_reading(args.tracking_uri)
     generate(uri, args.experiments, args.out)
     return 0
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from harness.config.errors import UserError
 from harness.config.metrics import (
     EVAL_GOLD_REWARD,
     EVAL_GOLD_REWARD_EXACT,
@@ -24,7 +25,10 @@ from harness.config.metrics import (
     EVAL_PAIR_ACCURACY,
     eval_rewards,
 )
-from harness.infra.locations import sqlite_path
+from harness.config.space import SPACE_PARAM_PREFIX
+from harness.infra.databases import mask
+from harness.infra.locations import resolve_tracking_uri, sqlite_path
+from harness.infra.stores import all_runs, open_store
 
 # Metrics the figures plot against step; only these histories are fetched (one call each).
 HISTORY_KEYS = (
@@ -44,6 +48,10 @@ LABELS = ["method", "beta", "seed", "run_name"]  # run columns joined onto histo
 SWEEP_COLUMNS = ["sweep", "storage", "experiment", "direction", "space", "start_time"]
 
 
+class AnalysisError(UserError, ValueError):
+    """A store, experiment, run or artifact that analysis cannot read as asked: one line, exit 2."""
+
+
 @dataclass(frozen=True)
 class RunData:
     """What the figures and tables are drawn from.
@@ -55,7 +63,8 @@ class RunData:
     history: long table run_id, key, step, value of the HISTORY_KEYS, sorted.
     optimal_frontiers: dataset -> the analytic frontier (beta, kl, reward sorted by kl).
     sweeps: one row per sweep parent run: sweep, storage (password masked), experiment,
-        direction, space (JSON: dotted key -> the distribution's repr), start_time.
+        direction, space (JSON: the parent run's space.<key> params, for
+        `harness.config.space.space_from_params`), start_time.
     """
 
     runs: pd.DataFrame
@@ -115,24 +124,35 @@ def check_store_exists(uri: str) -> None:
     """A SQLite store that does not exist is an error (opening it would create an empty one)."""
     if (db := sqlite_path(uri)) is not None and not db.exists():
         raise FileNotFoundError(
-            f"no MLflow store at {uri}: run `harness run ...` first or pass --tracking-uri"
+            f"no MLflow store at {mask(uri)}: run `harness run ...` first or pass --tracking-uri"
         )
 
 
-def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
-    """Read the runs of `experiments` (default: every experiment in the store)."""
+def open_for_reading(tracking_uri: str | None) -> str:
+    """The store a reading command names (its flag, $MLFLOW_TRACKING_URI or the default),
+    checked to exist, with the runs whose process died marked KILLED so that none is read as
+    live; returns its URI."""
+    uri = resolve_tracking_uri(tracking_uri)
+    check_store_exists(uri)
+    open_store(uri, writable=False)
+    return uri
+
+
+def load_runs(
+    uri: str, experiments: list[str] | None = None, extra_history: tuple[str, ...] = ()
+) -> RunData:
+    """Read the runs of `experiments` (default: every experiment in the store), with the
+    histories of HISTORY_KEYS and of `extra_history`."""
     check_store_exists(uri)
     client = MlflowClient(uri)
     chosen = _experiments(client, experiments)
     runs, parents, unfinished = [], [], 0
     for name, experiment_id in chosen:
-        for run in _search(client, experiment_id):
+        for run in all_runs(client, [experiment_id]):
             tags = run.data.tags
             if tags.get("role") == "sweep_parent":
                 space = {
-                    k.removeprefix("space."): v
-                    for k, v in run.data.params.items()
-                    if k.startswith("space.")
+                    k: v for k, v in run.data.params.items() if k.startswith(SPACE_PARAM_PREFIX)
                 }
                 parents.append(
                     {
@@ -150,7 +170,7 @@ def load_runs(uri: str, experiments: list[str] | None = None) -> RunData:
                 runs.append((name, run))
     latest = _latest_by_name(runs)
     frame = _run_frame(latest)
-    history = _history(client, latest)
+    history = _history(client, latest, (*HISTORY_KEYS, *extra_history))
     frontiers = _optimal_frontiers(client, frame)
     sweeps = pd.DataFrame(parents, columns=SWEEP_COLUMNS).drop_duplicates(["sweep", "experiment"])
     sweeps = sweeps.sort_values(["sweep", "experiment"], ignore_index=True)
@@ -182,21 +202,11 @@ def _experiments(client: MlflowClient, names: list[str] | None) -> list[tuple[st
         return sorted(existing.items())
     missing = [n for n in names if n not in existing]
     if missing:
-        raise ValueError(
+        raise AnalysisError(
             f"no MLflow experiment named {', '.join(map(repr, missing))}; "
             f"the store has: {', '.join(sorted(existing)) or 'none'}"
         )
     return [(n, existing[n]) for n in sorted(set(names))]
-
-
-def _search(client: MlflowClient, experiment_id: str):
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
 
 
 def _run_frame(runs) -> pd.DataFrame:
@@ -242,10 +252,10 @@ def _float(text: str | None) -> float:
         return np.nan
 
 
-def _history(client: MlflowClient, runs) -> pd.DataFrame:
+def _history(client: MlflowClient, runs, keys: tuple[str, ...]) -> pd.DataFrame:
     rows = []
     for _, run in runs:
-        for key in HISTORY_KEYS:
+        for key in dict.fromkeys(keys):
             if key not in run.data.metrics:
                 continue
             # A step logged twice keeps its latest value.
@@ -279,7 +289,7 @@ def read_frontier(client: MlflowClient, run_id: str) -> pd.DataFrame:
         frame = pd.read_csv(path)
     missing = [c for c in FRONTIER_COLUMNS if c not in frame]
     if missing:
-        raise ValueError(
+        raise AnalysisError(
             f"run {run_id} artifact {FRONTIER_ARTIFACT}: missing column(s) {', '.join(missing)}; "
             f"expected {', '.join(FRONTIER_COLUMNS)}"
         )

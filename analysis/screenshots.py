@@ -15,7 +15,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from harness.infra.locations import DEFAULT_TRACKING_URI, runs_page_url, sqlite_path
+from harness.infra.locations import DEFAULT_TRACKING_URI, free_port, runs_page_url, sqlite_path
 from harness.infra.stores import use_tracking
 
 WIDTH, HEIGHT = 1920, 1000
@@ -48,12 +47,6 @@ def find_browser() -> str:
     raise ScreenshotError(
         "no Chromium found: install the system package (apt-get install chromium)"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MlflowServer:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 from scipy import optimize, stats
 
@@ -113,3 +116,121 @@ def _best_by_budget(kl, reward) -> tuple[np.ndarray, np.ndarray]:
 def _step(front: tuple[np.ndarray, np.ndarray], budgets: np.ndarray) -> np.ndarray:
     kl, best = front
     return best[np.searchsorted(kl, budgets, side="right") - 1]
+
+
+def t_test(values, threshold: float = 0.0, level: float = 0.95) -> dict[str, float]:
+    """One-sample Student-t summary of `values` (per-seed numbers, or paired differences).
+
+    n, mean, sd (ddof=1), ci_low/ci_high (mean +- t_{(1+level)/2, n-1} sd / sqrt(n), as
+    `mean_ci`) and p: the two-sided p-value of H0 mean = threshold, 2 P(T_{n-1} > |t|) with
+    t = (mean - threshold) sqrt(n) / sd. NaN where n < 2; p = 0 or 1 where sd = 0.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    mean, low, high = mean_ci(x, level)
+    out = {"n": int(x.size), "mean": mean, "sd": np.nan, "ci_low": low, "ci_high": high}
+    out["p"] = np.nan
+    if x.size >= 2:
+        sd = float(x.std(ddof=1))
+        out["sd"] = sd
+        if sd > 0:
+            t = (mean - threshold) * np.sqrt(x.size) / sd
+            out["p"] = float(2 * stats.t.sf(abs(t), x.size - 1))
+        else:
+            out["p"] = 0.0 if mean != threshold else 1.0
+    return out
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1)
+    p_(j)). Rejecting where adjusted p < alpha controls the family-wise error at alpha. NaN
+    entries stay NaN and do not count in m.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8):
+    """The smallest true mean difference a two-sided one-sample (or paired) t-test at `alpha`
+    detects with probability `power`, given n values with standard deviation sd.
+
+    Solves P(|T'| > t_{1-alpha/2, n-1}) = power for the noncentrality lambda of T' ~
+    noncentral t(n-1, lambda), then MDE = lambda sd / sqrt(n). For large n it tends to the
+    normal formula (z_{1-alpha/2} + z_{power}) sd / sqrt(n) = 2.8016 sd / sqrt(n) at 5%, 80%.
+    NaN where n < 2 or sd is NaN.
+    """
+    if n < 2 or not np.isfinite(sd):
+        return np.nan
+    dof = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, dof)
+
+    def shortfall(lam):
+        # scipy's noncentral t returns NaN far in a tail, where the probability is ~0
+        tails = np.nan_to_num([stats.nct.sf(crit, dof, lam), stats.nct.cdf(-crit, dof, lam)])
+        return tails.sum() - power
+
+    upper = crit + 4.0  # power 0.8 needs lambda ~ crit + 0.84 for many dof, more for few
+    while shortfall(upper) < 0:
+        upper *= 2
+    lam = optimize.brentq(shortfall, 0.0, upper)
+    return float(lam * sd / np.sqrt(n))
+
+
+def seeds_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """The fewest seeds whose minimum detectable effect is at most |effect| (capped at 1000)."""
+    if not (np.isfinite(sd) and np.isfinite(effect)) or effect == 0:
+        return 1000
+    for n in range(2, 1000):
+        if minimum_detectable_effect(sd, n, alpha, power) <= abs(effect):
+            return n
+    return 1000
+
+
+def matched_front_lead(runs_a, runs_b, max_draws: int = 64, seed: int = 0) -> float:
+    """`front_advantage` with both fronts built from the same number of runs (so of points).
+
+    runs_a, runs_b: one (kl, reward) pair of arrays per run (its evaluations). A front is a
+    running maximum, so the side with more noisy points reaches higher by chance alone. Here
+    the side with more runs is cut to the other's count: the lead is averaged over every
+    subset of that size (or over `max_draws` subsets drawn with a fixed RNG when there are
+    more), so for two methods whose runs come from one distribution it is symmetric about 0
+    whatever their run counts. Runs should log the same evaluations (eval_every does that).
+    """
+    if not runs_a or not runs_b:
+        return np.nan
+    if len(runs_a) == len(runs_b):
+        return front_advantage(*_pool(runs_a), *_pool(runs_b))
+    flip = len(runs_a) < len(runs_b)
+    big, small = (runs_b, runs_a) if flip else (runs_a, runs_b)
+    other = _pool(small)
+    leads = np.array(
+        [
+            front_advantage(*_pool([big[i] for i in pick]), *other)
+            for pick in _subsets(len(big), len(small), max_draws, seed)
+        ]
+    )
+    if not np.isfinite(leads).any():
+        return np.nan
+    return float(-np.nanmean(leads) if flip else np.nanmean(leads))
+
+
+def _pool(runs) -> tuple[np.ndarray, np.ndarray]:
+    kl = np.concatenate([np.asarray(k, dtype=float) for k, _ in runs])
+    reward = np.concatenate([np.asarray(r, dtype=float) for _, r in runs])
+    return kl, reward
+
+
+def _subsets(n: int, k: int, max_draws: int, seed: int) -> list[tuple[int, ...]]:
+    """Every k-subset of range(n) if there are at most max_draws, else max_draws random ones."""
+    if math.comb(n, k) <= max_draws:
+        return list(itertools.combinations(range(n), k))
+    rng = np.random.default_rng(seed)
+    return [tuple(rng.choice(n, size=k, replace=False)) for _ in range(max_draws)]

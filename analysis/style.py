@@ -21,7 +21,6 @@ METHOD_COLORS = {
     "kto": "#E69F00",
     "orpo": "#56B4E9",
     "simpo": "#8C564B",
-    "cpo": "#BCBD22",
     "sft": "#7F7F7F",
     "rloo": "#9467BD",
 }

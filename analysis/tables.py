@@ -20,6 +20,8 @@ from harness.config.metrics import (
     EVAL_KL,
     EVAL_KL_EXACT,
     EVAL_PAIR_ACCURACY,
+    TRAIN_COMPLETIONS,
+    TRAIN_TOKENS,
     parse_winrate,
 )
 
@@ -29,6 +31,8 @@ METRICS = {
     EVAL_KL: "KL",
     EVAL_KL_EXACT: "KL (exact)",
     EVAL_PAIR_ACCURACY: "pair acc.",
+    TRAIN_COMPLETIONS: "completions seen",  # the budget: methods compared see the same
+    TRAIN_TOKENS: "tokens seen",
 }
 NOT_CONFIGURATION = {"params.train.seed", "params.name"}  # runs differing only here are seeds
 ALWAYS = ["dataset", "method", "beta"]
@@ -120,9 +124,25 @@ def _estimate(mean: float, low: float, high: float) -> str:
 
 
 def markdown(header: list[str], cells: list[list[str]], n_labels: int) -> str:
-    rule = [":--"] * n_labels + ["--:"] * (len(header) - n_labels)
-    rows = [header, rule, *cells]
-    return "".join("| " + " | ".join(row) + " |\n" for row in rows)
+    """Labels left-aligned, estimates right-aligned."""
+    align = "l" * n_labels + "r" * (len(header) - n_labels)
+    return "".join(line + "\n" for line in markdown_lines(header, cells, align))
+
+
+def markdown_lines(header: list[str], cells: list[list[str]], align: str) -> list[str]:
+    """The one Markdown table writer: `align` is "l" or "r" per column (as in LaTeX); a `|` in a
+    cell is escaped and a newline becomes a space, so a cell never breaks its row."""
+    rule = [":--" if a == "l" else "--:" for a in align]
+    rows = [
+        [_markdown_cell(c) for c in header],
+        rule,
+        *([_markdown_cell(c) for c in r] for r in cells),
+    ]
+    return ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _markdown_cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 _LATEX_SPECIAL = {

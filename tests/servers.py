@@ -11,21 +11,17 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
+
+from harness.infra.locations import free_port
 
 PG_USER = "harness"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_bin() -> Path | None:
@@ -92,6 +88,26 @@ def postgres(databases=("optuna", "mlflow")):
     finally:
         subprocess.run([*pg_ctl, "-w", "-m", "fast", "stop"], capture_output=True, **as_user)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def skip_without_postgres() -> None:
+    """Skip the calling test (or fixture) where a PostgreSQL server cannot start here."""
+    import pytest
+
+    reason = why_postgres_cannot_run()
+    if reason:
+        pytest.skip(f"PostgreSQL cannot run here: {reason}")
+
+
+@contextlib.contextmanager
+def postgres_with_mlflow_server(folder: Path, databases=("optuna", "mlflow")):
+    """PostgreSQL with `databases` and an `mlflow server` on its `mlflow` database, artifacts and
+    log in `folder`; yields SimpleNamespace(base, password, url)."""
+    with (
+        postgres(databases=databases) as (base, password),
+        mlflow_server(f"{base}/mlflow", folder / "artifacts", folder / "mlflow.log") as url,
+    ):
+        yield SimpleNamespace(base=base, password=password, url=url)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from numpy.testing import assert_allclose
 from analysis import stats, style, tables
 from analysis.load import RunData
 from analysis.report import safe
+from harness.methods.catalog import METHODS
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -59,6 +60,10 @@ def test_method_colours_are_fixed_for_known_methods_and_stable_for_others():
     assert [many[n] for n in names] == [extras[i % len(extras)] for i in range(len(names))]
 
 
+def test_every_fixed_colour_belongs_to_a_registered_method():
+    assert set(style.METHOD_COLORS) <= set(METHODS.names())
+
+
 def test_markdown_and_latex_render_mean_and_half_width():
     table = pd.DataFrame(
         {
@@ -82,6 +87,11 @@ def test_markdown_and_latex_render_mean_and_half_width():
     tex = tables.latex(header, cells, n_labels)
     assert r"\begin{tabular}{llllrr}" in tex
     assert r"toy\_set & dpo & 0.1 & 2 & 5.500 $\pm$ 6.350 & 0.700 \\" in tex
+
+
+def test_a_markdown_cell_never_breaks_its_row():
+    lines = tables.markdown_lines(["a|b", "n"], [["x | y\nz", "1"]], "lr")
+    assert lines == ["| a\\|b | n |", "| :-- | --: |", "| x \\| y z | 1 |"]
 
 
 def test_file_name_parts_are_safe():

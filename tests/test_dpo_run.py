@@ -71,6 +71,20 @@ def test_dpo_run_logs_every_metric_param_tag_and_artifact(tracking):
         "experiment": "tiny",
     }.items() <= run.data.tags.items()
     assert run.data.tags["git_sha"]
+    # provenance: what produced the run, read back from the store
+    import importlib.metadata
+
+    from harness.config import tags
+    from harness.data.worlds import get_world
+
+    for name in tags.VERSIONED:
+        assert run.data.tags[tags.version_tag(name)] == importlib.metadata.version(name), name
+    assert (
+        run.data.tags[tags.WORLD_VERSION] == str(get_world("sentiment").settings.version) != "none"
+    )
+    assert run.data.tags[tags.SEED] == str(tiny_dpo().train.seed)
+    assert run.data.tags[tags.DEVICE] in ("cpu", "cuda:0", "mps")
+    assert len(run.data.tags[tags.DATA_FINGERPRINT]) == 64
     artifacts = artifact_paths(result.run_id)
     assert {"experiment.json", "samples.json"} <= artifacts
     # the policy is an MLflow model logged from the run (tests/test_researcher_view.py loads it)

@@ -20,8 +20,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from numpy.testing import assert_allclose
 
+from analysis.figures.sweeps import study_from_runs
+from analysis.load import load_runs
 from analysis.report import generate
 from analysis.stats import pareto_front
+from harness.config.space import IntUniform, LogUniform, Sweep, Uniform, sample_params
 from harness.config.spec import EvalSpec, Experiment, TrainSpec
 from harness.infra.stores import use_tracking
 from harness.run.recipe import run_experiment
@@ -31,6 +34,17 @@ pytestmark = pytest.mark.slow
 TEMPERATURES = (0.25, 0.5, 1.0)
 ALPHA, GAO_BETA = 0.3, 0.05  # win rate = 0.5 + d (ALPHA - GAO_BETA d), d = sqrt(KL)
 SWEEP_OUTLIER = 1000.0  # the KL of every sweep trial run
+# The sweep whose parent run `_sweep` logs, as `harness sweep` does: its space by describe().
+BETA_SEARCH = Sweep(
+    name="beta-search",
+    base=Experiment(method="dpo", beta=0.1, dataset="synthetic"),
+    space={
+        "beta": LogUniform(0.01, 1.0),
+        "train.lr": Uniform(1e-5, 1e-3),
+        "train.steps": IntUniform(10, 40),
+    },
+    sampler="random",
+)
 FRONTIER_CSV = "beta,kl,reward\n1.0,0.1,0.2\n0.3,0.6,0.5\n0.1,2.0,0.8\n"
 
 
@@ -154,19 +168,19 @@ def _sweep(storage):
     study = optuna.create_study(
         study_name="beta-search", storage=storage, sampler=sampler, direction="maximize"
     )
-    study.optimize(
-        lambda t: (
-            -((math.log10(t.suggest_float("beta", 0.01, 1.0, log=True)) + 1) ** 2)
-            + 0.1 * t.suggest_float("train.lr", 1e-5, 1e-3)
-        ),
-        n_trials=8,
-    )
+
+    def objective(trial):
+        params = sample_params(BETA_SEARCH, trial)
+        return (
+            -((math.log10(params["beta"]) + 1) ** 2)
+            + 0.1 * params["train.lr"]
+            + 0.001 * params["train.steps"]
+        )
+
+    study.optimize(objective, n_trials=8)
     unreachable = "postgresql://harness:***@db.invalid:5432/optuna"
     tags = {"role": "sweep_parent", "sweep": "beta-search", "optuna_storage": unreachable}
-    space = {
-        "space.beta": "LogUniform(low=0.01, high=1.0)",
-        "space.train.lr": "Uniform(low=1e-05, high=0.001)",
-    }
+    space = BETA_SEARCH.describe()
     with mlflow.start_run(run_name="beta-search", tags=tags) as parent:
         mlflow.log_params({**space, "direction": "maximize"})
     for trial in study.trials:
@@ -431,6 +445,23 @@ def test_sweep_figures_come_from_mlflow_and_match_the_optuna_study(store, report
     assert dict(zip(table["param"], table["importance"], strict=True)) == pytest.approx(importances)
     bars = report.plots["sweep_beta-search_importances"].figure.axes[0].patches
     assert sorted(b.get_width() for b in bars) == pytest.approx(sorted(importances.values()))
+
+
+def test_a_sweep_rebuilt_from_mlflow_keeps_its_numeric_distributions(store):
+    """The space read back from the parent run gives each trial Optuna's own distributions:
+    Float (log for LogUniform) and Int, not one Categorical per value seen."""
+    data = load_runs(store["uri"], ["sweeps"])
+    parent = data.sweeps[data.sweeps["sweep"] == "beta-search"].iloc[0]
+    rebuilt = study_from_runs(parent, data.runs)
+    original = optuna.load_study(study_name="beta-search", storage=store["storage"])
+    assert [t.distributions for t in rebuilt.trials] == [t.distributions for t in original.trials]
+    kinds = {k: type(d).__name__ for k, d in rebuilt.trials[0].distributions.items()}
+    assert kinds == {
+        "beta": "FloatDistribution",
+        "train.lr": "FloatDistribution",
+        "train.steps": "IntDistribution",
+    }
+    assert rebuilt.trials[0].distributions["beta"].log
 
 
 def test_sweep_trials_get_their_sweep_figure_not_the_datasets(report):

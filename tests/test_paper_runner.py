@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import optuna
 import pytest
@@ -11,6 +12,8 @@ from mlflow.tracking import MlflowClient
 from analysis.paper import DETERMINISTIC, SWEEP
 from experiments.paper import studies
 from experiments.paper.runner import main
+from harness.config import tags
+from harness.infra import stores
 
 TINY = [
     "--study",
@@ -71,9 +74,10 @@ def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path,
     assert counts(capsys.readouterr().out) == (0, n)
     assert len(client.search_runs([experiment.experiment_id])) == n
 
-    # A run a killed `make paper` left RUNNING: closed as KILLED and trained again.
+    # A run a killed `make paper` left RUNNING (no heartbeat for an hour): KILLED, trained again.
     interrupted = runs[0]
     client.update_run(interrupted.info.run_id, status="RUNNING")
+    client.set_tag(interrupted.info.run_id, tags.HEARTBEAT, f"{time.time() - 3600:.0f}")
     assert main(args) == 0
     assert counts(capsys.readouterr().out) == (1, n - 1)
     assert client.get_run(interrupted.info.run_id).info.status == "KILLED"
@@ -81,6 +85,17 @@ def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path,
         [experiment.experiment_id], f"tags.paper_key = '{interrupted.data.tags['paper_key']}'"
     )
     assert sorted(r.info.status for r in again) == ["FINISHED", "KILLED"]
+
+    # A live run (this process, a fresh heartbeat): another `make paper` is training it, so it
+    # stays RUNNING and is not trained twice.
+    live = runs[1]
+    client.update_run(live.info.run_id, status="RUNNING")
+    client.set_tag(live.info.run_id, tags.PROCESS, stores.this_process())
+    client.set_tag(live.info.run_id, tags.HEARTBEAT, f"{time.time():.0f}")
+    assert main(args) == 0
+    assert counts(capsys.readouterr().out) == (0, n)
+    assert client.get_run(live.info.run_id).info.status == "RUNNING"
+    client.set_terminated(live.info.run_id)
 
 
 def test_the_make_paper_times_are_kept_when_the_report_is_regenerated(tmp_path):
@@ -135,7 +150,8 @@ def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
     from analysis.paper.verdicts import above, below, decide
 
     assert decide({"a": True, "b": True})[0] == "reproduced"
-    assert decide({"a": True, "b": False}) == ("partly", "Holds: a. Not shown: b.")
+    # Every claim is universal: one check not shown or contradicted and it is not reproduced.
+    assert decide({"a": True, "b": False}) == ("not reproduced", "Holds: a. Not shown: b.")
     assert decide({"a": False})[0] == "not reproduced"
     one_seed = {"n": 1, "mean": 0.3, "ci_low": float("nan"), "ci_high": float("nan")}
     assert above(one_seed) is None
@@ -149,7 +165,7 @@ def test_verdicts_follow_the_checks_and_one_seed_decides_nothing():
         "contradicted",
     ]
     assert decide(dict(zip("abc", outcomes, strict=True))) == (
-        "partly",
+        "not reproduced",
         "Holds: a. Not shown: b. Contradicted: c.",
     )
     assert decide({"a": "contradicted"})[0] == "not reproduced"

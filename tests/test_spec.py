@@ -1,11 +1,13 @@
 """Experiment objects: validation before compute, dotted replace, flat params."""
 
 import dataclasses
+import typing
 
 import pytest
 
 from harness import DataSpec, EvalSpec, Experiment, SpecError, TrainSpec
-from harness.config.spec import parse_override
+from harness.commands.fields import documented_fields
+from harness.config.spec import documented, field_doc, parse_override
 from harness.methods.catalog import flat_params, resolved_args
 from harness.methods.checks import check_experiment, settable_fields
 
@@ -97,3 +99,19 @@ def test_parse_override():
     assert parse_override("train.steps=200") == ("train.steps", "200")
     with pytest.raises(SpecError, match="dotted.name=value"):
         parse_override("train.steps")
+
+
+def test_every_field_carries_its_meaning_in_the_schema():
+    def undocumented(cls, prefix=""):
+        for name, hint in typing.get_type_hints(cls).items():
+            f = next(f for f in dataclasses.fields(cls) if f.name == name)
+            if not field_doc(f).strip():
+                yield prefix + name
+            for sub in (hint, *typing.get_args(hint)):
+                if dataclasses.is_dataclass(sub):  # nested specs, and LoraSpec | None
+                    yield from undocumented(sub, f"{prefix}{name}.")
+
+    assert list(undocumented(Experiment)) == []
+    assert "model.lora.r" in {name for name, _, _ in documented_fields()}
+    with pytest.raises(TypeError, match="needs the field's meaning"):
+        documented(3)

@@ -26,7 +26,7 @@ from harness import (
 )
 from harness.commands.cli import main
 from harness.methods.checks import check_sweep
-from harness.run.sweep.study import StudySettings, claim_trial, prepare_study
+from harness.run.sweep.study import StudySettings, claim_trial, open_storage, prepare_study
 from harness.run.sweep.trial import run_trial
 
 TINY = dict(
@@ -361,7 +361,7 @@ def test_pruned_trial_stops_training_at_the_eval(tmp_path, tracking):
     study.pruner = optuna.pruners.ThresholdPruner(
         upper=-1.0
     )  # any KL >= 0 is over: prune at the first eval
-    trial, _ = claim_trial(study, sweep, settings)
+    trial = claim_trial(study, open_storage(settings), sweep, settings).trial
     assert run_trial(sweep, study, trial, settings, parent, log=lambda _: None) == TrialState.PRUNED
     (run,) = child_runs(tracking, "prune")[1]
     client = MlflowClient(tracking)
@@ -423,3 +423,31 @@ def test_world_specific_objectives_are_accepted_where_the_world_logs_them():
                 objective="eval/frontier_gap",
             )
         )
+
+
+@pytest.mark.slow
+def test_a_trial_failing_before_its_run_tags_no_other_run(tmp_path, tracking):
+    """A combination the recipe rejects before its run starts fails that trial alone: its error
+    is the real one, and no other trial's run is re-tagged with its state."""
+    path = tmp_path / "toolong.py"
+    path.write_text(
+        textwrap.dedent("""
+        from harness import Choice, EvalSpec, Experiment, Sweep, TrainSpec
+        LONG = Sweep(name="toolong", n_trials=4, sampler="random", pruner="none",
+                     base=Experiment(method="dpo", beta=0.1, dataset="sentiment",
+                                     train=TrainSpec(steps=2, batch_size=4, eval_every=0, save_policy=False),
+                                     eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8)),
+                     space={"train.max_length": Choice([64, 100000])})  # beyond the model's context
+    """)
+    )
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    assert main(["sweep", str(path), "--storage", storage, "--tracking-uri", tracking]) == 0
+    trials = trials_of(storage, "toolong")
+    failed = [t for t in trials if t.params["train.max_length"] == 100000]
+    assert failed and len(failed) < len(trials), "sampler seed 0 draws both values"
+    for t in failed:
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["error"].startswith("SpecError: train.max_length"), t.user_attrs
+    _, children = child_runs(tracking, "toolong")
+    assert len(children) == len(trials) - len(failed), "a rejected trial starts no run"
+    assert all(r.data.tags["trial_state"] == "COMPLETE" for r in children)

@@ -10,7 +10,7 @@ from harness import Choice, EvalSpec, Experiment, Grid, LogUniform, Sweep, Train
 from harness.config.space import finite_points, sample_params
 from harness.infra.databases import StoreError, check_driver, mask, redact
 from harness.infra.locations import mlflow_ui_hint
-from harness.run.sweep.study import StudySettings, claim_trial, prepare_study
+from harness.run.sweep.study import StudySettings, claim_trial, open_storage, prepare_study
 
 BASE = Experiment(
     method="dpo",
@@ -40,8 +40,9 @@ def settings_for(tmp_path, tracking, name, n_trials):
 def run_budget(sweep, settings) -> list[dict]:
     """Claim every waiting trial and tell it its beta as the value."""
     study, _ = prepare_study(sweep, settings)
-    while (claimed := claim_trial(study, sweep, settings)) is not None:
-        trial, _ = claimed
+    storage = open_storage(settings)
+    while (claimed := claim_trial(study, storage, sweep, settings)) is not None:
+        trial = claimed.trial
         params = sample_params(sweep, trial)
         study.tell(trial, float(params["beta"]))
     trials = study.get_trials(deepcopy=False)

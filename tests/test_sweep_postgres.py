@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.servers import mlflow_server, postgres, why_postgres_cannot_run
+from tests.servers import postgres_with_mlflow_server, skip_without_postgres
 
 pytestmark = pytest.mark.slow
 
@@ -36,15 +36,20 @@ GRID = Sweep(name="grid", n_trials=2, pruner="none", sampler="grid",
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    reason = why_postgres_cannot_run()
-    if reason:
-        pytest.skip(f"PostgreSQL cannot run here: {reason}")
+    skip_without_postgres()
     folder = tmp_path_factory.mktemp("servers")
-    with (
-        postgres() as (base, password),
-        mlflow_server(f"{base}/mlflow", folder / "artifacts", folder / "mlflow.log") as url,
-    ):
-        yield SimpleNamespace(base=base, password=password, url=url, folder=folder)
+    build_world(folder)
+    with postgres_with_mlflow_server(folder) as servers:
+        yield SimpleNamespace(**vars(servers), folder=folder)
+
+
+def build_world(folder: Path) -> None:
+    """The world and judges the sweeps use, built once before any timed step (on a fresh clone
+    the build takes minutes, which the workers' timeout is not meant to cover)."""
+    definitions = folder / "base.py"
+    definitions.write_text(textwrap.dedent(SWEEPS))
+    command = [sys.executable, "-m", "harness", "run", f"{definitions}:BASE", "--prepare-only"]
+    subprocess.run(command, check=True, capture_output=True, timeout=3600)
 
 
 def start_together(servers, tmp_path, target: str, n: int = 2) -> list[str]:

@@ -2,7 +2,8 @@
 from MLflow alone.
 
 Sweeps are found through their MLflow parent runs (tags role=sweep_parent, sweep=<study
-name>; params direction and space.<key>). Each trial's runs carry the trial's number, state,
+name>; params direction and space.<key>, which `harness.config.space.space_from_params` reads
+back into the sweep's distributions). Each trial's runs carry the trial's number, state,
 value (mean over seeds) and sampled parameters as tags, so the study is rebuilt in memory from
 them: the Optuna storage, which may be a database this machine cannot reach, is never opened.
 The plots are Optuna's own (optuna.visualization.matplotlib), resized to column width.
@@ -11,7 +12,6 @@ The plots are Optuna's own (optuna.visualization.matplotlib), resized to column 
 from __future__ import annotations
 
 import json
-import re
 import warnings
 
 import optuna
@@ -21,11 +21,17 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from analysis.figures import Plot, Skip
 from analysis.style import COLUMN_WIDTH
+from harness.config.space import (
+    IntUniform,
+    LogUniform,
+    SweepError,
+    Uniform,
+    When,
+    space_from_params,
+)
 
 FONT_SIZE = 7
 IMPORTANCE_SEED = 0  # fANOVA fits a random forest: a fixed seed gives the same bars every time
-# A numeric entry's repr in the parent run's space.<key> param, e.g. LogUniform(low=0.01, high=1.0)
-NUMERIC = re.compile(r"(LogUniform|IntUniform|Uniform)\(low=([^,]+), high=([^,)]+)(, log=True)?")
 
 
 def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
@@ -39,7 +45,10 @@ def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
     ]
     if mine.empty:
         raise Skip("no finished trial runs in MLflow")
-    space = json.loads(sweep["space"] or "{}")
+    try:
+        space = space_from_params(json.loads(sweep["space"] or "{}"))
+    except SweepError as err:  # e.g. a parent run logged by a harness older than the JSON format
+        raise Skip(f"the parent run's space cannot be read: {err}") from None
     firsts = mine.assign(number=mine["tags.trial"].astype(int)).groupby("number").first()
     params = {n: trial_params(row, space) for n, row in firsts.iterrows()}
     distributions = infer_distributions(space, params.values())
@@ -63,42 +72,48 @@ def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
     return study
 
 
-def trial_params(row: pd.Series, space: dict[str, str]) -> dict:
+def trial_params(row: pd.Series, space: dict) -> dict:
     """The trial's sampled values: its trial_params tag, or (runs of older harness versions)
     the space keys' run params, numbers parsed."""
     tagged = row.get("tags.trial_params")
     if isinstance(tagged, str):
         return json.loads(tagged)
     out = {}
-    for key in space:
+    for key, dist in space.items():
         text = row.get(f"params.{key}")
         if isinstance(text, str):
+            number = int if isinstance(_unwrapped(dist), IntUniform) else float
             try:
-                out[key] = float(text) if NUMERIC.search(space[key]) else text
+                out[key] = number(text) if isinstance(_unwrapped(dist), Uniform) else text
             except ValueError:
                 out[key] = text
     return out
 
 
-def infer_distributions(space: dict[str, str], trials) -> dict:
-    """Optuna distributions per key: the space's bounds for numeric entries, else the values seen."""
+def infer_distributions(space: dict, trials) -> dict:
+    """Optuna distributions per key: the space's bounds for numeric entries (Uniform, LogUniform,
+    IntUniform), else the values seen."""
     values: dict[str, list] = {}
     for params in trials:
         for key, value in params.items():
             values.setdefault(key, []).append(value)
     out = {}
     for key, seen in values.items():
-        numeric = NUMERIC.search(space.get(key, ""))
-        if numeric and all(isinstance(v, int | float) for v in seen):
-            kind, low, high, log = numeric.groups()
-            low, high = min(float(low), *seen), max(float(high), *seen)
-            if kind == "IntUniform":
-                out[key] = IntDistribution(int(low), int(high), log=bool(log))
+        dist = _unwrapped(space.get(key))
+        if isinstance(dist, Uniform) and all(isinstance(v, int | float) for v in seen):
+            low, high = min(dist.low, *seen), max(dist.high, *seen)
+            if isinstance(dist, IntUniform):
+                out[key] = IntDistribution(int(low), int(high), log=dist.log)
             else:
-                out[key] = FloatDistribution(low, high, log=kind == "LogUniform")
+                out[key] = FloatDistribution(low, high, log=isinstance(dist, LogUniform))
         else:
             out[key] = CategoricalDistribution(sorted(set(seen), key=repr))
     return out
+
+
+def _unwrapped(dist):
+    """The distribution a conditional entry (`When`) samples where it applies."""
+    return dist.distribution if isinstance(dist, When) else dist
 
 
 def completed(study: optuna.Study) -> pd.DataFrame:

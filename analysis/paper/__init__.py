@@ -1,15 +1,15 @@
 """The paper report (`make paper`): each paper claim set against the harness's measurement.
 
 `experiments/paper` trains the studies into the MLflow experiments named here; `report`
-reads them back (MLflow only, plus the sweep's Optuna storage for importances), draws each
-study's figures, decides every claim by the explicit rules in `claims_*` and writes
+reads them back from MLflow alone (the sweep's importances come from its logged trials), draws
+each study's figures, decides every claim by the explicit rules in `claims_*` and writes
 results/paper/REPORT.md. The words around each verdict are hand-written in
 analysis/paper/claims.toml.
 """
 
 from harness.config.metrics import EVAL_GOLD_REWARD
 
-# MLflow experiment of each study (and the Optuna study name of the sweep).
+# MLflow experiment of each study.
 SENTIMENT = "paper-sentiment"  # claims 1, 2, 5, 7: reward-KL paths and win rates, sentiment world
 EXACT = "paper-exact"  # claim 4: every method against the optimal frontier, exact world
 DETERMINISTIC = "paper-deterministic"  # claim 3: DPO vs IPO on few deterministic pairs

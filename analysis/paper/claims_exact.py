@@ -6,7 +6,6 @@ and 95% Student-t interval (analysis.paper.verdicts.over_seeds).
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from analysis.load import RunData
@@ -42,10 +41,8 @@ def deterministic(data: RunData) -> Finding:
             checks[f"{label} keeps growing"] = above(row, GROWTH_TOLERANCE)
         elif row["method"] == "ipo":
             checks[f"{label} has settled"] = below(row, GROWTH_TOLERANCE)
-    ipo = finals[finals["method"] == "ipo"].sort_values("beta")
-    if len(ipo) >= 2:
-        ordered = bool(np.all(np.diff(ipo["mean"].to_numpy()) < 0))
-        checks["IPO's final KL falls as tau grows"] = ordered
+    # No check on IPO's final KL falling as tau grows: DPO's falls with beta too, so it would
+    # not tell the methods apart; the final KLs stay in the table.
     verdict, why = decide(checks)
     measured = "; ".join(
         f"{r['method']} b{r['beta']:g}: growth {ci_text(r, 2, signed=True)}, final KL {ci_text(f, 2)}"

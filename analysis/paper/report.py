@@ -1,8 +1,8 @@
 """results/paper/: every study's figures and tables, and REPORT.md with one row per claim.
 
-Reads the MLflow experiments named in analysis/paper/__init__.py (and the sweep's Optuna
-storage, for its history and importances), draws each study's figures as `harness figures`
-does, measures each claim with its `claims_*` function and writes REPORT.md from those
+Reads the MLflow experiments named in analysis/paper/__init__.py, and nothing else (the sweep's
+history and importances come from its trials' MLflow runs), draws each study's figures as
+`harness figures` does, measures each claim with its `claims_*` function and writes REPORT.md from those
 numbers and the words in claims.toml.
 """
 
@@ -17,12 +17,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import tables
-from analysis.load import RunData, experiment_names, load_runs
+from analysis.load import AnalysisError, RunData, experiment_names, load_runs
 from analysis.paper import STUDIES, SWEEP, claims_exact, claims_sentiment, claims_sweep
 from analysis.paper.markdown import write_report
 from analysis.paper.verdicts import Finding, not_measured
 from analysis.report import PER_DATASET, Report, draw_sweep
 from analysis.style import method_colors
+from harness.infra.databases import mask
 
 CLAIMS_FILE = Path(__file__).with_name("claims.toml")
 CLAIM_FIELDS = ("key", "title", "claim", "source", "study", "figures", "notes")
@@ -90,18 +91,18 @@ def read_claims(path: Path = CLAIMS_FILE) -> list[dict]:
     for i, claim in enumerate(claims, 1):
         missing = [f for f in CLAIM_FIELDS if f not in claim]
         if missing:
-            raise ValueError(f"{path}: claim {i} lacks {', '.join(missing)}")
+            raise AnalysisError(f"{path}: claim {i} lacks {', '.join(missing)}")
         if claim["key"] not in FINDERS:
-            raise ValueError(
+            raise AnalysisError(
                 f"{path}: claim {i} has unknown key {claim['key']!r}; known: {', '.join(FINDERS)}"
             )
         if claim["study"] not in STUDIES:
-            raise ValueError(
+            raise AnalysisError(
                 f"{path}: claim {claim['key']!r} names unknown study {claim['study']!r}"
             )
     absent = set(FINDERS) - {c["key"] for c in claims}
     if absent:
-        raise ValueError(f"{path}: no words for claim(s) {', '.join(sorted(absent))}")
+        raise AnalysisError(f"{path}: no words for claim(s) {', '.join(sorted(absent))}")
     return claims
 
 
@@ -112,7 +113,7 @@ def generate(
     claims = read_claims()
     present = sorted(experiment_names(uri) & set(STUDIES))
     data = load_runs(uri, present) if present else NO_RUNS
-    log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {uri}")
+    log(f"read {len(data.runs)} finished run(s) of {len(present)} study(ies) from {mask(uri)}")
     report = Report(Path(out), log)
     report.out.mkdir(parents=True, exist_ok=True)
     if invocation is not None:
@@ -121,10 +122,13 @@ def generate(
         invocations = recorded_invocations(report.out, log)
     studies = draw_studies(report, data)
     findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
+    changes = changed_verdicts(report.out, claims, findings)
     for claim in claims:
         findings[claim["key"]].figures = [s for s in claim["figures"] if s in report.plots]
     write_numbers(report, claims, findings)
-    report.files.append(write_report(report.out, claims, findings, studies, uri, invocations))
+    report.files.append(
+        write_report(report.out, claims, findings, studies, uri, invocations, changes)
+    )
     log(f"wrote {report.out / 'REPORT.md'}: {len(claims)} claims, {len(report.plots)} figures")
     return findings
 
@@ -165,6 +169,21 @@ def write_numbers(report: Report, claims: list[dict], findings: dict[str, Findin
     )
     overview.to_csv(report.out / "claims.csv", index=False, lineterminator="\n")
     report.files.append(report.out / "claims.csv")
+
+
+def changed_verdicts(out: Path, claims: list[dict], findings: dict[str, Finding]) -> list[str]:
+    """One line per claim whose verdict differs from the previous report's claims.csv in `out`
+    (rules or runs changed), with the new rule's reason; empty without a previous report."""
+    path = out / "claims.csv"
+    if not path.exists():
+        return []
+    before = pd.read_csv(path).set_index("key")["verdict"].to_dict()
+    lines = []
+    for i, claim in enumerate(claims, 1):
+        old, new = before.get(claim["key"]), findings[claim["key"]]
+        if old is not None and old != new.verdict:
+            lines.append(f"Claim {i} ({claim['title']}): {old} -> {new.verdict}. {new.why}")
+    return lines
 
 
 def measure(claim: dict, study: RunData, report: Report) -> Finding:

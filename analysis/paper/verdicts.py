@@ -2,9 +2,12 @@
 
 A claim is a set of named checks, each a comparison of a 95% interval over seeds with a
 threshold, named by the effect it expects: the effect holds, is not shown (the interval
-straddles the threshold) or is contradicted (the interval lies on the other side). All checks
-hold: reproduced; none holds: not reproduced; some: partly. A claim whose study has no runs
-is "not measured".
+straddles the threshold) or is contradicted (the interval lies on the other side). Every claim
+is universal (every beta, every baseline, every method), so it is reproduced only when every
+check holds and not reproduced otherwise (the why lists which held, which were not shown and
+which were contradicted). That is an intersection-union test: each check at 5% keeps the
+claim's false-positive rate at 5% without a multiplicity correction. A claim whose study has
+no runs is "not measured".
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from analysis.stats import mean_ci
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
-PARTLY = "partly"
 NOT_MEASURED = "not measured"
-CI_COLUMNS = ["n", "mean", "ci_low", "ci_high"]
+CI_COLUMNS = ["n", "mean", "ci_low", "ci_high", "sd"]
 
 
 @dataclass
@@ -58,23 +60,19 @@ def decide(checks: dict[str, bool | str | None]) -> tuple[str, str]:
         kind: [name for name, got in outcomes.items() if got == kind]
         for kind in (HOLDS, NOT_SHOWN, CONTRADICTED)
     }
-    if len(groups[HOLDS]) == len(outcomes):
-        verdict = REPRODUCED
-    elif not groups[HOLDS]:
-        verdict = NOT_REPRODUCED
-    else:
-        verdict = PARTLY
+    verdict = REPRODUCED if len(groups[HOLDS]) == len(outcomes) else NOT_REPRODUCED
     parts = [f"{kind.capitalize()}: " + "; ".join(names) for kind, names in groups.items() if names]
     return verdict, ". ".join(parts) + "."
 
 
 def over_seeds(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    """One row per `by` group: n (seeds), mean and the 95% Student-t interval of `value`."""
+    """One row per `by` group: n (seeds), mean, the 95% Student-t interval and sd of `value`."""
     rows = []
     for key, group in table.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         mean, low, high = mean_ci(group[value])
-        rows.append([*key, int(group[value].notna().sum()), mean, low, high])
+        sd = group[value].std(ddof=1)
+        rows.append([*key, int(group[value].notna().sum()), mean, low, high, sd])
     return pd.DataFrame(rows, columns=[*by, *CI_COLUMNS])
 
 

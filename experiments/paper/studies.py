@@ -4,7 +4,7 @@ Each study reuses a study module's settings:
 
 - paper-sentiment (claims 1, 2, 5, 7): experiments/sentiment_frontier.py's methods and
   strengths at 150 steps (DPO at five betas, for the over-optimisation fit) plus KTO at beta
-  0.1, every run scored by the gold judge at five temperatures on 64 prompts.
+  0.1 (at twice DPO's batch: the same completions per step), every run scored by the gold judge at five temperatures on 64 prompts.
 - paper-exact (claim 4): experiments/exact_frontier.py (300 steps), six methods at its
   smallest and largest beta.
 - paper-deterministic (claim 3): experiments/ipo_overfitting.py as it is (800 steps).
@@ -53,13 +53,20 @@ SWEEP_BETAS = (0.01, 0.1, 1.0)
 SWEEP_TRAIN = TrainSpec(steps=100, eval_every=50, save_policy=False)
 
 
+# Claim 7, like with like: a DPO row is a pair (two completions), a KTO row one, so KTO gets
+# twice the batch to see DPO's completions per step (train/progress/completions logs both).
+SENTIMENT_KTO_TRAIN = dataclasses.replace(
+    SENTIMENT_TRAIN, batch_size=2 * SENTIMENT_TRAIN.batch_size
+)
+
+
 def sentiment() -> list[Experiment]:
     return [
         Experiment(
             method=method,
             beta=beta,
             dataset="sentiment",
-            train=SENTIMENT_TRAIN,
+            train=SENTIMENT_KTO_TRAIN if method == "kto" else SENTIMENT_TRAIN,
             eval=SENTIMENT_EVAL,
         )
         for method, betas in SENTIMENT_RUNS.items()

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from analysis.paper import SWEEP
 from harness.commands.common import quiet_libraries
 from harness.config.spec import Experiment
-from harness.infra.stores import use_tracking
+from harness.infra.stores import all_runs, use_tracking
 from harness.run.recipe import run_experiment
 from harness.run.sweep.study import StudySettings, finish, prepare_study, work
 
@@ -37,39 +37,29 @@ def run_studies(runs, sweep, sweep_name, uri: str, storage: str, log=print) -> t
 
 def runs_by_key(client: MlflowClient, experiment_id: str) -> dict[str, list]:
     found: dict[str, list] = {}
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
-        for run in page:
-            key = run.data.tags.get(KEY_TAG)
-            if key:
-                found.setdefault(key, []).append(run.info)
-        token = page.token
-        if not token:
-            return found
+    for run in all_runs(client, [experiment_id], f"tags.{KEY_TAG} != ''"):
+        found.setdefault(run.data.tags[KEY_TAG], []).append(run.info)
+    return found
 
 
 def train_missing(study: str, experiments, uri: str, log) -> int:
-    """Train every experiment without a FINISHED run of its key; returns how many it trained."""
+    """Train every experiment without a FINISHED or RUNNING run of its key; returns how many it
+    trained. Opening the store marked KILLED the runs whose process died (a killed `make paper`),
+    so a run still RUNNING is alive: another `make paper` is training it."""
     experiment_id = use_tracking(uri, study)
     client = MlflowClient(uri)
     existing = runs_by_key(client, experiment_id)
     missing = [
         e
         for e in experiments
-        if not any(i.status == "FINISHED" for i in existing.get(run_key(e), []))
+        if not any(i.status in ("FINISHED", "RUNNING") for i in existing.get(run_key(e), []))
     ]
     log(
-        f"{study}: {len(experiments) - len(missing)} of {len(experiments)} run(s) already finished, training {len(missing)}"
+        f"{study}: {len(experiments) - len(missing)} of {len(experiments)} run(s) already finished or running, training {len(missing)}"
     )
     for i, exp in enumerate(missing, 1):
-        key = run_key(exp)
-        for info in existing.get(key, []):
-            if info.status == "RUNNING":  # its process is gone: a killed `make paper`
-                client.set_tag(info.run_id, "error", "left RUNNING by an interrupted make paper")
-                client.set_terminated(info.run_id, status="KILLED")
         log(f"{study}: run {i}/{len(missing)}: {exp.name}")
-        run_experiment(exp, tags={KEY_TAG: key, "study": study}, log=log)
+        run_experiment(exp, tags={KEY_TAG: run_key(exp), "study": study}, log=log)
     return len(missing)
 
 

@@ -5,6 +5,6 @@ The top of the layers: commands import the library, nothing imports commands (bu
 command's function, so `harness --help` and argument errors stay fast.
 """
 
-from harness.commands import evaluate, fields, figures, methods, run, sweep
+from harness.commands import compare, evaluate, fields, figures, methods, run, sweep
 
-COMMANDS = (run, sweep, evaluate, figures, methods, fields)
+COMMANDS = (run, sweep, evaluate, figures, compare, methods, fields)

@@ -6,9 +6,10 @@ import argparse
 import os
 import signal
 import sys
+import traceback
 
 from harness.commands import COMMANDS
-from harness.config.errors import RunFailed, disk_error
+from harness.config.errors import RunFailed, UserError, disk_error
 from harness.infra.console import VERBOSE_ENV
 
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done; 2 bad input (one line naming the field, file or row); 1 a run failed
-    for a stated reason (diverged, disk full); 130 interrupted (the run is marked KILLED)."""
+    for a stated reason (diverged, disk full) or a bug (with its traceback); 130 interrupted (the run is marked KILLED)."""
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # sweep workers inherit it
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"harness: interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError) as err:  # SpecError, DataError, ...: user input
+    except (UserError, FileNotFoundError) as err:  # SpecError, DataError, ...: user input
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
     except RunFailed as err:
@@ -46,9 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as err:
         if not disk_error(err):
-            raise
+            return _bug()
         print(f"harness: error: {err}", file=sys.stderr)
         return 1
+    except Exception:
+        return _bug()
+
+
+def _bug() -> int:
+    """Not bad input: a bug in the harness or a library. Its traceback, exit 1 (its run, if one
+    was open, is already FAILED with an `error` tag)."""
+    traceback.print_exc(file=sys.stderr)
+    return 1
 
 
 def _interrupt(signum, frame):

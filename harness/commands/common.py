@@ -24,6 +24,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")  # TRL's own bars (reference log-probs) read it
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Updating database tables" etc.
+    # MLflow logs a database error with its traceback, then raises it as an MlflowException,
+    # which the harness reports itself (one line, or the traceback of a bug). A Ctrl-C landing
+    # inside a SQLite write printed that logged traceback above the "interrupted" line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()

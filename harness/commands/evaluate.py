@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.commands.common import add_tracking_args, quiet_libraries
 from harness.config.spec import JUDGES, SpecError
+from harness.infra.databases import mask
 from harness.infra.locations import mlflow_ui_hint, resolve_tracking_uri
 
 
@@ -63,7 +64,7 @@ def cmd_eval(args) -> int:
     )
     experiment_id = run_experiment_id(uri, args.run_id)
     print(
-        f"\nScores logged into run {args.run_id} at {uri} (winrate/, bench/ metrics; "
+        f"\nScores logged into run {args.run_id} at {mask(uri)} (winrate/, bench/ metrics; "
         f"winrate/completions.json). Open it in the MLflow UI:\n  {mlflow_ui_hint(uri, experiment_id)}"
     )
     return 0

@@ -1,16 +1,21 @@
 """`harness fields`: every experiment field by dotted name, with its default and meaning.
 
-Generated from `harness.config.spec` (the dataclasses and their comments, read by
-`harness.config.spec_docs`), so it cannot drift from what `--set NAME=VALUE`, `Experiment.replace`
-and sweep spaces accept.
+Generated from `harness.config.spec` (the dataclasses and the meaning each field carries in its
+metadata), so it cannot drift from what `--set NAME=VALUE`, `Experiment.replace` and sweep spaces
+accept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
+import typing
+from typing import Any
 
-from harness.config.spec_docs import REQUIRED, documented_fields
+from harness.config.spec import Experiment, field_doc
+
+REQUIRED = object()  # documented_fields' default of a field that has none
 
 
 def register(subparsers) -> None:
@@ -47,6 +52,36 @@ def fields_text() -> str:
         lines.append(head + wrapped[0])
         lines += [indent + more for more in wrapped[1:]]
     return "\n".join(lines)
+
+
+def documented_fields() -> list[tuple[str, Any, str]]:
+    """(dotted name, default, meaning) for every Experiment field; REQUIRED where none."""
+    rows = []
+
+    def walk(cls, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+                continue
+            optional = [t for t in typing.get_args(hint) if dataclasses.is_dataclass(t)]
+            if optional:  # e.g. model.lora: None (off), or its own fields turn it on
+                rows.append((prefix + f.name, f.default, field_doc(f)))
+                walk(optional[0], f"{prefix}{f.name}.")
+                continue
+            if f.name == "method_args":  # keys depend on the method: `harness fields` says so
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = REQUIRED
+            rows.append((prefix + f.name, default, field_doc(f)))
+
+    walk(Experiment, "")
+    return rows
 
 
 def shown(default) -> str:

@@ -99,7 +99,7 @@ def cmd_run(args) -> int:
     print()
     print(summary_table(results))
     print(
-        f"\n{len(results)} run(s) logged to MLflow experiment {name!r} at {uri}; each run holds "
+        f"\n{len(results)} run(s) logged to MLflow experiment {name!r} at {mask(uri)}; each run holds "
         "its metrics, samples, datasets and trained policy (an MLflow model).\n"
         f"Compare them in the MLflow UI:\n  {mlflow_ui_hint(uri, experiment_id)}"
     )

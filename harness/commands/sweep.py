@@ -107,7 +107,7 @@ def cmd_sweep(args) -> int:
         experiment_id = use_tracking(uri, settings.mlflow_experiment)
         print(
             f"Trials: MLflow runs nested under the sweep's parent run in experiment "
-            f"{settings.mlflow_experiment!r} at {uri}; compare them in the MLflow UI:\n"
+            f"{settings.mlflow_experiment!r} at {mask(uri)}; compare them in the MLflow UI:\n"
             f"  {mlflow_ui_hint(uri, experiment_id)}"
         )
     return 0

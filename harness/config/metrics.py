@@ -49,9 +49,15 @@ TRAIN_NAMES = {
     "grad_norm": "train/optim/grad_norm",
     "learning_rate": "train/optim/lr",
     "epoch": "train/progress/epoch",
-    "num_tokens": "train/progress/num_tokens",
+    "num_tokens": "train/progress/tokens",  # TRL's count of input tokens seen, cumulative
 }
 TRAIN_LOSS = TRAIN_NAMES["loss"]
+# The training budget so far, cumulative over steps and processes: the response sequences the
+# loss saw (harness.methods.callbacks.MetricsCallback: batch x grad accumulation x processes x
+# sequences per row, 2 for a pair, 1 for a KTO, SFT or on-policy row) and the input tokens,
+# prompt and responses (TRL's num_tokens).
+TRAIN_COMPLETIONS = "train/progress/completions"
+TRAIN_TOKENS = TRAIN_NAMES["num_tokens"]
 SHARED_FAMILIES = ("rewards/", "logps/", "logits/")
 # End-of-training summaries from transformers.Trainer, kept once under train/summary/.
 SUMMARY_KEYS = {

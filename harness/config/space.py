@@ -16,12 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config.errors import UserError
 from harness.config.metrics import EVAL_GOLD_REWARD
 from harness.config.registry import did_you_mean
 from harness.config.spec import Experiment, SpecError, field_paths
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep that cannot run; the message names the key or setting at fault."""
 
 
@@ -145,12 +146,20 @@ class Sweep:
 
     def describe(self) -> dict[str, str]:
         """The space as MLflow params, JSON: `space.beta` -> `{"log_uniform": [0.01, 1.0]}`."""
-        return {f"space.{k}": json.dumps(_as_json(v)) for k, v in self.space.items()}
+        return {f"{SPACE_PARAM_PREFIX}{k}": json.dumps(_as_json(v)) for k, v in self.space.items()}
+
+
+SPACE_PARAM_PREFIX = "space."  # a sweep parent run's params: space.<dotted key> -> JSON
+
+
+def _kind(cls) -> str:
+    """A distribution class's name in the JSON: snake case (LogUniform -> log_uniform)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
 
 def _as_json(dist) -> dict:
     """A distribution as plain JSON data named by its kind (snake case of the class name)."""
-    kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(dist).__name__).lower()
+    kind = _kind(type(dist))
     if isinstance(dist, When):
         return {"when": dict(dist.condition), "then": _as_json(dist.distribution)}
     if isinstance(dist, Choice):
@@ -158,6 +167,45 @@ def _as_json(dist) -> dict:
     if isinstance(dist, IntUniform) and dist.log:
         return {kind: [dist.low, dist.high], "log": True}
     return {kind: [dist.low, dist.high]}
+
+
+def space_from_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """The space that `Sweep.describe()` wrote, read back from a parent run's params (others,
+    such as `direction`, are passed over): `space_from_params(sweep.describe()) == sweep.space`.
+    Raises SweepError naming the param whose text is not a distribution."""
+    space = {}
+    for name, text in params.items():
+        if name.startswith(SPACE_PARAM_PREFIX):
+            try:
+                space[name.removeprefix(SPACE_PARAM_PREFIX)] = _from_json(json.loads(text))
+            except (ValueError, TypeError, KeyError, StopIteration) as err:
+                raise SweepError(
+                    f"{name}: not a distribution that Sweep.describe() writes, got {text!r} ({err})"
+                ) from None
+    return space
+
+
+_KINDS = {_kind(cls): cls for cls in (Uniform, LogUniform, IntUniform, Choice, Grid)}
+
+
+def _from_json(data: dict):
+    """`_as_json` inverted. JSON has no tuples: lists in values become tuples, as experiment
+    fields hold them (`Choice([("rm",), ("gold",)])` for eval.judges)."""
+    if "when" in data:
+        condition = {key: _tuples(value) for key, value in data["when"].items()}
+        return When(condition, _from_json(data["then"]))
+    kind = next(iter(data))  # the first key; IntUniform may add "log"
+    cls, args = _KINDS[kind], data[kind]
+    if issubclass(cls, Choice):
+        return cls([_tuples(option) for option in args])
+    low, high = args
+    if cls is IntUniform:
+        return IntUniform(low, high, log=data.get("log", False))
+    return cls(low, high)
+
+
+def _tuples(value):
+    return tuple(map(_tuples, value)) if isinstance(value, list) else value
 
 
 def validate_sweep(sweep: Sweep) -> None:

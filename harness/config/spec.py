@@ -16,17 +16,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.config.errors import UserError
 from harness.config.registry import did_you_mean
 
 DEFAULT_MAX_NEW_TOKENS = 24  # eval.max_new_tokens where the dataset does not fix it
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """An experiment field holds a value it cannot take; the message names the dotted field."""
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ALL_LINEAR = "all-linear"
+
+
+def documented(default: Any = dataclasses.MISSING, doc: str = "", *, factory=dataclasses.MISSING):
+    """A dataclass field that carries its meaning (`harness fields` prints it): the schema holds
+    the documentation beside the default it explains. No default and no factory: required."""
+    if not doc:
+        raise TypeError("documented() needs the field's meaning as doc")
+    return field(default=default, default_factory=factory, metadata={"doc": doc})
+
+
+def field_doc(f: dataclasses.Field) -> str:
+    """The meaning `documented` gave a field ("" for a field declared without one)."""
+    return f.metadata.get("doc", "")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,12 +51,16 @@ class LoraSpec:
     run is the same base model with the adapter switched off (no second copy of the weights).
     """
 
-    r: int = 16  # the adapter's rank
-    alpha: float = 32  # scale alpha / r = 2, the PEFT and TRL examples' usual ratio
-    dropout: float = 0.0  # TRL's DPO, KTO and RLOO zero every dropout anyway (disable_dropout)
-    # Layer names as PEFT matches them ("q_proj" matches "...self_attn.q_proj"); "all-linear" is
-    # every linear layer but the output head.
-    target_modules: tuple[str, ...] = (ALL_LINEAR,)
+    r: int = documented(16, "the adapter's rank")
+    alpha: float = documented(32, "scale alpha / r = 2, the PEFT and TRL examples' usual ratio")
+    dropout: float = documented(
+        0.0, "TRL's DPO, KTO and RLOO zero every dropout anyway (disable_dropout)"
+    )
+    target_modules: tuple[str, ...] = documented(
+        (ALL_LINEAR,),
+        'Layer names as PEFT matches them ("q_proj" matches "...self_attn.q_proj"); '
+        '"all-linear" is every linear layer but the output head.',
+    )
 
     def __post_init__(self):
         targets = self.target_modules
@@ -69,15 +87,23 @@ class LoraSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    # "world": the dataset's own tiny SFT model (built-in worlds); otherwise a hub id or a local path.
-    name_or_path: str = "world"
-    # Off unless asked for: remote code from a hub repository runs arbitrary Python.
-    trust_remote_code: bool = False
-    # Weights and compute: "auto" = bfloat16 on a GPU that supports it, else float32 (CPU).
-    dtype: str = "auto"
-    # Recompute activations in the backward pass: less memory for long sequences, ~30% slower.
-    gradient_checkpointing: bool = False
-    lora: LoraSpec | None = None  # None = full fine-tune
+    name_or_path: str = documented(
+        "world",
+        '"world": the dataset\'s own tiny SFT model (built-in worlds); otherwise a hub id or a '
+        "local path.",
+    )
+    trust_remote_code: bool = documented(
+        False, "Off unless asked for: remote code from a hub repository runs arbitrary Python."
+    )
+    dtype: str = documented(
+        "auto",
+        'Weights and compute: "auto" = bfloat16 on a GPU that supports it, else float32 (CPU).',
+    )
+    gradient_checkpointing: bool = documented(
+        False,
+        "Recompute activations in the backward pass: less memory for long sequences, ~30% slower.",
+    )
+    lora: LoraSpec | None = documented(None, "None = full fine-tune")
 
     def __post_init__(self):
         if isinstance(self.lora, Mapping):  # from experiment.json or `replace`
@@ -86,56 +112,99 @@ class ModelSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
-    # How a built-in world labels its sampled pairs: "bradley_terry" draws the label with
-    # P(a > b) = sigmoid((r_a - r_b) / bt_temperature); "deterministic" prefers the higher reward.
-    labels: str = "bradley_terry"
-    # Noise of the Bradley-Terry draw, in units of the gold reward (VADER compound is in [-1, 1]).
-    bt_temperature: float = 0.1
-    # Cap on training pairs (None = all); few pairs are how the IPO paper shows DPO overfitting.
-    max_pairs: int | None = None
-    # Share of rows held out for evaluation when a file or hub dataset has no eval split.
-    eval_fraction: float = 0.1
+    labels: str = documented(
+        "bradley_terry",
+        'How a built-in world labels its sampled pairs: "bradley_terry" draws the label with '
+        'P(a > b) = sigmoid((r_a - r_b) / bt_temperature); "deterministic" prefers the higher '
+        "reward.",
+    )
+    bt_temperature: float = documented(
+        0.1,
+        "Noise of the Bradley-Terry draw, in units of the gold reward (VADER compound is in "
+        "[-1, 1]).",
+    )
+    max_pairs: int | None = documented(
+        None,
+        "Cap on training pairs (None = all); few pairs are how the IPO paper shows DPO "
+        "overfitting.",
+    )
+    eval_fraction: float = documented(
+        0.1, "Share of rows held out for evaluation when a file or hub dataset has no eval split."
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSpec:
-    # Learning rate. Measured on the sentiment world: 100-150 DPO steps move gold reward, KL < 5.
-    lr: float = 2e-4
-    steps: int = 100  # optimizer steps
-    batch_size: int = 16  # training rows per step (per device)
-    max_length: int = 64  # prompt + completion tokens; the sentiment world's pairs fit in 40
-    seed: int = 0  # training seed: initialisation, data order and evaluation samples
-    # Harness evaluation (KL, gold reward, held-out rewards) every N steps and at the end.
-    eval_every: int = 25
-    log_every: int = 5  # training metrics every N steps: logging each step costs more than a step
-    warmup_steps: int = 0  # steps of linear learning-rate warm-up
-    # Learning-rate schedule (linear, constant, cosine, constant_with_warmup); linear is
-    # transformers' default; "constant" keeps pushing, as long-training overfitting studies need.
-    lr_scheduler: str = "linear"
-    grad_accum: int = 1  # batches accumulated into one optimizer step
-    # DPO-family: reference log-probs computed once and cached on disk (harness/refcache.py)
-    reference_cache: bool = True
-    save_policy: bool = True  # the trained policy as an MLflow model (Models tab, `harness eval`)
+    lr: float = documented(
+        2e-4,
+        "Learning rate. Measured on the sentiment world: 100-150 DPO steps move gold reward, "
+        "KL < 5.",
+    )
+    steps: int = documented(100, "optimizer steps")
+    batch_size: int = documented(16, "training rows per step (per device)")
+    max_length: int = documented(
+        64, "prompt + completion tokens; the sentiment world's pairs fit in 40"
+    )
+    seed: int = documented(0, "training seed: initialisation, data order and evaluation samples")
+    eval_every: int = documented(
+        25, "Harness evaluation (KL, gold reward, held-out rewards) every N steps and at the end."
+    )
+    log_every: int = documented(
+        5, "training metrics every N steps: logging each step costs more than a step"
+    )
+    warmup_steps: int = documented(0, "steps of linear learning-rate warm-up")
+    lr_scheduler: str = documented(
+        "linear",
+        "Learning-rate schedule (linear, constant, cosine, constant_with_warmup); linear is "
+        'transformers\' default; "constant" keeps pushing, as long-training overfitting studies '
+        "need.",
+    )
+    grad_accum: int = documented(1, "batches accumulated into one optimizer step")
+    reference_cache: bool = documented(
+        True,
+        "DPO-family: reference log-probs computed once and cached on disk "
+        "(harness/methods/refcache.py)",
+    )
+    save_policy: bool = documented(
+        True, "the trained policy as an MLflow model (Models tab, `harness eval`)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalSpec:
-    n_prompts: int = 64  # held-out prompts sampled at temperature 1 for KL and gold reward
-    n_pairs: int = 128  # held-out preference pairs for implicit rewards and accuracies
-    # Tokens sampled per completion (eval/, win rates); None: the dataset's own where only one
-    # value is valid (the exact world's 5), else 24 (DEFAULT_MAX_NEW_TOKENS).
-    max_new_tokens: int | None = None
-    n_table_rows: int = 16  # sample completions kept in the run's artifact table
+    n_prompts: int = documented(
+        64, "held-out prompts sampled at temperature 1 for KL and gold reward"
+    )
+    n_pairs: int = documented(128, "held-out preference pairs for implicit rewards and accuracies")
+    max_new_tokens: int | None = documented(
+        None,
+        "Tokens sampled per completion (eval/, win rates); None: the dataset's own where only "
+        "one value is valid (the exact world's 5), else 24 (DEFAULT_MAX_NEW_TOKENS).",
+    )
+    n_table_rows: int = documented(16, "sample completions kept in the run's artifact table")
     # Scoring after training (harness.evaluate.scoring; `harness eval` does the same later).
-    winrate: bool = False  # win rates of the policy against the reference and chosen responses
-    # Sampling temperatures of the win rates (DPO paper fig. 3); 0 = greedy.
-    temperatures: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    # Who judges the win rates: the reward model, the gold reward (skipped where there is none).
-    judges: tuple[str, ...] = ("rm", "gold")
-    rm_backbone: str = "world"  # the rm judge's backbone: "world", "minilm", a hub id or a path
-    tasks: tuple[str, ...] = ()  # lm-eval tasks; "world" = the tasks shipped for the world
-    include_path: str | None = None  # a folder of lm-eval task YAMLs searched before lm-eval's own
-    bench_limit: int | None = None  # lm-eval documents per task (None = all)
+    winrate: bool = documented(
+        False, "win rates of the policy against the reference and chosen responses"
+    )
+    temperatures: tuple[float, ...] = documented(
+        (0.0, 0.25, 0.5, 0.75, 1.0),
+        "Sampling temperatures of the win rates (DPO paper fig. 3); 0 = greedy.",
+    )
+    judges: tuple[str, ...] = documented(
+        ("rm", "gold"),
+        "Who judges the win rates: the reward model, the gold reward (skipped where there is "
+        "none).",
+    )
+    rm_backbone: str = documented(
+        "world", 'the rm judge\'s backbone: "world", "minilm", a hub id or a path'
+    )
+    tasks: tuple[str, ...] = documented(
+        (), 'lm-eval tasks; "world" = the tasks shipped for the world'
+    )
+    include_path: str | None = documented(
+        None, "a folder of lm-eval task YAMLs searched before lm-eval's own"
+    )
+    bench_limit: int | None = documented(None, "lm-eval documents per task (None = all)")
 
     def __post_init__(self):
         for name in ("temperatures", "judges", "tasks"):  # JSON (experiment.json) gives lists
@@ -145,20 +214,27 @@ class EvalSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class Experiment:
-    method: str  # the preference-optimization method or baseline: see `harness methods`
-    beta: (
-        float  # the method's regularisation strength (what it means per method: `harness methods`)
+    method: str = documented(
+        doc="the preference-optimization method or baseline: see `harness methods`"
     )
-    dataset: (
-        str  # a built-in world (sentiment, exact), a .jsonl/.json/.csv/.parquet file or a hub id
+    beta: float = documented(
+        doc="the method's regularisation strength (what it means per method: `harness methods`)"
     )
-    name: str = ""  # defaults to "{method}-b{beta}" (runs of methods that ignore beta drop it)
-    model: ModelSpec = field(default_factory=ModelSpec)
-    data: DataSpec = field(default_factory=DataSpec)
-    train: TrainSpec = field(default_factory=TrainSpec)
-    eval: EvalSpec = field(default_factory=EvalSpec)
-    # Settings only one method has (label_smoothing, gamma, ...); keys checked against the method.
-    method_args: Mapping[str, Any] = field(default_factory=dict)
+    dataset: str = documented(
+        doc="a built-in world (sentiment, exact), a .jsonl/.json/.csv/.parquet file or a hub id"
+    )
+    name: str = documented(
+        "", 'defaults to "{method}-b{beta}" (runs of methods that ignore beta drop it)'
+    )
+    model: ModelSpec = documented(doc="the policy and reference model", factory=ModelSpec)
+    data: DataSpec = documented(doc="how preference pairs are made and split", factory=DataSpec)
+    train: TrainSpec = documented(doc="the optimisation", factory=TrainSpec)
+    eval: EvalSpec = documented(doc="the harness evaluation and scoring", factory=EvalSpec)
+    method_args: Mapping[str, Any] = documented(
+        doc="Settings only one method has (label_smoothing, gamma, ...); keys checked against "
+        "the method.",
+        factory=dict,
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "method_args", types.MappingProxyType(dict(self.method_args)))

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+from harness.config.errors import UserError
 from harness.config.spec import ModelSpec, SpecError
 from harness.data.lora import is_adapter, load_adapter
 
@@ -39,7 +40,7 @@ def build_tiny_gpt2(
     return GPT2LMHeadModel(config)
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model that cannot be loaded by the name given (a hub id while offline, a bad folder)."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import datasets
 
+from harness.config.errors import UserError
 from harness.config.registry import did_you_mean
 from harness.config.spec import DataSpec, Experiment
 from harness.data.worlds import WORLDS, get_world
@@ -30,7 +31,7 @@ UNPAIRED = "unpaired"  # prompt, completion, label (KTO's native format)
 PROMPT_ONLY = "prompt_only"  # prompt alone (on-policy methods)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset that cannot be used; the message names the file, row and column."""
 
 
@@ -56,11 +57,11 @@ def check_dataset_name(name: str) -> None:
     path = Path(name)
     if path.suffix in FILE_SUFFIXES or "/" in name and path.exists():
         if not path.exists():
-            raise ValueError(f"data file {name!r} does not exist")
+            raise DataError(f"data file {name!r} does not exist")
         return
     if HUB_ID.match(name):
         return
-    raise ValueError(
+    raise DataError(
         f"unknown dataset {name!r}: expected a built-in world ({', '.join(WORLDS)}), a file "
         f"ending in {', '.join(FILE_SUFFIXES)}, or a hub id 'org/name'."
         + did_you_mean(name, WORLDS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import GenerationConfig
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -122,6 +123,45 @@ class Samples:
         ]
 
 
+def plain_generation(
+    temperature: float, max_new_tokens: int, eos: int, pad: int
+) -> GenerationConfig:
+    """Every generation setting explicit, so samples come from pi (at temperature 1) whatever
+    the model's own generation_config says: a hub model's repetition_penalty, n-gram blocking,
+    top-k or minimum length would otherwise apply to every `generate` call that does not
+    override it (measured: sampled KL 0.62 against the exact 0.84 with repetition_penalty 1.3).
+    """
+    sampling = temperature > 0
+    return GenerationConfig(
+        do_sample=sampling,
+        temperature=temperature if sampling else 1.0,
+        top_k=0 if sampling else None,
+        top_p=1.0,
+        min_p=None,
+        typical_p=1.0,
+        epsilon_cutoff=0.0,
+        eta_cutoff=0.0,
+        repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        bad_words_ids=None,
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
+        forced_bos_token_id=None,
+        forced_eos_token_id=None,
+        sequence_bias=None,
+        renormalize_logits=False,
+        min_new_tokens=0,
+        max_new_tokens=max_new_tokens,
+        num_beams=1,
+        num_return_sequences=1,
+        length_penalty=1.0,
+        exponential_decay_length_penalty=None,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+
+
 @torch.no_grad()
 def sample_completions(
     model,
@@ -157,18 +197,10 @@ def sample_completions(
             for i, p in enumerate(batch):  # left padding: generation continues every row at the end
                 ids[i, width - len(p) :] = torch.tensor(p)
                 attention[i, width - len(p) :] = 1
-            sampling = (
-                {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-                if temperature > 0
-                else {"do_sample": False}
-            )
             generated = model.generate(
                 input_ids=ids.to(model.device),
                 attention_mask=attention.to(model.device),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos,
-                pad_token_id=pad,
-                **sampling,
+                generation_config=plain_generation(temperature, max_new_tokens, eos, pad),
             )[:, width:]
             for row in generated.tolist():
                 completion_ids.append(row[: row.index(eos) + 1] if eos in row else row)

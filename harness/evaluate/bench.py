@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import metrics
+from harness.config.errors import UserError
 from harness.config.registry import did_you_mean
 from harness.data.tasks import TASKS_DIR, world_task_folder
 from harness.infra.cache import cached_dir, settings_key, source_fingerprint
@@ -23,7 +24,7 @@ from harness.infra.devices import default_device
 WORLD_TASKS = "world"  # in a task list: the tasks shipped for the dataset's built-in world
 
 
-class BenchError(ValueError):
+class BenchError(UserError, ValueError):
     """An lm-eval task or task folder that cannot be run; raised before anything is logged."""
 
 

@@ -37,9 +37,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", "results/cache")).resolve()
 
 
+def content_digest(value: Any) -> str:
+    """sha256 of `value` as canonical JSON (sorted keys): equal content, equal digest."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def settings_key(settings: dict[str, Any]) -> str:
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+    return content_digest(settings)[:12]
 
 
 def file_digest(path: Path) -> str:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import filelock
 import sqlalchemy
 from sqlalchemy.pool import NullPool
+
+from harness.config.errors import UserError
 
 DRIVER_PACKAGES = {
     "psycopg": "-e '.[postgres]'  (or: pip install 'psycopg[binary]')",
@@ -28,28 +31,40 @@ SERVER_SCHEMES = ("http", "https", "databricks")  # tracking URIs that name a se
 JOURNAL_PREFIX = "journal:"  # an Optuna storage that is a journal file: journal:/shared/optuna.log
 
 
-class StoreError(ValueError):
+class StoreError(UserError, ValueError):
     """A store that cannot be used (no driver, unwritable, a file where a folder should be); the
     message shows its URL with the password masked."""
 
 
+# scheme://user:PASSWORD@...: the password runs to the first @, as SQLAlchemy reads it. Not
+# urlsplit, which ends the address at / or #, and SQLAlchemy takes those in a password unencoded.
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][\w+.-]*://[^:/@]*):(?P<password>[^@]*)@")
+
+
+def password(url: str) -> str | None:
+    """The password written in `url` (as written, percent-encoded or not), or None."""
+    found = _USERINFO.match(url or "")
+    return found["password"] if found and found["password"] else None
+
+
 def mask(url: str) -> str:
     """`url` with its password, if it has one, replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    if password(url) is None:
         return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    if is_database_url(url):
+        with contextlib.suppress(Exception):  # malformed: masked by the pattern below
+            return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    return _USERINFO.sub(r"\g<head>:***@", url, count=1)
 
 
-def redact(text: str, *urls: str) -> str:
+def redact(text: str, *urls: str | None) -> str:
     """`text` with each URL of `urls` masked and its password (raw or decoded) replaced by ***."""
     for url in urls:
-        password = urlsplit(url).password
-        if password:
+        secret = password(url) if url else None
+        if secret:
             text = text.replace(url, mask(url))
-            for secret in {password, unquote(password)}:
-                text = text.replace(secret, "***")
+            for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
+                text = text.replace(form, "***")
     return text
 
 

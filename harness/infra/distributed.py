@@ -9,13 +9,15 @@ main process takes alone (stop training early) are broadcast so every process st
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from datetime import timedelta
 
 import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
+
+from harness.config.errors import UserError
+from harness.infra.locations import free_port
 
 # The other processes wait at a barrier while the main one evaluates and scores; NCCL's default
 # timeout (10 min) is shorter than scoring a hub model can take.
@@ -105,22 +107,20 @@ def launch_command(processes: int, harness_args: list[str]) -> list[str]:
     return command + ["-m", "harness", *harness_args]
 
 
+class ProcessesError(UserError, ValueError):
+    """`--processes` asks for what this machine cannot run."""
+
+
 def check_processes(processes: int) -> None:
     """`--processes` must be >= 1, and on GPUs at most one per visible GPU."""
     if processes < 1:
-        raise ValueError(f"--processes must be >= 1, got {processes}")
+        raise ProcessesError(f"--processes must be >= 1, got {processes}")
     gpus = torch.cuda.device_count()
     if gpus and processes > gpus:
-        raise ValueError(
+        raise ProcessesError(
             f"--processes {processes}: this machine has {gpus} visible GPU(s), one process each; "
             f"use --processes {gpus} or fewer (CUDA_VISIBLE_DEVICES selects which)"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def visible_gpus() -> list[str]:

@@ -12,8 +12,10 @@ import sys
 import traceback
 from pathlib import Path
 
+from harness.config.errors import UserError
 
-class DefinitionError(ValueError):
+
+class DefinitionError(UserError, ValueError):
     """A definition target that does not name usable objects."""
 
 

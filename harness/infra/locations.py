@@ -1,11 +1,12 @@
 """Where things are, without touching them: the default stores, the one tracking-URI resolver,
-and how to open the MLflow UI on a store. Light on purpose (no MLflow import): commands use it
+how to open the MLflow UI on a store, and a free local port. Light on purpose (no MLflow import): commands use it
 before parsing arguments, and `harness --help` stays fast.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +20,13 @@ UI_VIEW_ID = "harness"  # the saved runs view stores.use_tracking gives every ex
 def resolve_tracking_uri(cli_value: str | None = None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the project's SQLite store."""
     return cli_value or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def sqlite_path(uri: str) -> Path | None:

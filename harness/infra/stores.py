@@ -24,12 +24,14 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -40,23 +42,33 @@ import mlflow
 import pandas as pd
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
+from harness.config import tags
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
-from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url
+from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url, mask
 from harness.infra.locations import UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
-HEARTBEAT_TAG = "harness.heartbeat"
-PROCESS_TAG = "harness.process"
+HEARTBEAT_TAG = tags.HEARTBEAT
+PROCESS_TAG = tags.PROCESS
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # four missed heartbeats: the process is gone or hung
 _opened: set[str] = set()  # stores checked and initialised by this process
+# What a database says when an insert meets a row another process inserted since it looked.
+COLLISION_MARKS = (
+    "UNIQUE constraint failed",
+    "UniqueViolation",
+    "duplicate key",
+    "Duplicate entry",
+)
+COLLISION_ATTEMPTS = 6
 
 
-POLICY_MODEL_TAG = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
+POLICY_MODEL_TAG = tags.POLICY_MODEL
 # The runs table's columns in the harness's saved view: what tells methods apart, side by side.
 UI_COLUMNS = (
     "params.`method`",
@@ -104,7 +116,7 @@ def check_writable(uri: str, db: Path) -> None:
     for parent in (folder, *folder.parents):
         if parent.exists():
             if not parent.is_dir():
-                raise StoreError(f"tracking URI {uri}: {parent} is a file, not a folder")
+                raise StoreError(f"tracking URI {mask(uri)}: {parent} is a file, not a folder")
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,7 +128,7 @@ def check_writable(uri: str, db: Path) -> None:
     except OSError as err:
         where = err.filename or folder
         raise StoreError(
-            f"tracking URI {uri}: cannot write {where} ({os.strerror(err.errno)}); "
+            f"tracking URI {mask(uri)}: cannot write {where} ({os.strerror(err.errno)}); "
             "pass a writable --tracking-uri"
         ) from None
 
@@ -146,7 +158,7 @@ def use_tracking(uri: str, experiment_name: str) -> str:
         experiment_id = found.experiment_id
     for key, value in ui_tags().items():
         if found is None or found.tags.get(key) != value:
-            client.set_experiment_tag(experiment_id, key, value)
+            retry_collisions(lambda k=key, v=value: client.set_experiment_tag(experiment_id, k, v))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -182,9 +194,9 @@ def git_sha() -> str:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or "not a checkout"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "not a checkout"
 
 
 def local_artifact_dir(run_id: str) -> Path | None:
@@ -209,27 +221,39 @@ def this_process() -> str:
 
 
 class Heartbeat:
-    """Records which process owns a run and refreshes its heartbeat tag until stopped."""
+    """Beats on entering the block, then every `interval` seconds from a thread until it ends.
 
-    def __init__(self, run_id: str, interval: float = HEARTBEAT_SECONDS):
-        self.client, self.run_id, self.interval = MlflowClient(), run_id, interval
+    `beat` is an MLflow run's id (the run's owning process and the time of its last beat, as
+    tags that why_dead reads) or a function to call (a sweep's Optuna trial heartbeat). A beat
+    that fails in the thread (a busy or full store) is retried at the next one."""
+
+    def __init__(self, beat: str | Callable[[], object], interval: float = HEARTBEAT_SECONDS):
+        self.beat = beat if callable(beat) else _run_beat(MlflowClient(), beat)
+        self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)
 
     def _beat(self) -> None:
         while not self.stopped.wait(self.interval):
-            with contextlib.suppress(Exception):  # a busy or full store: the next beat retries
-                self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+            with contextlib.suppress(Exception):
+                self.beat()
 
     def __enter__(self):
-        self.client.set_tag(self.run_id, PROCESS_TAG, this_process())
-        self.client.set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+        self.beat()
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stopped.set()
         self.thread.join()
+
+
+def _run_beat(client: MlflowClient, run_id: str) -> Callable[[], None]:
+    def beat() -> None:
+        now = RunTag(HEARTBEAT_TAG, f"{time.time():.0f}")
+        client.log_batch(run_id, tags=[RunTag(PROCESS_TAG, this_process()), now])
+
+    return beat
 
 
 def _alive(pid: int) -> bool:
@@ -255,26 +279,51 @@ def why_dead(tags: dict[str, str], now: float) -> str | None:
     return None
 
 
+def kill_if_dead(client: MlflowClient, run, now: float, verdict: str | None = None) -> str | None:
+    """The one place a run left RUNNING is ended: KILLED, with an `error` tag saying why, if
+    its process is gone; returns why, or None for a run that may be alive (left RUNNING).
+
+    `verdict` is the caller's own evidence (Optuna failed the trial for a stale heartbeat);
+    without it the run's own heartbeat and process tags decide (why_dead)."""
+    reason = verdict or why_dead(run.data.tags, now)
+    if reason is None:
+        return None
+    beat = run.data.tags.get(HEARTBEAT_TAG)
+    end = float(beat) if beat else now
+    stamp = datetime.fromtimestamp(end, UTC).isoformat(timespec="seconds")
+    client.set_tag(run.info.run_id, tags.ERROR, f"killed: {reason}; last heartbeat {stamp}")
+    client.set_terminated(run.info.run_id, status="KILLED", end_time=int(end * 1000))
+    return reason
+
+
 def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
     """Mark KILLED every RUNNING run whose process died, one line each; returns their ids."""
     experiments = [e.experiment_id for e in client.search_experiments()]
     if not experiments:
         return []
     now, reaped = time.time(), []
-    for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=1000):
-        reason = why_dead(run.data.tags, now)
+    for run in all_runs(client, experiments, "attributes.status = 'RUNNING'"):
+        reason = kill_if_dead(client, run, now)
         if reason is None:
             continue
-        beat = float(run.data.tags[HEARTBEAT_TAG])
-        stamp = datetime.fromtimestamp(beat, UTC).isoformat(timespec="seconds")
-        client.set_tag(run.info.run_id, "error", f"killed: {reason}; last heartbeat {stamp}")
-        client.set_terminated(run.info.run_id, status="KILLED", end_time=int(beat * 1000))
         log(
             f"harness: run {run.info.run_id} ({run.info.run_name}) was left RUNNING and "
             f"{reason}: marked KILLED"
         )
         reaped.append(run.info.run_id)
     return reaped
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = ""):
+    """Every run of `experiment_ids` matching `filter_string`, page by page (MLflow returns at
+    most 1000 runs per request)."""
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:
@@ -291,7 +340,25 @@ def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *,
             inputs.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name))
         contexts.append(split)
         tags.append({"rows": str(len(rows))})
-    mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags)
+    retry_collisions(lambda: mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags))
+
+
+def retry_collisions(write: Callable[[], Any]) -> Any:
+    """`write()`, again after a short random pause while it collides with another process's insert.
+
+    MLflow looks some rows up, then inserts them (a dataset input's dataset, an experiment tag),
+    in one transaction: two runs writing the same one at the same instant both insert and one
+    breaks the primary key (SQLite: UNIQUE constraint failed; PostgreSQL: UniqueViolation,
+    answered 400 by `mlflow server` and not retried by its client). The transaction was rolled
+    back, so writing again finds the other process's row and uses it."""
+    for attempt in range(1, COLLISION_ATTEMPTS):
+        try:
+            return write()
+        except MlflowException as err:
+            if not any(mark in str(err) for mark in COLLISION_MARKS):
+                raise
+            time.sleep(random.uniform(0.05, 0.25) * attempt)
+    return write()
 
 
 def model_requirements() -> list[str]:

@@ -14,7 +14,7 @@ import torch
 from transformers import TrainerCallback
 
 from harness.config.errors import RunFailed
-from harness.config.metrics import SUMMARY_KEYS, train_metric_name
+from harness.config.metrics import SUMMARY_KEYS, TRAIN_COMPLETIONS, train_metric_name
 from harness.infra import distributed
 
 
@@ -35,14 +35,24 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, method: str, run_id: str | None):
         self.method = method
         self.run_id = run_id
+        self.completions_per_step = None  # set when training starts, from the data's columns
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        columns = getattr(getattr(train_dataloader, "dataset", None), "column_names", None) or ()
+        per_row = 2 if {"chosen", "rejected"} <= set(columns) else 1
+        rows = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        self.completions_per_step = rows * args.world_size * per_row
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.run_id is None:  # not the main process: its logs are the same, already reduced
             return
         logs = dict(logs or {})
-        if SUMMARY_KEYS & logs.keys():  # the end-of-training summary repeats the last epoch
+        summary = bool(SUMMARY_KEYS & logs.keys())
+        if summary:  # the end-of-training summary repeats the last epoch
             logs.pop("epoch", None)
         metrics = {}
+        if self.completions_per_step is not None and not summary:
+            metrics[TRAIN_COMPLETIONS] = float(state.global_step * self.completions_per_step)
         for key, value in logs.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[train_metric_name(self.method, key)] = float(value)

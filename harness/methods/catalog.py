@@ -152,7 +152,10 @@ _register(
 _register(
     Method(
         name="slic",
-        trainer="trl.DPOTrainer (loss hinge)",
+        # TRL's form, not SLiC-HF's: max(0, 1 - beta * margin) on the margin of log(pi/pi_ref),
+        # where SLiC-HF hinges the policy's own log-likelihood margin (no reference) and adds a
+        # regulariser (cross-entropy on the SFT targets); neither is in TRL's loss.
+        trainer="trl.DPOTrainer (loss hinge: on the reference-normalised margin, no SLiC-HF regulariser)",
         beta_means="SLiC: the hinge margin is 1/beta on the log-likelihood ratio",
         formats=(PAIRED,),
         uses_reference=True,
@@ -179,7 +182,10 @@ _register(
 _register(
     Method(
         name="orpo",
-        trainer="trl.experimental.orpo.ORPOTrainer",
+        # TRL's ORPO averages its SFT (NLL) term over prompt and completion tokens, where the
+        # paper (eq. 2) averages over the completion only: on a real batch 1.7777 against 1.5356,
+        # so lambda weighs the odds-ratio term against a larger, prompt-diluted NLL.
+        trainer="trl.experimental.orpo.ORPOTrainer (SFT term over prompt and completion, not the paper's completion only)",
         beta_means="ORPO lambda: weight of the odds-ratio term added to the SFT loss (no reference)",
         formats=(PAIRED,),
         uses_reference=False,

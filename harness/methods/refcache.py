@@ -55,7 +55,13 @@ def dataset_fingerprint(dataset, columns=("prompt_ids", "chosen_ids", "rejected_
 
 
 def with_reference_cache(trainer_class):
-    """A subclass of a DPOTrainer-like class whose precomputed reference log-probs are cached."""
+    """A subclass of a DPOTrainer-like class whose precomputed reference log-probs are cached.
+
+    Private TRL API, pinned (tests/test_pinned_internals.py fails naming the trl version if it
+    changes): DPOTrainer's public `precompute_ref_log_probs` reuses log-probs only through a
+    `datasets` cache file of the dataset it tokenized itself, not across runs in a verified
+    cache; `_precompute_ref_logps` is the one step between TRL's tokenization and training
+    where the columns can be supplied instead of computed."""
 
     class CachedReferenceTrainer(trainer_class):
         def _precompute_ref_logps(self, dataset, name, batch_size):

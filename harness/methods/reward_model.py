@@ -22,15 +22,15 @@ from trl import RewardConfig, RewardTrainer
 
 from harness.data.preference import PAIRED, DataError, PreferenceData
 from harness.infra.cache import cached_dir, source_fingerprint
-from harness.infra.devices import StageProgress, default_device, training_arguments
+from harness.infra.devices import default_device, training_arguments
+from harness.infra.stage_progress import StageProgress
 
 
 @dataclass(frozen=True, kw_only=True)
 class RewardModelSettings:
     """Training settings; part of the cache key."""
 
-    # ~1000 sentiment pairs (world version 1): held-out accuracy 0.69 after 2 passes, 0.77 after 4.
-    epochs: float = 4.0
+    epochs: float = 4.0  # 4 passes over ~1000 pairs; the accuracies are in default_settings
     batch_size: int = 16
     lr: float = 1e-3  # the tiny world model's SFT rate; the fresh head needs a large step
     version: int = 1  # bump when training or scoring changes so stale caches are not reused

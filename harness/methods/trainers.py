@@ -181,6 +181,10 @@ class _TokenizedLikeDPO:
     harness's measurements use the tokenizer's own rule (harness.data.sequences.encode), which for
     the built-in worlds adds none. Where that rule adds no BOS, the one TRL added is dropped
     from the prompt, both sequences and their labels.
+
+    Private TRL API, pinned (tests/test_pinned_internals.py fails naming the trl version if it
+    changes): the experimental trainers take raw text only and tokenize it in `__init__` with
+    `self.tokenize_row`; no config option or public hook sets their BOS rule.
     """
 
     def tokenize_row(self, feature, model=None):

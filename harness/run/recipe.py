@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata
 import shutil
 import tempfile
 import time
@@ -23,6 +24,7 @@ import mlflow
 import torch
 from transformers import PrinterCallback, set_seed
 
+from harness.config import tags as tag
 from harness.config.errors import RunFailed
 from harness.config.metrics import (
     DATA_EVAL_PAIRS,
@@ -42,7 +44,7 @@ from harness.data.sequences import context_length
 from harness.evaluate import Evaluator
 from harness.evaluate.scoring import prepare_scoring
 from harness.infra import distributed, stores
-from harness.infra.cache import warm
+from harness.infra.cache import content_digest, warm
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
 from harness.methods.callbacks import (
@@ -59,7 +61,6 @@ from harness.methods.checks import (
     with_defaults,
 )
 from harness.methods.trainers import TrainingJob
-from harness.run.rescore import FINAL_STEP_TAG
 
 # Called with (step, eval metrics) after each harness evaluation; returning True stops training.
 EvalListener = Callable[[int, dict[str, float]], bool]
@@ -186,11 +187,15 @@ def run_experiment(
     listeners: list[EvalListener] = (),
     tags: dict | None = None,
     parent_run_id: str | None = None,
+    on_run_created=None,
     log=print,
 ) -> RunResult:
     """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
 
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    `on_run_created(run_id)` is called as soon as the run exists (before training): a caller
+    learns which run is this experiment's even when it fails, and knows none exists if it
+    failed before.
     Under several processes (accelerate, torchrun) every process trains; only the main one
     talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
     """
@@ -221,16 +226,18 @@ def run_experiment(
     )
 
     run_tags = {
-        "method": exp.method,
-        "dataset": exp.dataset,
-        "experiment": exp.name,
-        "git_sha": stores.git_sha(),
+        tag.METHOD: exp.method,
+        tag.DATASET: exp.dataset,
+        tag.EXPERIMENT: exp.name,
+        **provenance(exp, data),
         **(tags or {}),
     }
     if parent_run_id:
-        run_tags["mlflow.parentRunId"] = parent_run_id
+        run_tags[tag.PARENT_RUN] = parent_run_id
     with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
         run_id = active.info.run_id
+        if on_run_created is not None:
+            on_run_created(run_id)
         try:
             with stores.Heartbeat(run_id):
                 run = train_and_score(
@@ -282,7 +289,7 @@ def train_and_score(
         )
     if run.last_step != final_step:  # not right after a listener stopped training
         run.evaluate(policy, final_step)
-    mlflow.set_tag(FINAL_STEP_TAG, str(run.last_step))
+    mlflow.set_tag(tag.FINAL_STEP, str(run.last_step))
     if exp.train.save_policy:
         save_policy(policy, tokenizer)
     mlflow.log_table(run.sample_table(), artifact_file="samples.json")
@@ -293,6 +300,24 @@ def train_and_score(
     return run
 
 
+def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
+    """What produced the run: the commit, the pinned libraries' versions, the data's
+    fingerprint, the world's version, the device and the seed (tags, logged on every run)."""
+    found = {
+        tag.GIT_SHA: stores.git_sha(),
+        tag.DATA_FINGERPRINT: content_digest([data.train, data.eval_pairs]),
+        tag.WORLD_VERSION: str(getattr(getattr(data.world, "settings", None), "version", "none")),
+        tag.DEVICE: default_device(),
+        tag.SEED: str(exp.train.seed),
+    }
+    for name in tag.VERSIONED:
+        try:
+            found[tag.version_tag(name)] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[tag.version_tag(name)] = "not installed"
+    return found
+
+
 def end_run_after(err: BaseException, run_id: str, status: str) -> None:
     """End the active run with `status` and the error as its `error` tag, before MLflow's
     context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
@@ -300,7 +325,7 @@ def end_run_after(err: BaseException, run_id: str, status: str) -> None:
     with contextlib.suppress(Exception):
         mlflow.flush_async_logging()
         reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-        mlflow.set_tag("error", f"{reason}: {err}"[:5000])
+        mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
     with contextlib.suppress(Exception):
         mlflow.end_run(status)
 

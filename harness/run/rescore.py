@@ -12,6 +12,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from harness.config import tags
+from harness.config.errors import UserError
 from harness.config.metrics import EVAL_KL
 from harness.config.spec import Experiment
 from harness.data.lora import AdapterDisabled, is_adapter
@@ -19,14 +21,15 @@ from harness.data.models import load_causal_lm, load_policy, load_tokenizer, wei
 from harness.data.preference import load_preference_data
 from harness.evaluate.scoring import prepare_scoring
 from harness.infra.console import library_output
+from harness.infra.databases import mask
 from harness.infra.devices import default_device
 from harness.infra.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
 from harness.methods.checks import check_experiment, with_defaults
 
-FINAL_STEP_TAG = "final_step"  # set by `harness run`: the step of the run's last evaluation
+FINAL_STEP_TAG = tags.FINAL_STEP
 
 
-class RunError(ValueError):
+class RunError(UserError, ValueError):
     """A run that cannot be scored (unknown, or without a saved policy)."""
 
 
@@ -47,7 +50,7 @@ def score_run(
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise RunError(f"no MLflow run {run_id!r} at {mlflow.get_tracking_uri()}") from None
+        raise RunError(f"no MLflow run {run_id!r} at {mask(mlflow.get_tracking_uri())}") from None
     names = {a.path for a in client.list_artifacts(run_id)}
     if POLICY_MODEL_TAG not in run.data.tags and POLICY_ARTIFACT not in names:
         raise RunError(

@@ -261,3 +261,20 @@ def test_reaper_leaves_live_runs_alone(tmp_path):
     with mlflow.start_run() as active, Heartbeat(active.info.run_id):
         open_store(uri)
         assert MlflowClient(uri).get_run(active.info.run_id).info.status == "RUNNING"
+
+
+def test_a_bug_inside_training_shows_its_traceback(tmp_path, store, capsys, monkeypatch):
+    """A ValueError from a library (here torch's gradient clipping) is a bug, not bad input:
+    exit 1 with the traceback, and the run FAILED with the error tagged."""
+    import torch
+
+    def broken(*args, **kwargs):
+        raise ValueError("a library bug")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", broken)
+    exp = experiment_file(tmp_path, "library-bug", steps=4, eval_every=4, log_every=2)
+    code, _, err = run_cli(capsys, "run", str(exp), "--tracking-uri", store)
+    run = the_run(store, "library-bug")
+    assert code == 1, err[-3000:]
+    assert "Traceback" in err and "ValueError: a library bug" in err
+    assert run.info.status == "FAILED" and "ValueError: a library bug" in run.data.tags["error"]

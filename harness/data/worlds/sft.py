@@ -9,7 +9,8 @@ from transformers import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from harness.data.models import build_tiny_gpt2
-from harness.infra.devices import StageProgress, training_arguments
+from harness.infra.devices import training_arguments
+from harness.infra.stage_progress import StageProgress
 
 
 def sft_tiny_model(

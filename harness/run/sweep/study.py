@@ -1,9 +1,9 @@
 """Run a Sweep as an Optuna study: resumable, several workers, one MLflow parent run.
 
 The budget is enqueued once, as `n_trials` WAITING trials, when the study is created. Workers
-claim waiting trials with an atomic state change in the storage (the same compare-and-set
-Optuna uses), so K workers on one storage, here or on other machines, run each trial exactly
-once. A worker killed mid-trial stops sending heartbeats; after the grace period any worker
+claim waiting trials with Optuna's `study.ask()` (an atomic WAITING -> RUNNING change in the
+storage) under a claim lock, so K workers on one storage, here or on other machines, run each
+trial exactly once. A worker killed mid-trial stops sending heartbeats; after the grace period any worker
 fails that trial, closes its MLflow run as KILLED, and Optuna's RetryFailedTrialCallback
 enqueues it once more.
 
@@ -16,9 +16,10 @@ or logged.
 
 from __future__ import annotations
 
+import functools
 import json
-import threading
 import time
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -171,53 +172,43 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
     return run.info.run_id
 
 
+@dataclass(frozen=True)
+class Claim:
+    trial: optuna.Trial
+    trial_id: int  # the storage's id of the trial (its heartbeat is recorded under it)
+    retry_of: int | None  # for a retry of a dead worker's trial, that trial's number
+
+
 def claim_trial(
-    study: optuna.Study, sweep: Sweep, settings: StudySettings
-) -> tuple[optuna.Trial, int | None] | None:
-    """Take one WAITING trial by an atomic WAITING -> RUNNING change; None if there is none.
+    study: optuna.Study, storage: RDBStorage, sweep: Sweep, settings: StudySettings
+) -> Claim | None:
+    """Take one WAITING trial with `study.ask()`, which pops it by an atomic WAITING -> RUNNING
+    change; None if none is waiting.
 
-    Its parameters are fixed on the spot, distinct from every other trial's (under the study's
-    lock, so that workers choosing at the same time see each other's choice). Returns the trial
-    and, for a retry of a dead worker's trial, that trial's number.
-    """
-    storage = study._storage
-    study_id = storage.get_study_id_from_name(study.study_name)
-    for frozen in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if not storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+    Under the study's claim lock (held by the database, so across machines): ask() creates a
+    new trial when none is waiting, so seeing one wait and popping it must not interleave with
+    another worker's claim. The trial's parameters are fixed on the spot, distinct from every
+    other trial's (the lock lets workers choosing at once see each other's choice)."""
+    with databases.exclusive(settings.storage, f"harness:claim:{settings.study_name}"):
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None
+        with warnings.catch_warnings():  # work() records the heartbeat that optimize() would
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = study.ask()
+        study_id = storage.get_study_id_from_name(study.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        frozen = study.get_trials(deepcopy=False)[trial.number]
         retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
+        if "fixed_params" not in frozen.system_attrs and retry_of is None:
+            # ask() made a trial of its own: another worker popped the last waiting one
+            # without the lock (a database `databases.exclusive` cannot lock); not in the budget.
+            study.tell(trial, state=TrialState.FAIL)
+            return None
         if not (frozen.params or frozen.system_attrs.get("fixed_params")):  # not a retry, not grid
-            with databases.exclusive(settings.storage, f"harness:params:{settings.study_name}"):
-                params = choose_params(sweep, study, frozen)
-                storage.set_trial_system_attr(frozen._trial_id, "fixed_params", params)
-        return optuna.Trial(study, frozen._trial_id), retry_of
-    return None
-
-
-class Heartbeat:
-    """Records a running trial's heartbeat from a thread while the trial trains."""
-
-    def __init__(self, storage: RDBStorage, trial_id: int, interval: int):
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _beat(self):
-        while True:
-            self.storage.record_heartbeat(self.trial_id)
-            if self.stop.wait(self.interval):
-                return
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+            params = choose_params(sweep, study, frozen)
+            storage.set_trial_system_attr(trial_id, "fixed_params", params)
+            trial = optuna.Trial(study, trial_id)  # a Trial reads its fixed parameters once
+    return Claim(trial, trial_id, retry_of)
 
 
 def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str) -> None:
@@ -234,14 +225,14 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
         [experiment.experiment_id],
         f"tags.mlflow.parentRunId = '{parent}' and attributes.status != 'FINISHED'",
     )
+    now = time.time()
     for run in runs:
         tags = run.data.tags
         if tags.get("trial") not in failed or "trial_state" in tags:
             continue
         client.set_tag(run.info.run_id, "trial_state", "FAIL")
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, "error", "worker died mid-trial (no heartbeat)")
-            client.set_terminated(run.info.run_id, status="KILLED")
+            stores.kill_if_dead(client, run, now, verdict="its worker died (no trial heartbeat)")
 
 
 def work(
@@ -260,7 +251,7 @@ def work(
         while True:
             fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
             close_killed_runs(study, settings, parent)
-            claimed = claim_trial(study, sweep, settings)
+            claimed = claim_trial(study, storage, sweep, settings)
             if claimed is None:
                 if not study.get_trials(
                     deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)
@@ -268,8 +259,9 @@ def work(
                     return done
                 time.sleep(min(settings.heartbeat_interval, 5))  # others may still die
                 continue
-            trial, retry_of = claimed
-            with Heartbeat(storage, trial._trial_id, settings.heartbeat_interval):
+            trial, retry_of = claimed.trial, claimed.retry_of
+            beat = functools.partial(storage.record_heartbeat, claimed.trial_id)
+            with stores.Heartbeat(beat, settings.heartbeat_interval):
                 run_trial(
                     sweep,
                     study,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import statistics
 
-import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from harness.config import tags as tag
 from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.config.space import Sweep, sample_params
 from harness.infra import databases
@@ -52,13 +52,13 @@ def run_trial(
     # trial_params: the sampled values with their types, from which `harness figures` rebuilds
     # the study without opening the Optuna storage.
     tags = {
-        "sweep": settings.study_name,
-        "trial": str(trial.number),
-        "role": "trial",
-        "trial_params": json.dumps(params, sort_keys=True),
+        tag.SWEEP: settings.study_name,
+        tag.TRIAL: str(trial.number),
+        tag.ROLE: tag.ROLE_TRIAL,
+        tag.TRIAL_PARAMS: json.dumps(params, sort_keys=True),
     }
     if retry_of is not None:
-        tags["retry_of"] = str(retry_of)
+        tags[tag.RETRY_OF] = str(retry_of)
     log(
         f"trial {trial.number}: {params}"
         + (f" (retry of trial {retry_of})" if retry_of is not None else "")
@@ -71,18 +71,18 @@ def run_trial(
             label = f"{settings.study_name}-t{trial.number}-{config_label(exp)}-s{seed}"
             exp = exp.replace({"name": label})
             listener = PruningListener(trial, sweep.objective, offset=index * (exp.train.steps + 1))
-            try:
-                result = run_experiment(
-                    exp,
-                    listeners=[listener],
-                    tags={**tags, "seed": str(seed)},
-                    parent_run_id=parent,
-                    log=log,
-                )
-            finally:
-                run_ids.append(mlflow.last_active_run().info.run_id)
+            # The run's id comes from the recipe as soon as the run exists: a seed that fails
+            # before (a combination the recipe rejects) has no run, and tags none.
+            result = run_experiment(
+                exp,
+                listeners=[listener],
+                tags={**tags, tag.SEED: str(seed)},
+                parent_run_id=parent,
+                on_run_created=run_ids.append,
+                log=log,
+            )
             if listener.pruned_at is not None:
-                client.set_tag(result.run_id, "pruned", f"true (step {listener.pruned_at})")
+                client.set_tag(result.run_id, tag.PRUNED, f"true (step {listener.pruned_at})")
                 state = TrialState.PRUNED
                 break
             values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
@@ -95,14 +95,14 @@ def run_trial(
         log(f"trial {trial.number} failed: {error}")
 
     for run_id in run_ids:
-        client.set_tag(run_id, "trial_state", state.name)
+        client.set_tag(run_id, tag.TRIAL_STATE, state.name)
     if state == TrialState.COMPLETE:
         mean = statistics.fmean(values)
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         trial.set_user_attr("seed_values", values)
         trial.set_user_attr("objective_std", spread)
         for run_id in run_ids:
-            client.set_tag(run_id, "trial_value", repr(mean))
+            client.set_tag(run_id, tag.TRIAL_VALUE, repr(mean))
         with study_lock(settings):  # another worker may log to the parent run at this instant
             client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
             client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)

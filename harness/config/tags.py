@@ -1,0 +1,40 @@
+"""Every MLflow run tag the harness writes or reads, defined once (as metric names are in
+`harness.config.metrics`), and the provenance set logged on every run."""
+
+from __future__ import annotations
+
+# What a run is.
+METHOD = "method"
+DATASET = "dataset"
+EXPERIMENT = "experiment"
+SEED = "seed"
+ROLE = "role"  # "trial" or "sweep_parent" in sweeps
+ERROR = "error"  # why a run FAILED or was KILLED
+FINAL_STEP = "final_step"  # set by `harness run`: the step of the run's last evaluation
+POLICY_MODEL = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
+HEARTBEAT = "harness.heartbeat"
+PROCESS = "harness.process"
+PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a sweep's trial runs under its parent
+
+# Sweeps.
+SWEEP = "sweep"
+TRIAL = "trial"
+TRIAL_PARAMS = "trial_params"  # the sampled values with their types, as JSON
+TRIAL_STATE = "trial_state"
+TRIAL_VALUE = "trial_value"
+RETRY_OF = "retry_of"
+PRUNED = "pruned"
+ROLE_TRIAL = "trial"
+ROLE_SWEEP_PARENT = "sweep_parent"
+
+# Provenance: logged on every run, to say what produced it.
+GIT_SHA = "git_sha"  # the checkout's commit, or "not a checkout"
+DEVICE = "device"
+DATA_FINGERPRINT = "data_fingerprint"  # sha256 of the training rows and held-out pairs
+WORLD_VERSION = "world_version"  # a built-in world's generator version ("none" for other data)
+# The pinned libraries whose versions a run records, as tag "version.<distribution>".
+VERSIONED = ("torch", "transformers", "trl", "peft", "accelerate", "mlflow", "optuna", "lm-eval")
+
+
+def version_tag(distribution: str) -> str:
+    return f"version.{distribution}"
