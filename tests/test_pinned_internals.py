@@ -40,3 +40,30 @@ def test_orpo_and_cpo_still_tokenize_through_tokenize_row(trainer):
         "map(self.tokenize_row",
         "harness/methods/trainers.py (_TokenizedLikeDPO)",
     )
+
+
+def test_submitit_still_has_the_private_hooks_the_slurm_launcher_uses():
+    """harness/run/slurm.py reads submitit's parameter lists and submission script (to check
+    `--slurm` keys and ask `sbatch --test-only` before submitting): submitit has no public API
+    for either."""
+    import submitit
+    from submitit.auto.auto import AutoExecutor
+    from submitit.slurm import slurm
+
+    where = f"submitit {submitit.__version__}"
+    for owner, name in [
+        (AutoExecutor, "_typed_parameters"),
+        (AutoExecutor, "_valid_parameters"),
+        (slurm.SlurmExecutor, "_valid_parameters"),
+        (slurm.SlurmExecutor, "_make_submission_file_text"),
+        (slurm, "_make_sbatch_string"),
+    ]:
+        assert callable(getattr(owner, name, None)), (
+            f"{where}: {name} gone; see harness/run/slurm.py"
+        )
+    assert "partition" in slurm.SlurmExecutor._valid_parameters(), where
+    assert list(inspect.signature(slurm.SlurmExecutor._make_submission_file_text).parameters) == [
+        "self",
+        "command",
+        "uid",
+    ], f"{where}: _make_submission_file_text changed; see harness/run/slurm.py check_accepted"

@@ -5,6 +5,8 @@ The jobs run `sys.executable` with this process's environment (sbatch exports it
 the same PYTHONPATH, offline HF_* settings and results cache as the tests.
 """
 
+import os
+import shutil
 import subprocess
 import textwrap
 import time
@@ -13,14 +15,18 @@ from types import SimpleNamespace
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from harness.commands.cli import main
+from harness.infra import databases
 from harness.infra.stores import POLICY_MODEL_TAG
 from tests.servers import mlflow_server, postgres, why_postgres_cannot_run
 from tests.slurm_cluster import slurm_cluster, why_slurm_cannot_run
 
 pytestmark = pytest.mark.slow
+SYSTEM_PATH = os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
 
 DEFINITIONS = """
 from harness import EvalSpec, Experiment, Grid, Sweep, TrainSpec
@@ -81,12 +87,24 @@ def runs_of(url: str, experiment: str):
 
 
 def squeue() -> list[str]:
-    out = subprocess.run(["squeue", "--noheader", "--format", "%i"], capture_output=True, text=True)
+    # By full path: one test empties PATH to check the launcher's message.
+    out = subprocess.run(
+        [shutil.which("squeue", path=SYSTEM_PATH), "--noheader", "--format", "%i"],
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.split()
 
 
+def optuna_storage(storage: str):
+    """What a researcher passes to Optuna to read the study: the URL, or the journal file."""
+    journal = databases.journal_path(storage)
+    return JournalStorage(JournalFileBackend(str(journal))) if journal else storage
+
+
 def assert_swept_once(storage: str, url: str, name: str) -> None:
-    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    study = optuna.load_study(study_name=name, storage=optuna_storage(storage))
+    trials = study.get_trials(deepcopy=False)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     assert sorted(t.params["beta"] for t in trials) == [0.1, 0.2, 0.4, 0.8]  # each point once
     parents, children = runs_of(url, name)

@@ -31,10 +31,11 @@ import submitit
 from submitit.auto.auto import AutoExecutor
 from submitit.slurm import slurm as submitit_slurm
 
+from harness.config.errors import UserError
 from harness.infra.databases import JOURNAL_PREFIX, journal_path, mask
 
 
-class LaunchError(ValueError):
+class LaunchError(UserError, ValueError):
     """A `--launcher slurm` request that cannot be submitted: one line, exit 2."""
 
 
