@@ -65,3 +65,30 @@ def test_orpo_still_returns_its_chosen_nll_fifth_from_concatenated_forward():
     assert "loss = policy_nll_loss - losses.mean()" in inspect.getsource(
         ORPOTrainer.get_batch_loss_metrics
     ), ours
+
+
+def test_submitit_still_has_the_private_hooks_the_slurm_launcher_uses():
+    """harness/run/slurm.py reads submitit's parameter lists and submission script (to check
+    `--slurm` keys and ask `sbatch --test-only` before submitting): submitit has no public API
+    for either."""
+    import submitit
+    from submitit.auto.auto import AutoExecutor
+    from submitit.slurm import slurm
+
+    where = f"submitit {submitit.__version__}"
+    for owner, name in [
+        (AutoExecutor, "_typed_parameters"),
+        (AutoExecutor, "_valid_parameters"),
+        (slurm.SlurmExecutor, "_valid_parameters"),
+        (slurm.SlurmExecutor, "_make_submission_file_text"),
+        (slurm, "_make_sbatch_string"),
+    ]:
+        assert callable(getattr(owner, name, None)), (
+            f"{where}: {name} gone; see harness/run/slurm.py"
+        )
+    assert "partition" in slurm.SlurmExecutor._valid_parameters(), where
+    assert list(inspect.signature(slurm.SlurmExecutor._make_submission_file_text).parameters) == [
+        "self",
+        "command",
+        "uid",
+    ], f"{where}: _make_submission_file_text changed; see harness/run/slurm.py check_accepted"
