@@ -105,7 +105,8 @@ def data_filtered(reason: str) -> str:
 
 
 def data_truncated(what: str) -> str:
-    """Rows cut to fit train.max_length or the model's context (`eval_pairs`, `eval_prompts`)."""
+    """Rows cut to fit train.max_length or the model's context (`eval_pairs`, `eval_new_pairs`,
+    `eval_prompts`)."""
     return f"data/truncated/{what}"
 
 

@@ -73,18 +73,21 @@ class Evaluator:
             "pairs", lambda: self._score_pairs(data.eval_pairs, "eval_pairs")
         )
         self.counts.update(fitted)
-        self.new_pairs = None  # pairs of responses never trained on, scored as eval/new/...
+        # (tokenized, reference log-probs) of pairs whose responses were never trained on
+        self.new_pairs: tuple[dict, dict] | None = None
         if data.new_pairs:
-            *self.new_pairs, fitted = self._cached(
+            tokenized, logps, fitted = self._cached(
                 "new_pairs", lambda: self._score_pairs(data.new_pairs, "eval_new_pairs")
             )
+            self.new_pairs = tokenized, logps
             self.counts.update(fitted)
 
     def _cached(self, kind: str, build, *extra):
         return build() if self.key is None else warm.get((kind, *self.key, *extra), build)
 
     def _score_pairs(self, pairs: list[dict], what: str):
-        """(tokenized pairs, their reference log-probs, what was cut: data/truncated/{what})."""
+        """(tokenized pairs, their reference log-probs, what was cut or left out), counted as
+        data/truncated/{what} (`eval_pairs` or `eval_new_pairs`)."""
         counts = Counter({data_truncated(what): 0})
         chosen, rejected = self._fit_pairs(pairs[: self.exp.eval.n_pairs], counts, what)
         tokenized = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
@@ -104,7 +107,8 @@ class Evaluator:
             ]
             fitted = [truncate_pair(p, c, limit) for p, c in sides]
             if None in fitted:
-                counts[data_filtered("eval_prompt_fills_max_length")] += 1
+                # eval_prompt_fills_max_length, eval_new_prompt_fills_max_length
+                counts[data_filtered(f"{what.removesuffix('_pairs')}_prompt_fills_max_length")] += 1
                 continue
             counts[data_truncated(what)] += fitted != sides
             chosen.append(fitted[0])
