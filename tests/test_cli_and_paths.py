@@ -130,6 +130,7 @@ CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} {% 
 def test_conversational_data_is_evaluated_through_the_chat_template(tmp_path):
     from harness.data.preference import load_preference_data
     from harness.evaluate import Evaluator
+    from harness.methods.checks import resolve
 
     rows = [
         {
@@ -154,7 +155,7 @@ def test_conversational_data_is_evaluated_through_the_chat_template(tmp_path):
         eval=EvalSpec(n_prompts=4, n_pairs=4, max_new_tokens=4),
     )
     data = load_preference_data(exp)
-    evaluator = Evaluator(exp, data, tokenizer, model)
+    evaluator = Evaluator(resolve(exp), data, tokenizer, model)
     assert all(
         p.startswith("user : movie ") and p.endswith("assistant : ") for p in evaluator.prompts
     )

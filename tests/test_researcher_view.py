@@ -23,8 +23,8 @@ from harness.evaluate.scoring import completions_table
 from harness.infra.console import VERBOSE_ENV, library_output
 from harness.infra.locations import mlflow_ui_hint, runs_page_url
 from harness.infra.stores import POLICY_MODEL_TAG, UI_COLUMNS, param_value, use_tracking
-from harness.methods.catalog import config_label, run_name
-from harness.methods.checks import check_experiment, with_defaults
+from harness.methods.catalog import config_label
+from harness.methods.checks import check_experiment, resolve, with_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 DPO = Experiment(method="dpo", beta=0.1, dataset="sentiment")
@@ -40,11 +40,24 @@ def test_params_are_json_and_strings_stay_strings():
 
 
 def test_names_say_what_a_run_is():
-    assert run_name(DPO) == "dpo-b0.1"
-    assert run_name(DPO.replace({"method": "sft"})) == "sft"  # beta does not enter sft training
-    assert run_name(DPO.replace({"beta": 0.5})) == "dpo-b0.5"  # a default name follows beta
-    assert run_name(DPO.replace({"name": "mine"})) == "mine"
+    assert resolve(DPO).name == "dpo-b0.1"
+    assert resolve(DPO.replace({"method": "sft"})).name == "sft"  # beta does not enter sft training
+    assert resolve(DPO.replace({"beta": 0.5})).name == "dpo-b0.5"  # a default name follows beta
+    assert resolve(DPO.replace({"name": "mine"})).name == "mine"
     assert config_label(DPO.replace({"method": "ipo", "beta": 0.25})) == "ipo-b0.25"
+    trial = resolve(DPO.replace({"method": "sft", "name": "mine"}), name_format="s-t3-{label}-s0")
+    assert (trial.name, trial.experiment.name, trial.source.name) == ("s-t3-sft-s0",) * 2 + (
+        "mine",
+    )
+
+
+def test_an_experiment_is_resolved_once_with_its_defaults_filled():
+    resolved = resolve(DPO.replace({"method": "sft"}))
+    assert resolved.experiment.eval.max_new_tokens == 24  # the general default, filled
+    assert resolved.source.eval.max_new_tokens is None  # the experiment as written is kept
+    assert resolved.method.name == "sft" and resolved.label == "sft"
+    with pytest.raises(SpecError, match="method: unknown method 'dpoo'"):
+        resolve(DPO.replace({"method": "dpoo"}))
 
 
 def test_the_exact_world_supplies_the_one_valid_max_new_tokens():

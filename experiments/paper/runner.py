@@ -94,10 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         runs, sweep = plan(args)
         # Deferred: the checks import TRL and torch (seconds); a bad --set fails before that.
-        from harness.methods.checks import check_experiment, check_sweep
+        from harness.methods.checks import check_sweep, resolve
 
-        for exp in (e for group in runs.values() for e in group):
-            check_experiment(exp)
+        runs = {study: [resolve(e) for e in group] for study, group in runs.items()}
         if sweep is not None:
             check_sweep(sweep)
         from experiments.paper.training import run_studies

@@ -18,7 +18,8 @@ KEY_TAG = "paper_key"
 
 
 def run_key(exp: Experiment) -> str:
-    """The resume key: a hash of every field of the experiment (seed and overrides included)."""
+    """The resume key: a hash of every field of the experiment as written (seed and overrides
+    included), before it was resolved."""
     return hashlib.sha256(exp.to_json().encode()).hexdigest()[:16]
 
 
@@ -43,7 +44,7 @@ def runs_by_key(client: MlflowClient, experiment_id: str) -> dict[str, list]:
 
 
 def train_missing(study: str, experiments, uri: str, log) -> int:
-    """Train every experiment without a FINISHED or RUNNING run of its key; returns how many it
+    """Train every (resolved) experiment without a FINISHED or RUNNING run of its key; returns how many it
     trained. Opening the store marked KILLED the runs whose process died (a killed `make paper`),
     so a run still RUNNING is alive: another `make paper` is training it."""
     experiment_id = use_tracking(uri, study)
@@ -52,14 +53,15 @@ def train_missing(study: str, experiments, uri: str, log) -> int:
     missing = [
         e
         for e in experiments
-        if not any(i.status in ("FINISHED", "RUNNING") for i in existing.get(run_key(e), []))
+        if not any(i.status in ("FINISHED", "RUNNING") for i in existing.get(run_key(e.source), []))
     ]
     log(
         f"{study}: {len(experiments) - len(missing)} of {len(experiments)} run(s) already finished or running, training {len(missing)}"
     )
-    for i, exp in enumerate(missing, 1):
-        log(f"{study}: run {i}/{len(missing)}: {exp.name}")
-        run_experiment(exp, tags={KEY_TAG: run_key(exp), "study": study}, log=log)
+    for i, resolved in enumerate(missing, 1):
+        log(f"{study}: run {i}/{len(missing)}: {resolved.source.name}")
+        key = run_key(resolved.source)
+        run_experiment(resolved, tags={KEY_TAG: key, "study": study}, log=log)
     return len(missing)
 
 

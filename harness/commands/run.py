@@ -67,12 +67,13 @@ def cmd_run(args) -> int:
     from harness.data.models import resolve_dtype
     from harness.infra import distributed
     from harness.infra.stores import use_tracking
-    from harness.methods.checks import check_experiment
+    from harness.methods.checks import resolve
     from harness.run.recipe import run_experiment
 
-    for exp in experiments:  # every experiment is checked before the first one trains
-        check_experiment(exp)
-        resolve_dtype(exp.model.dtype)  # a dtype this machine cannot run fails before loading
+    # Every experiment is resolved (checked, defaults filled, named) before the first one trains.
+    experiments = [resolve(exp) for exp in experiments]
+    for resolved in experiments:  # a dtype this machine cannot run fails before loading
+        resolve_dtype(resolved.experiment.model.dtype)
     distributed.check_processes(args.processes)
     quiet_libraries()
     if executor is not None:
@@ -128,8 +129,8 @@ def prepare(experiments) -> int:
     from harness.data.preference import load_preference_data
     from harness.evaluate.scoring import prepare_scoring
 
-    for exp in experiments:
-        prepare_scoring(exp, load_preference_data(exp))
+    for resolved in experiments:
+        prepare_scoring(resolved, load_preference_data(resolved.experiment))
     return 0
 
 

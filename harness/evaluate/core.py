@@ -21,7 +21,6 @@ from harness.config.metrics import (
     eval_rewards,
     new_pair_metric,
 )
-from harness.config.spec import Experiment
 from harness.data.preference import PreferenceData, prompt_text
 from harness.data.sequences import (
     context_length,
@@ -33,7 +32,7 @@ from harness.data.sequences import (
 )
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
 from harness.infra.cache import warm
-from harness.methods.checks import with_defaults
+from harness.methods.checks import ResolvedExperiment
 
 
 class Evaluator:
@@ -41,15 +40,15 @@ class Evaluator:
 
     def __init__(
         self,
-        exp: Experiment,
+        resolved: ResolvedExperiment,
         data: PreferenceData,
         tokenizer,
         reference,
         reference_key: tuple | None = None,
     ):
-        """`reference_key` (what determines the reference, see train.reference_key) lets a
+        """`reference_key` (what determines the reference, see recipe.reference_key) lets a
         warm worker keep the reference's side of the evaluation in memory across trials."""
-        exp = with_defaults(exp)  # eval.max_new_tokens=None: the dataset's own value
+        exp = resolved.experiment
         self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
         self.pad = tokenizer.pad_token_id
         self.counts: Counter = Counter()  # data/truncated/... and data/filtered/... held out

@@ -21,7 +21,7 @@ from harness.config.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, W
 from harness.config.spec import Experiment, SpecError, validate_scoring
 from harness.data.preference import DataError, PreferenceData
 from harness.evaluate import bench, winrate
-from harness.methods.checks import with_defaults
+from harness.methods.checks import ResolvedExperiment
 from harness.methods.reward_model import RewardModel, reward_model_for
 
 RM_SEED = 0  # one judge per study: every run (any training seed) is judged by the same model
@@ -132,7 +132,7 @@ def summarize(metrics: dict[str, float]) -> str:
 
 
 def prepare_scoring(
-    exp: Experiment,
+    resolved: ResolvedExperiment,
     data: PreferenceData,
     *,
     winrate_on: bool | None = None,
@@ -143,7 +143,7 @@ def prepare_scoring(
     log=print,
 ) -> Scoring:
     """What to score for `exp` (arguments override its eval settings), checked up front."""
-    exp = with_defaults(exp)  # eval.max_new_tokens=None: the dataset's own value
+    exp = resolved.experiment
     ev = exp.eval
     winrate_on = ev.winrate if winrate_on is None else winrate_on
     temperatures = tuple(ev.temperatures if temperatures is None else temperatures)

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from harness.config.registry import Registry, did_you_mean
-from harness.config.spec import Experiment, default_name
+from harness.config.spec import Experiment
 from harness.data.preference import PAIRED, PROMPT_ONLY, UNPAIRED
 from harness.methods import trainers
 from harness.methods.trainers import TrainingJob
@@ -75,11 +75,6 @@ def flat_params(exp: Experiment) -> dict[str, Any]:
 def config_label(exp: Experiment) -> str:
     """`dpo-b0.1`: the method and, where it enters training, beta."""
     return f"{exp.method}-b{exp.beta:g}" if METHODS.get(exp.method).uses_beta else exp.method
-
-
-def run_name(exp: Experiment) -> str:
-    """The MLflow run name: the experiment's own name, or its default without an unused beta."""
-    return config_label(exp) if exp.name == default_name(exp) else exp.name
 
 
 # ---- the DPO family: DPOTrainer losses -----------------------------------------------------

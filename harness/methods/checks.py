@@ -4,9 +4,15 @@
 names it holds (the method, its settings, the dataset, a world's constraints, a sweep's
 objective) are checked here, by every command before any compute (`run`, `sweep`, `eval`) and
 by `run_experiment` for library callers. Errors name the dotted field.
+
+`resolve` is where an experiment becomes a run's: checked once, its defaults filled once, its
+run name decided once. The recipe, its evaluation and scoring, `harness eval`'s re-scoring,
+sweep trials and the paper runner take the `ResolvedExperiment` instead of resolving again.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from harness.config.metrics import (
     BENCH_PREFIX,
@@ -17,7 +23,13 @@ from harness.config.metrics import (
 )
 from harness.config.registry import did_you_mean
 from harness.config.space import Choice, Sweep, SweepError, When
-from harness.config.spec import DEFAULT_MAX_NEW_TOKENS, Experiment, SpecError, field_paths
+from harness.config.spec import (
+    DEFAULT_MAX_NEW_TOKENS,
+    Experiment,
+    SpecError,
+    default_name,
+    field_paths,
+)
 from harness.data.preference import (
     CONVERSIONS,
     REQUIRED,
@@ -26,7 +38,41 @@ from harness.data.preference import (
     check_dataset_name,
 )
 from harness.data.worlds import WORLDS, get_world
-from harness.methods.catalog import METHODS, Method, resolved_args
+from harness.methods.catalog import METHODS, Method, config_label, resolved_args
+
+
+@dataclass(frozen=True)
+class ResolvedExperiment:
+    """An experiment as a run sees it: checked, defaults filled, named."""
+
+    experiment: Experiment  # defaults filled, `name` the MLflow run name
+    source: Experiment  # as the user wrote it (the paper runner's resume key hashes it)
+    method: Method
+    label: str  # `dpo-b0.1`: the method and, where it enters training, beta
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+
+def resolve(exp: Experiment, name_format: str | None = None) -> ResolvedExperiment:
+    """Check `exp` (SpecError naming the field), fill its defaults and decide its run name.
+
+    The run name is the experiment's own name, or, where it kept the default `{method}-b{beta}`,
+    its label (`sft`, not `sft-b0.1`: beta does not enter sft training). `name_format` (a sweep
+    trial's, e.g. `study-t3-{label}-s0`) names it instead, `{label}` filled in."""
+    check_experiment(exp)
+    label = config_label(exp)
+    if name_format is not None:
+        name = name_format.replace("{label}", label)
+    else:
+        name = label if exp.name == default_name(exp) else exp.name
+    filled = with_defaults(exp)
+    if filled.name != name:
+        filled = filled.replace({"name": name})
+    return ResolvedExperiment(
+        experiment=filled, source=exp, method=METHODS.get(exp.method), label=label
+    )
 
 
 def check_experiment(exp: Experiment) -> None:

@@ -54,12 +54,12 @@ from harness.methods.callbacks import (
     MetricsCallback,
     TrainingDiverged,
 )
-from harness.methods.catalog import METHODS, flat_params, resolved_args, run_name
+from harness.methods.catalog import flat_params, resolved_args
 from harness.methods.checks import (
+    ResolvedExperiment,
     check_estimable,
-    check_experiment,
     check_method_accepts,
-    with_defaults,
+    resolve,
 )
 from harness.methods.trainers import TrainingJob
 
@@ -183,7 +183,7 @@ def summarize(metrics: dict[str, float]) -> str:
 
 
 def run_experiment(
-    exp: Experiment,
+    experiment: Experiment | ResolvedExperiment,
     *,
     listeners: list[EvalListener] = (),
     tags: dict | None = None,
@@ -191,7 +191,10 @@ def run_experiment(
     on_run_created=None,
     log=print,
 ) -> RunResult:
-    """Train and evaluate `exp` in a new MLflow run of the current tracking experiment.
+    """Train and evaluate `experiment` in a new MLflow run of the current tracking experiment.
+
+    Commands pass it resolved (`harness.methods.checks.resolve`, once, before the first run
+    trains); library callers may pass a plain Experiment, resolved here.
 
     With `parent_run_id` the run is nested under that run (sweeps), without it being active.
     `on_run_created(run_id)` is called as soon as the run exists (before training): a caller
@@ -201,11 +204,8 @@ def run_experiment(
     talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
     """
     started = time.perf_counter()
-    check_experiment(exp)
-    exp = with_defaults(exp)
-    if exp.name != run_name(exp):  # sft-b0.1 -> sft: beta does not enter its training
-        exp = exp.replace({"name": run_name(exp)})
-    method = METHODS.get(exp.method)
+    resolved = experiment if isinstance(experiment, ResolvedExperiment) else resolve(experiment)
+    exp, method = resolved.experiment, resolved.method
     set_seed(exp.train.seed)
     if not distributed.is_main():
         return train_only(exp, method, started)
@@ -220,7 +220,7 @@ def run_experiment(
             f"train.max_length must be at most the model's context ({context} positions), "
             f"got {exp.train.max_length}"
         )
-    scoring = prepare_scoring(exp, data, log=log)  # checked (and the judge trained) up front
+    scoring = prepare_scoring(resolved, data, log=log)  # checked (and the judge trained) up front
     filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
     log(
         f"[{exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"
@@ -242,7 +242,7 @@ def run_experiment(
         try:
             with stores.Heartbeat(run_id):
                 run = train_and_score(
-                    exp, method, data, tokenizer, policy, reference, scoring, listeners, run_id, log
+                    resolved, data, tokenizer, policy, reference, scoring, listeners, run_id, log
                 )
         except KeyboardInterrupt as err:
             end_run_after(err, run_id, "KILLED")
@@ -260,20 +260,21 @@ def run_experiment(
 
 
 def train_and_score(
-    exp, method, data, tokenizer, policy, reference, scoring, listeners, run_id, log
+    resolved, data, tokenizer, policy, reference, scoring, listeners, run_id, log
 ) -> ExperimentRun:
     """Inside the open run: log what the run is, train, save the policy, then score it.
 
     The policy is saved right after training, before the sample table and scoring, so a
     failure there leaves a FAILED run whose policy `harness eval` can still score.
     """
+    exp, method = resolved.experiment, resolved.method
     mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
     mlflow.log_params(scale_params(exp))
     mlflow.log_text(exp.to_json(), "experiment.json")
     log_datasets(exp, data)
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
         mlflow.log_text(text, artifact)
-    evaluator = Evaluator(exp, data, tokenizer, reference, reference_key(exp, data))
+    evaluator = Evaluator(resolved, data, tokenizer, reference, reference_key(exp, data))
     data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
     if data.new_pairs:
         data_counts[DATA_EVAL_NEW_PAIRS] = len(data.new_pairs)

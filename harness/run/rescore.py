@@ -24,7 +24,7 @@ from harness.infra.console import library_output
 from harness.infra.databases import mask
 from harness.infra.devices import default_device
 from harness.infra.stores import POLICY_ARTIFACT, POLICY_MODEL_TAG, open_store, policy_artifact_path
-from harness.methods.checks import check_experiment, with_defaults
+from harness.methods.checks import resolve
 
 FINAL_STEP_TAG = tags.FINAL_STEP
 
@@ -59,16 +59,17 @@ def score_run(
         )
     if "experiment.json" not in names:
         raise RunError(f"run {run_id} has no experiment.json: it was not made by `harness run`")
-    exp = Experiment.from_dict(
-        json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/experiment.json"))
+    resolved = resolve(
+        Experiment.from_dict(
+            json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/experiment.json"))
+        )
     )
-    check_experiment(exp)
-    exp = with_defaults(exp)
+    exp = resolved.experiment
     if tasks is None:
         tasks = exp.eval.tasks or ("world",)
     data = load_preference_data(exp)
     scoring = prepare_scoring(
-        exp,
+        resolved,
         data,
         winrate_on=True,
         temperatures=temperatures,

@@ -13,7 +13,7 @@ from harness.config import tags as tag
 from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.config.space import Sweep, sample_params
 from harness.infra import databases
-from harness.methods.catalog import config_label
+from harness.methods.checks import resolve
 from harness.run.recipe import run_experiment
 
 
@@ -67,14 +67,14 @@ def run_trial(
     values, run_ids, state, error = [], [], TrialState.COMPLETE, None
     try:
         for index, seed in enumerate(sweep.seeds):
-            exp = sweep.experiment_for(params, seed)
-            label = f"{settings.study_name}-t{trial.number}-{config_label(exp)}-s{seed}"
-            exp = exp.replace({"name": label})
-            listener = PruningListener(trial, sweep.objective, offset=index * (exp.train.steps + 1))
+            name = f"{settings.study_name}-t{trial.number}-{{label}}-s{seed}"
+            resolved = resolve(sweep.experiment_for(params, seed), name_format=name)
+            steps = resolved.experiment.train.steps
+            listener = PruningListener(trial, sweep.objective, offset=index * (steps + 1))
             # The run's id comes from the recipe as soon as the run exists: a seed that fails
             # before (a combination the recipe rejects) has no run, and tags none.
             result = run_experiment(
-                exp,
+                resolved,
                 listeners=[listener],
                 tags={**tags, tag.SEED: str(seed)},
                 parent_run_id=parent,
