@@ -40,3 +40,19 @@ def test_orpo_and_cpo_still_tokenize_through_tokenize_row(trainer):
         "map(self.tokenize_row",
         "harness/methods/trainers.py (_TokenizedLikeDPO)",
     )
+
+
+def test_mlflow_still_turns_a_dataset_into_its_entity_with_to_mlflow_entity():
+    import mlflow
+    from mlflow.data.dataset import Dataset
+    from mlflow.tracking import fluent
+
+    where = f"mlflow {mlflow.__version__}: Dataset._to_mlflow_entity"
+    ours = "harness/infra/stores.py (log_dataset_inputs)"
+    hook = getattr(Dataset, "_to_mlflow_entity", None)
+    assert hook is not None, f"{where} is gone; {ours} calls it"
+    assert list(inspect.signature(hook).parameters) == ["self"], f"{where} changed; see {ours}"
+    made_as = "dataset._to_mlflow_entity()"
+    assert made_as in inspect.getsource(fluent.log_inputs) + inspect.getsource(
+        fluent._create_dataset_input
+    ), f"mlflow.log_inputs no longer logs {made_as}; see {ours}"

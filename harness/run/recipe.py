@@ -25,6 +25,7 @@ from typing import Any
 
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 from transformers import PrinterCallback, set_seed
 
 from harness.config import tags as tag
@@ -98,6 +99,7 @@ class RunContext:
     reference: Any  # a frozen copy, or the policy with its LoRA adapter off
     log: Callable[[str], None] = print
     run_id: str | None = None  # the MLflow run, once open (never on the other processes)
+    client: MlflowClient | None = None  # the store holding run_id
 
     @property
     def exp(self) -> Experiment:
@@ -138,6 +140,7 @@ def run_experiment(
         run_tags[tag.PARENT_RUN] = parent_run_id
     with mlflow.start_run(run_name=resolved.name, tags=run_tags) as active:
         run.run_id = active.info.run_id
+        run.client = MlflowClient()  # the store mlflow.start_run opened the run in
         if on_run_created is not None:
             on_run_created(run.run_id)
         with ended_on_error(run), stores.Heartbeat(run.run_id):
@@ -172,9 +175,8 @@ def train_and_score(run: RunContext, scoring: Scoring, listeners) -> dict[str, f
     mlflow.log_table(evaluation.sample_table(), artifact_file="samples.json")
     if scoring.wanted:
         run.log(f"[{exp.name}] scoring: {scoring.describe()}")
-        scoring.score(
-            run.run_id, run.policy, run.reference, run.tokenizer, step=evaluation.last_step
-        )
+        policies = (run.policy, run.reference, run.tokenizer)
+        scoring.score(run.client, run.run_id, *policies, step=evaluation.last_step)
     mlflow.flush_async_logging()
     return evaluation.metrics
 
@@ -292,7 +294,7 @@ def log_description(run: RunContext) -> None:
     mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
     mlflow.log_params(scale_params(exp))
     mlflow.log_text(exp.to_json(), "experiment.json")
-    log_datasets(exp, data)
+    log_datasets(run)
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
         mlflow.log_text(text, artifact)
 
@@ -319,15 +321,16 @@ def scale_params(exp: Experiment) -> dict[str, str]:
     }
 
 
-def log_datasets(exp: Experiment, data: PreferenceData) -> None:
+def log_datasets(run: RunContext) -> None:
     """The training rows and held-out pairs as the run's MLflow dataset inputs."""
+    exp, data = run.exp, run.data
     if data.world is not None:
         source, hub = str(data.world.reference_path.parent.resolve()), False
     else:
         local = Path(exp.dataset)
         source, hub = (str(local.resolve()), False) if local.exists() else (exp.dataset, True)
     splits = {"train": data.train, "eval": data.eval_pairs}
-    stores.log_dataset_inputs(exp.dataset, source, splits, hub=hub)
+    stores.log_dataset_inputs(run.client, run.run_id, exp.dataset, source, splits, hub=hub)
 
 
 @contextlib.contextmanager
@@ -499,14 +502,14 @@ def save_policy(run: RunContext) -> None:
                 pip_requirements=stores.model_requirements(),
             )
     except Exception as err:  # safetensors and MLflow report a full disk as their own errors
-        remove_partial_policy(run.run_id)
+        remove_partial_policy(run)
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
     mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
 
 
-def remove_partial_policy(run_id: str) -> None:
+def remove_partial_policy(run: RunContext) -> None:
     """What a failed save left in the run's local artifacts: a policy is whole or absent."""
-    folder = stores.local_artifact_dir(run_id)
+    folder = stores.local_artifact_dir(run.client, run.run_id)
     if folder is not None:
         shutil.rmtree(folder / stores.POLICY_ARTIFACT, ignore_errors=True)
 
