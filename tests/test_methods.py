@@ -91,7 +91,7 @@ def test_method_trains_and_reports_the_yardstick(method, module_tracking):
 
     base = get_world("sentiment").reference_path
     reference = load_causal_lm(base).state_dict()
-    trained = load_run_policy(run, base, dtype=torch.float32, trust_remote_code=False)[0]
+    trained = load_run_policy(client, run, base, dtype=torch.float32, trust_remote_code=False)[0]
     trained = trained.state_dict()
     changed = [k for k in reference if not torch.equal(reference[k], trained[k])]
     assert changed, f"{method}: training left every parameter equal to the reference"

@@ -92,3 +92,19 @@ def test_submitit_still_has_the_private_hooks_the_slurm_launcher_uses():
         "command",
         "uid",
     ], f"{where}: _make_submission_file_text changed; see harness/run/slurm.py check_accepted"
+
+
+def test_mlflow_still_turns_a_dataset_into_its_entity_with_to_mlflow_entity():
+    import mlflow
+    from mlflow.data.dataset import Dataset
+    from mlflow.tracking import fluent
+
+    where = f"mlflow {mlflow.__version__}: Dataset._to_mlflow_entity"
+    ours = "harness/infra/stores.py (log_dataset_inputs)"
+    hook = getattr(Dataset, "_to_mlflow_entity", None)
+    assert hook is not None, f"{where} is gone; {ours} calls it"
+    assert list(inspect.signature(hook).parameters) == ["self"], f"{where} changed; see {ours}"
+    made_as = "dataset._to_mlflow_entity()"
+    assert made_as in inspect.getsource(fluent.log_inputs) + inspect.getsource(
+        fluent._create_dataset_input
+    ), f"mlflow.log_inputs no longer logs {made_as}; see {ours}"

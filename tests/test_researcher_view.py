@@ -220,7 +220,7 @@ def test_harness_eval_loads_the_model_and_older_plain_policy_files(terminal_run,
     base = get_world("sentiment").reference_path
     old_run = MlflowClient(uri).get_run(old.info.run_id)
     policy, tokenizer, adapter = load_run_policy(
-        old_run, base, dtype=torch.float32, trust_remote_code=False
+        MlflowClient(uri), old_run, base, dtype=torch.float32, trust_remote_code=False
     )
     assert not adapter
     assert policy.num_parameters() > 0 and tokenizer("a b").input_ids

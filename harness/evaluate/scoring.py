@@ -51,8 +51,11 @@ class Scoring:
             parts.append(f"bench tasks={','.join(self.plan.tasks)}")
         return "; ".join(parts) or "nothing"
 
-    def score(self, run_id: str, policy, reference, tokenizer, *, step: int) -> dict[str, float]:
-        """Compute win rates and benchmarks, then log them into run `run_id` at `step`."""
+    def score(
+        self, client: MlflowClient, run_id: str, policy, reference, tokenizer, *, step: int
+    ) -> dict[str, float]:
+        """Compute win rates and benchmarks, then log them through `client` into run `run_id`
+        at `step`."""
         started = time.perf_counter()
         metrics: dict[str, float] = {}
         table, results = None, {}
@@ -83,7 +86,7 @@ class Scoring:
             )
             metrics |= bench.bench_metrics(results["policy"])
             metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
-        client, now = MlflowClient(), int(time.time() * 1000)
+        now = int(time.time() * 1000)
         client.log_batch(
             run_id,
             metrics=[Metric(name, value, now, step) for name, value in metrics.items()],

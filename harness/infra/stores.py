@@ -42,10 +42,11 @@ import mlflow
 import pandas as pd
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
-from mlflow.entities import RunTag
+from mlflow.entities import DatasetInput, InputTag, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from harness.config import tags
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
@@ -199,18 +200,18 @@ def git_sha() -> str:
         return "not a checkout"
 
 
-def local_artifact_dir(run_id: str) -> Path | None:
+def local_artifact_dir(client: MlflowClient, run_id: str) -> Path | None:
     """The folder of a run's artifacts when the artifact store is local, else None."""
-    uri = MlflowClient().get_run(run_id).info.artifact_uri
+    uri = client.get_run(run_id).info.artifact_uri
     if urlparse(uri).scheme not in ("", "file"):
         return None
     return Path(local_file_uri_to_path(uri))
 
 
-def policy_artifact_path(run_id: str) -> Path:
+def policy_artifact_path(client: MlflowClient, run_id: str) -> Path:
     """Local path of a run's policy saved as plain files (runs logged before the policy became
     an MLflow model; downloaded if the store is remote)."""
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=POLICY_ARTIFACT))
+    return Path(client.download_artifacts(run_id, POLICY_ARTIFACT))
 
 
 # ---- run lifecycle: heartbeat and reaping ---------------------------------------------------
@@ -326,21 +327,25 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
             return
 
 
-def log_dataset_inputs(name: str, source: str, splits: dict[str, list[dict]], *, hub: bool) -> None:
-    """Each split as a dataset input of the active run (the runs table's Dataset column and its
+def log_dataset_inputs(
+    client: MlflowClient, run_id: str, name: str, source: str, splits: dict[str, list[dict]], *, hub
+) -> None:
+    """Each split as a dataset input of run `run_id` (the runs table's Dataset column and its
     filters): `name`, a digest of the rows, where they came from, and the row count."""
-
-    inputs, contexts, tags = [], [], []
+    inputs = []
     for split, rows in splits.items():
         if not rows:
             continue
         origin = HuggingFaceDatasetSource(source, split=split) if hub else Path(source).as_uri()
         with warnings.catch_warnings():  # MLflow has two equal resolvers for local paths
             warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
-            inputs.append(mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name))
-        contexts.append(split)
-        tags.append({"rows": str(len(rows))})
-    retry_collisions(lambda: mlflow.log_inputs(datasets=inputs, contexts=contexts, tags_list=tags))
+            dataset = mlflow.data.from_pandas(pd.DataFrame(rows), source=origin, name=name)
+        # The tags as mlflow.log_inputs writes them: ours, then the split as MLflow's context.
+        labels = [InputTag("rows", str(len(rows))), InputTag(MLFLOW_DATASET_CONTEXT, split)]
+        # Dataset._to_mlflow_entity is how mlflow.log_inputs itself turns a dataset into the
+        # entity the client logs; MLflow has no public conversion (pinned: tests/test_pinned_internals.py).
+        inputs.append(DatasetInput(dataset=dataset._to_mlflow_entity(), tags=labels))
+    retry_collisions(lambda: client.log_inputs(run_id, datasets=inputs))
 
 
 def retry_collisions(write: Callable[[], Any]) -> Any:

@@ -1,11 +1,13 @@
-"""One experiment -> one trained policy and one MLflow run.
+"""One experiment -> one trained policy and one MLflow run, in the order it happens.
 
-Stages: load and check the data, load policy and reference, open the run (params, tags,
-experiment JSON), evaluate the starting point (step 0), train with the method's TRL trainer
-while the harness evaluates every `train.eval_every` steps, evaluate the end point, save the
-policy (whole or not at all), the sample table, and score. Whatever happens the run ends:
-FAILED on an error, KILLED on Ctrl-C, and if the process is killed outright the next harness
-command marks it KILLED from its heartbeat (harness.infra.stores).
+`run_experiment` is the recipe; the stages below it follow in the same order: resolve the
+experiment (checks, defaults, name: once), load and check the data, load policy and reference,
+open the run (tags), log what the run is (params, experiment JSON, datasets), evaluate the
+starting point (step 0), train with the method's TRL trainer while the harness evaluates every
+`train.eval_every` steps, evaluate the end point, save the policy (whole or not at all), the
+sample table, and score. Every stage works on one `RunContext`. Whatever happens the run
+ends: FAILED on an error, KILLED on Ctrl-C, and if the process is killed outright the next
+harness command marks it KILLED from its heartbeat (harness.infra.stores).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import torch
+from mlflow.tracking import MlflowClient
 from transformers import PrinterCallback, set_seed
 
 from harness.config import tags as tag
@@ -43,7 +47,7 @@ from harness.data.models import load_causal_lm, load_tokenizer, resolve_dtype, w
 from harness.data.preference import DataError, PreferenceData, load_preference_data
 from harness.data.sequences import context_length
 from harness.evaluate import Evaluator
-from harness.evaluate.scoring import prepare_scoring
+from harness.evaluate.scoring import Scoring, prepare_scoring
 from harness.infra import distributed, stores
 from harness.infra.cache import content_digest, warm
 from harness.infra.console import library_output
@@ -85,6 +89,159 @@ class RunResult:
     uses_beta: bool = True  # whether beta entered training (summaries show "-" otherwise)
 
 
+@dataclass
+class RunContext:
+    """What every stage of one run works on, handed from stage to stage."""
+
+    resolved: ResolvedExperiment
+    data: PreferenceData
+    tokenizer: Any
+    policy: Any  # the model being trained; the trained one (a PeftModel with LoRA) after it
+    reference: Any  # a frozen copy, or the policy with its LoRA adapter off
+    log: Callable[[str], None] = print
+    run_id: str | None = None  # the MLflow run, once open (never on the other processes)
+    client: MlflowClient | None = None  # the store holding run_id
+
+    @property
+    def exp(self) -> Experiment:
+        return self.resolved.experiment
+
+
+def run_experiment(
+    experiment: Experiment | ResolvedExperiment,
+    *,
+    listeners: list[EvalListener] = (),
+    tags: dict | None = None,
+    parent_run_id: str | None = None,
+    on_run_created=None,
+    log=print,
+) -> RunResult:
+    """Train and evaluate `experiment` in a new MLflow run of the current tracking experiment.
+
+    Commands pass it resolved (`harness.methods.checks.resolve`, once, before the first run
+    trains); library callers may pass a plain Experiment, resolved here.
+    With `parent_run_id` the run is nested under that run (sweeps), without it being active.
+    `on_run_created(run_id)` is called as soon as the run exists (before training): a caller
+    learns which run is this experiment's even when it fails, and knows none exists if it
+    failed before.
+    Under several processes (accelerate, torchrun) every process trains; only the main one
+    talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
+    """
+    started = time.perf_counter()
+    resolved = experiment if isinstance(experiment, ResolvedExperiment) else resolve(experiment)
+    set_seed(resolved.experiment.train.seed)
+    if not distributed.is_main():
+        return train_only(resolved, started)
+    data = load_data(resolved, log)
+    run = load_models(resolved, data, log)
+    scoring = prepare_scoring(resolved, data, log=log)  # checked (and the judge trained) up front
+    log_data_summary(run)
+    run_tags = {**describing_tags(run), **(tags or {})}
+    if parent_run_id:
+        run_tags[tag.PARENT_RUN] = parent_run_id
+    with mlflow.start_run(run_name=resolved.name, tags=run_tags) as active:
+        run.run_id = active.info.run_id
+        run.client = MlflowClient()  # the store mlflow.start_run opened the run in
+        if on_run_created is not None:
+            on_run_created(run.run_id)
+        with ended_on_error(run), stores.Heartbeat(run.run_id):
+            metrics = train_and_score(run, scoring, listeners)
+    # The others wait here for the scoring and saving. Not after an error: the main process
+    # then exits, and the launcher stops the others wherever they wait.
+    distributed.wait_for_everyone()
+    seconds = time.perf_counter() - started
+    return RunResult(run.run_id, resolved.experiment, metrics, seconds, resolved.method.uses_beta)
+
+
+def train_and_score(run: RunContext, scoring: Scoring, listeners) -> dict[str, float]:
+    """Inside the open run: log what the run is, evaluate, train, evaluate, save, score; the
+    final evaluation's metrics.
+
+    The policy is saved right after training, before the sample table and scoring, so a
+    failure there leaves a FAILED run whose policy `harness eval` can still score.
+    """
+    exp = run.exp
+    log_description(run)
+    evaluation = RunEvaluation(run, list(listeners))
+    log_data_counts(run, evaluation.evaluator.counts)
+    final_step = 0
+    stopped_early = evaluation.evaluate(run.policy, 0, untrained=True)
+    if not distributed.main_decides(stopped_early):  # a listener may stop it
+        run.policy, final_step = train_policy(run, evaluation.evaluate, evaluation.note_loss)
+    if evaluation.last_step != final_step:  # not right after a listener stopped training
+        evaluation.evaluate(run.policy, final_step)
+    mlflow.set_tag(tag.FINAL_STEP, str(evaluation.last_step))
+    if exp.train.save_policy:
+        save_policy(run)
+    mlflow.log_table(evaluation.sample_table(), artifact_file="samples.json")
+    if scoring.wanted:
+        run.log(f"[{exp.name}] scoring: {scoring.describe()}")
+        policies = (run.policy, run.reference, run.tokenizer)
+        scoring.score(run.client, run.run_id, *policies, step=evaluation.last_step)
+    mlflow.flush_async_logging()
+    return evaluation.metrics
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+
+def load_data(resolved: ResolvedExperiment, log) -> PreferenceData:
+    """The experiment's preference data, checked against its method and evaluation."""
+    exp = resolved.experiment
+    log(f"[{exp.name}] data: loading {exp.dataset}")
+    data = load_preference_data(exp)
+    check_method_accepts(resolved.method, data)
+    check_estimable(exp, data)
+    return data
+
+
+def log_data_summary(run: RunContext) -> None:
+    data = run.data
+    filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
+    run.log(
+        f"[{run.exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"
+    )
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def load_models(resolved: ResolvedExperiment, data: PreferenceData, log=print) -> RunContext:
+    """The run's context with its tokenizer, policy and reference: the policy starts as the
+    reference.
+
+    Full fine-tune: the reference is a second, frozen copy. LoRA: it is the policy's own base
+    model with the adapter switched off (`AdapterDisabled`), so the weights are held once.
+    Both start from a pristine model kept on the CPU, which a sweep worker keeps in memory
+    across trials (`warm`). A model that went through a trainer is never copied again: the
+    trainer's wrappers (accelerate replaces `forward`) would still call the original's weights.
+    """
+    exp = resolved.experiment
+    key = reference_key(exp, data)
+    _, source, remote, _, device = key
+    dtype = weights_dtype(exp.model)
+
+    def load():
+        tokenizer = load_tokenizer(source, trust_remote_code=remote)
+        model = load_causal_lm(source, dtype=dtype, trust_remote_code=remote)
+        return tokenizer, model.eval().requires_grad_(False)
+
+    tokenizer, pristine = warm.get(key, load)
+    policy = copy.deepcopy(pristine).to(device).requires_grad_(True)
+    if exp.model.lora is not None:
+        check_lora_targets(policy, exp.model.lora)
+        reference = AdapterDisabled(policy)
+    else:
+        reference = copy.deepcopy(pristine).to(device)
+    context = context_length(policy)
+    if context is not None and exp.train.max_length > context:
+        raise SpecError(
+            f"train.max_length must be at most the model's context ({context} positions), "
+            f"got {exp.train.max_length}"
+        )
+    return RunContext(resolved, data, copy.deepcopy(tokenizer), policy, reference, log)
+
+
 def model_source(exp: Experiment, data: PreferenceData) -> str:
     """Where the experiment's starting model loads from: the world's model or model.name_or_path."""
     if exp.model.name_or_path != "world":
@@ -104,38 +261,119 @@ def reference_key(exp: Experiment, data: PreferenceData) -> tuple:
     return ("reference", source, remote, str(weights_dtype(exp.model)), str(default_device()))
 
 
-def load_models(exp: Experiment, data: PreferenceData):
-    """(tokenizer, policy, reference): the policy starts as the reference.
-
-    Full fine-tune: the reference is a second, frozen copy. LoRA: it is the policy's own base
-    model with the adapter switched off (`AdapterDisabled`), so the weights are held once.
-    Both start from a pristine model kept on the CPU, which a sweep worker keeps in memory
-    across trials (`warm`). A model that went through a trainer is never copied again: the
-    trainer's wrappers (accelerate replaces `forward`) would still call the original's weights.
-    """
-    key = reference_key(exp, data)
-    _, source, remote, _, device = key
-    dtype = weights_dtype(exp.model)
-
-    def load():
-        tokenizer = load_tokenizer(source, trust_remote_code=remote)
-        model = load_causal_lm(source, dtype=dtype, trust_remote_code=remote)
-        return tokenizer, model.eval().requires_grad_(False)
-
-    tokenizer, pristine = warm.get(key, load)
-    policy = copy.deepcopy(pristine).to(device).requires_grad_(True)
-    if exp.model.lora is not None:
-        check_lora_targets(policy, exp.model.lora)
-        return copy.deepcopy(tokenizer), policy, AdapterDisabled(policy)
-    reference = copy.deepcopy(pristine).to(device)
-    return copy.deepcopy(tokenizer), policy, reference
+# ---- the run: open, described, ended ---------------------------------------------------------
 
 
-class ExperimentRun:
-    """The state of one experiment's run while it trains."""
+def describing_tags(run: RunContext) -> dict[str, str]:
+    """What the run is (method, dataset, experiment) and what produced it (provenance)."""
+    exp = run.exp
+    found = {tag.METHOD: exp.method, tag.DATASET: exp.dataset, tag.EXPERIMENT: exp.name}
+    return found | provenance(exp, run.data)
 
-    def __init__(self, exp: Experiment, evaluator: Evaluator, listeners: list[EvalListener], log):
-        self.exp, self.evaluator, self.listeners, self.log = exp, evaluator, listeners, log
+
+def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
+    """What produced the run: the commit, the pinned libraries' versions, the data's
+    fingerprint, the world's version, the device and the seed (tags, logged on every run)."""
+    found = {
+        tag.GIT_SHA: stores.git_sha(),
+        tag.DATA_FINGERPRINT: content_digest([data.train, data.eval_pairs]),
+        tag.WORLD_VERSION: str(getattr(getattr(data.world, "settings", None), "version", "none")),
+        tag.DEVICE: default_device(),
+        tag.SEED: str(exp.train.seed),
+    }
+    for name in tag.VERSIONED:
+        try:
+            found[tag.version_tag(name)] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[tag.version_tag(name)] = "not installed"
+    return found
+
+
+def log_description(run: RunContext) -> None:
+    """Params, the experiment's JSON, the dataset inputs, the world's artifacts."""
+    exp, data = run.exp, run.data
+    mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
+    mlflow.log_params(scale_params(exp))
+    mlflow.log_text(exp.to_json(), "experiment.json")
+    log_datasets(run)
+    for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
+        mlflow.log_text(text, artifact)
+
+
+def log_data_counts(run: RunContext, held_out_cuts: dict[str, int]) -> None:
+    """Rows trained on and held out, rows filtered, and held-out rows the evaluation cut to
+    fit the model (step 0 metrics)."""
+    data = run.data
+    counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
+    if data.new_pairs:
+        counts[DATA_EVAL_NEW_PAIRS] = len(data.new_pairs)
+    counts |= {data_filtered(why): n for why, n in data.filtered.items()}
+    mlflow.log_metrics(counts | held_out_cuts, step=0)
+    if any(held_out_cuts.values()):
+        cut = ", ".join(f"{n} {name.split('/', 1)[1]}" for name, n in held_out_cuts.items() if n)
+        run.log(f"[{run.exp.name}] data: held-out rows cut to fit ({cut})")
+
+
+def scale_params(exp: Experiment) -> dict[str, str]:
+    """How the run was spread: processes, and pairs per optimizer step across all of them."""
+    processes = distributed.num_processes()
+    t = exp.train
+    return {
+        "processes": str(processes),
+        "effective_batch": str(t.batch_size * t.grad_accum * processes),
+    }
+
+
+def log_datasets(run: RunContext) -> None:
+    """The training rows and held-out pairs as the run's MLflow dataset inputs."""
+    exp, data = run.exp, run.data
+    if data.world is not None:
+        source, hub = str(data.world.reference_path.parent.resolve()), False
+    else:
+        local = Path(exp.dataset)
+        source, hub = (str(local.resolve()), False) if local.exists() else (exp.dataset, True)
+    splits = {"train": data.train, "eval": data.eval_pairs}
+    stores.log_dataset_inputs(run.client, run.run_id, exp.dataset, source, splits, hub=hub)
+
+
+@contextlib.contextmanager
+def ended_on_error(run: RunContext):
+    """An error ends the run FAILED, Ctrl-C KILLED, each with its `error` tag."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        end_run_after(err, run.run_id, "KILLED")
+        raise RunInterrupted(f"run {run.run_id} ({run.exp.name}) marked KILLED") from None
+    except BaseException as err:
+        end_run_after(err, run.run_id, "FAILED")
+        if isinstance(err, RunFailed):
+            err.args = (f"run {run.run_id} ({run.exp.name}) FAILED: {err}",)
+        raise
+
+
+def end_run_after(err: BaseException, run_id: str, status: str) -> None:
+    """End the active run with `status` and the error as its `error` tag, before MLflow's
+    context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
+    (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
+    with contextlib.suppress(Exception):
+        mlflow.flush_async_logging()
+        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+        mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
+    with contextlib.suppress(Exception):
+        mlflow.end_run(status)
+
+
+# ---- evaluation: step 0, every train.eval_every steps, the end -------------------------------
+
+
+class RunEvaluation:
+    """The harness's evaluations of one run while it trains (the yardstick, `Evaluator`)."""
+
+    def __init__(self, run: RunContext, listeners: list[EvalListener]):
+        exp, data = run.exp, run.data
+        self.exp, self.listeners, self.log = exp, listeners, run.log
+        key = reference_key(exp, data)
+        self.evaluator = Evaluator(run.resolved, data, run.tokenizer, run.reference, key)
         self.metrics: dict[str, float] = {}
         self.loss: float | None = None  # the latest training loss, shown with each evaluation
         self.last_step = -1
@@ -182,197 +420,21 @@ def summarize(metrics: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
-def run_experiment(
-    experiment: Experiment | ResolvedExperiment,
-    *,
-    listeners: list[EvalListener] = (),
-    tags: dict | None = None,
-    parent_run_id: str | None = None,
-    on_run_created=None,
-    log=print,
-) -> RunResult:
-    """Train and evaluate `experiment` in a new MLflow run of the current tracking experiment.
-
-    Commands pass it resolved (`harness.methods.checks.resolve`, once, before the first run
-    trains); library callers may pass a plain Experiment, resolved here.
-
-    With `parent_run_id` the run is nested under that run (sweeps), without it being active.
-    `on_run_created(run_id)` is called as soon as the run exists (before training): a caller
-    learns which run is this experiment's even when it fails, and knows none exists if it
-    failed before.
-    Under several processes (accelerate, torchrun) every process trains; only the main one
-    talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
-    """
-    started = time.perf_counter()
-    resolved = experiment if isinstance(experiment, ResolvedExperiment) else resolve(experiment)
-    exp, method = resolved.experiment, resolved.method
-    set_seed(exp.train.seed)
-    if not distributed.is_main():
-        return train_only(exp, method, started)
-    log(f"[{exp.name}] data: loading {exp.dataset}")
-    data = load_preference_data(exp)
-    check_method_accepts(method, data)
-    check_estimable(exp, data)
-    tokenizer, policy, reference = load_models(exp, data)
-    context = context_length(policy)
-    if context is not None and exp.train.max_length > context:
-        raise SpecError(
-            f"train.max_length must be at most the model's context ({context} positions), "
-            f"got {exp.train.max_length}"
-        )
-    scoring = prepare_scoring(resolved, data, log=log)  # checked (and the judge trained) up front
-    filtered = ", ".join(f"{n} {why}" for why, n in data.filtered.items()) or "nothing"
-    log(
-        f"[{exp.name}] data: {len(data.train)} train rows, {len(data.eval_pairs)} held-out pairs; filtered {filtered}"
-    )
-
-    run_tags = {
-        tag.METHOD: exp.method,
-        tag.DATASET: exp.dataset,
-        tag.EXPERIMENT: exp.name,
-        **provenance(exp, data),
-        **(tags or {}),
-    }
-    if parent_run_id:
-        run_tags[tag.PARENT_RUN] = parent_run_id
-    with mlflow.start_run(run_name=exp.name, tags=run_tags) as active:
-        run_id = active.info.run_id
-        if on_run_created is not None:
-            on_run_created(run_id)
-        try:
-            with stores.Heartbeat(run_id):
-                run = train_and_score(
-                    resolved, data, tokenizer, policy, reference, scoring, listeners, run_id, log
-                )
-        except KeyboardInterrupt as err:
-            end_run_after(err, run_id, "KILLED")
-            raise RunInterrupted(f"run {run_id} ({exp.name}) marked KILLED") from None
-        except BaseException as err:
-            end_run_after(err, run_id, "FAILED")
-            if isinstance(err, RunFailed):
-                err.args = (f"run {run_id} ({exp.name}) FAILED: {err}",)
-            raise
-    # The others wait here for the scoring and saving. Not after an error: the main process
-    # then exits, and the launcher stops the others wherever they wait.
-    distributed.wait_for_everyone()
-    seconds = time.perf_counter() - started
-    return RunResult(run_id, exp, run.metrics, seconds, method.uses_beta)
+# ---- training --------------------------------------------------------------------------------
 
 
-def train_and_score(
-    resolved, data, tokenizer, policy, reference, scoring, listeners, run_id, log
-) -> ExperimentRun:
-    """Inside the open run: log what the run is, train, save the policy, then score it.
-
-    The policy is saved right after training, before the sample table and scoring, so a
-    failure there leaves a FAILED run whose policy `harness eval` can still score.
-    """
-    exp, method = resolved.experiment, resolved.method
-    mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
-    mlflow.log_params(scale_params(exp))
-    mlflow.log_text(exp.to_json(), "experiment.json")
-    log_datasets(exp, data)
-    for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
-        mlflow.log_text(text, artifact)
-    evaluator = Evaluator(resolved, data, tokenizer, reference, reference_key(exp, data))
-    data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
-    if data.new_pairs:
-        data_counts[DATA_EVAL_NEW_PAIRS] = len(data.new_pairs)
-    data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
-    mlflow.log_metrics(data_counts | evaluator.counts, step=0)
-    if any(evaluator.counts.values()):
-        cut = ", ".join(f"{n} {name.split('/', 1)[1]}" for name, n in evaluator.counts.items() if n)
-        log(f"[{exp.name}] data: held-out rows cut to fit ({cut})")
-
-    run = ExperimentRun(exp, evaluator, list(listeners), log)
-    final_step = 0
-    stopped_early = run.evaluate(policy, 0, untrained=True)
-    if not distributed.main_decides(stopped_early):  # a listener may stop it
-        policy, final_step = train_policy(
-            exp, method, data, tokenizer, policy, reference, run.evaluate, run_id, run.note_loss
-        )
-    if run.last_step != final_step:  # not right after a listener stopped training
-        run.evaluate(policy, final_step)
-    mlflow.set_tag(tag.FINAL_STEP, str(run.last_step))
-    if exp.train.save_policy:
-        save_policy(policy, tokenizer)
-    mlflow.log_table(run.sample_table(), artifact_file="samples.json")
-    if scoring.wanted:
-        log(f"[{exp.name}] scoring: {scoring.describe()}")
-        scoring.score(run_id, policy, reference, tokenizer, step=run.last_step)
-    mlflow.flush_async_logging()
-    return run
-
-
-def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
-    """What produced the run: the commit, the pinned libraries' versions, the data's
-    fingerprint, the world's version, the device and the seed (tags, logged on every run)."""
-    found = {
-        tag.GIT_SHA: stores.git_sha(),
-        tag.DATA_FINGERPRINT: content_digest([data.train, data.eval_pairs]),
-        tag.WORLD_VERSION: str(getattr(getattr(data.world, "settings", None), "version", "none")),
-        tag.DEVICE: default_device(),
-        tag.SEED: str(exp.train.seed),
-    }
-    for name in tag.VERSIONED:
-        try:
-            found[tag.version_tag(name)] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[tag.version_tag(name)] = "not installed"
-    return found
-
-
-def end_run_after(err: BaseException, run_id: str, status: str) -> None:
-    """End the active run with `status` and the error as its `error` tag, before MLflow's
-    context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
-    (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
-    with contextlib.suppress(Exception):
-        mlflow.flush_async_logging()
-        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-        mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
-    with contextlib.suppress(Exception):
-        mlflow.end_run(status)
-
-
-def train_only(exp: Experiment, method, started: float) -> RunResult:
-    """A process other than the main one: the same data, models and training, nothing else.
-
-    Its collective calls mirror the main process's: the step-0 decision, the trainer's own,
-    one decision per evaluation (EvalCallback), and the final barrier.
-    """
-    data = load_preference_data(exp)
-    tokenizer, policy, reference = load_models(exp, data)
-    if not distributed.main_decides(None):
-        train_policy(
-            exp, method, data, tokenizer, policy, reference, lambda model, step: None, None
-        )
-    distributed.wait_for_everyone()
-    return RunResult(None, exp, {}, time.perf_counter() - started)
-
-
-def scale_params(exp: Experiment) -> dict[str, str]:
-    """How the run was spread: processes, and pairs per optimizer step across all of them."""
-    processes = distributed.num_processes()
-    t = exp.train
-    return {
-        "processes": str(processes),
-        "effective_batch": str(t.batch_size * t.grad_accum * processes),
-    }
-
-
-def train_policy(
-    exp, method, data, tokenizer, policy, reference, evaluate, run_id, on_loss=lambda loss: None
-):
-    """The method's TRL trainer on `policy`: (the trained model, a PeftModel with LoRA; the
-    step training ended at). Training metrics go to the MLflow run `run_id` (None: nowhere)."""
-    lora = exp.model.lora
+def train_policy(run: RunContext, evaluate, on_loss=lambda loss: None):
+    """The method's TRL trainer on the run's policy: (the trained model, a PeftModel with LoRA;
+    the step training ended at). Training metrics go to the MLflow run `run.run_id` (None:
+    nowhere); `evaluate(policy, step)` is the harness's evaluation every train.eval_every steps."""
+    exp, method, lora = run.exp, run.resolved.method, run.exp.model.lora
     with tempfile.TemporaryDirectory(prefix="harness-trainer-") as output_dir:
         job = TrainingJob(
-            policy=policy,
+            policy=run.policy,
             # LoRA: TRL's reference is the base with the adapter off (no second copy).
-            reference=reference if method.uses_reference and lora is None else None,
-            tokenizer=tokenizer,
-            data=data,
+            reference=run.reference if method.uses_reference and lora is None else None,
+            tokenizer=run.tokenizer,
+            data=run.data,
             beta=exp.beta,
             method_args=resolved_args(exp),
             max_length=exp.train.max_length,
@@ -385,7 +447,7 @@ def train_policy(
             args=trainer_arguments(exp, output_dir),
             peft_config=lora_config(lora) if lora is not None else None,
             callbacks=[
-                MetricsCallback(exp.method, run_id),
+                MetricsCallback(exp.method, run.run_id),
                 DivergenceGuard(exp.train.lr),
                 EvalCallback(evaluate, exp.train.eval_every, on_loss=on_loss),
             ],
@@ -416,18 +478,10 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
     )
 
 
-def log_datasets(exp: Experiment, data: PreferenceData) -> None:
-    """The training rows and held-out pairs as the run's MLflow dataset inputs."""
-    if data.world is not None:
-        source, hub = str(data.world.reference_path.parent.resolve()), False
-    else:
-        local = Path(exp.dataset)
-        source, hub = (str(local.resolve()), False) if local.exists() else (exp.dataset, True)
-    splits = {"train": data.train, "eval": data.eval_pairs}
-    stores.log_dataset_inputs(exp.dataset, source, splits, hub=hub)
+# ---- saving the policy -----------------------------------------------------------------------
 
 
-def save_policy(policy, tokenizer) -> None:
+def save_policy(run: RunContext) -> None:
     """The trained policy, saved whole or not at all, before anything can fail after training.
 
     A full fine-tune is logged as an MLflow model (transformers flavour): listed under the
@@ -435,6 +489,7 @@ def save_policy(policy, tokenizer) -> None:
     run's tag points at it only once it is complete. A LoRA policy is its adapter alone
     (PEFT's adapter_config.json + weights) in the run's `policy/` artifact, loaded on its base.
     """
+    policy, tokenizer = run.policy, run.tokenizer
     try:
         with library_output():  # transformers' save bars, MLflow's model-card and license notices
             if is_peft(policy):
@@ -450,13 +505,29 @@ def save_policy(policy, tokenizer) -> None:
                 pip_requirements=stores.model_requirements(),
             )
     except Exception as err:  # safetensors and MLflow report a full disk as their own errors
-        remove_partial_policy(mlflow.active_run().info.run_id)
+        remove_partial_policy(run)
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
     mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
 
 
-def remove_partial_policy(run_id: str) -> None:
+def remove_partial_policy(run: RunContext) -> None:
     """What a failed save left in the run's local artifacts: a policy is whole or absent."""
-    folder = stores.local_artifact_dir(run_id)
+    folder = stores.local_artifact_dir(run.client, run.run_id)
     if folder is not None:
         shutil.rmtree(folder / stores.POLICY_ARTIFACT, ignore_errors=True)
+
+
+# ---- the other processes ---------------------------------------------------------------------
+
+
+def train_only(resolved: ResolvedExperiment, started: float) -> RunResult:
+    """A process other than the main one: the same data, models and training, nothing else.
+
+    Its collective calls mirror the main process's: the step-0 decision, the trainer's own,
+    one decision per evaluation (EvalCallback), and the final barrier.
+    """
+    run = load_models(resolved, load_preference_data(resolved.experiment))
+    if not distributed.main_decides(None):
+        train_policy(run, lambda model, step: None)
+    distributed.wait_for_everyone()
+    return RunResult(None, resolved.experiment, {}, time.perf_counter() - started)

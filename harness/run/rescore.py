@@ -7,6 +7,7 @@ whose policy was saved before scoring failed can be scored, and stays FAILED).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -43,14 +44,14 @@ def score_run(
     include_path=None,
     log=print,
 ) -> dict[str, float]:
-    """Load the run's experiment and policy, check the settings, score, log into the run."""
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    client = open_store(mlflow.get_tracking_uri(), log=log)
+    """Load the run's experiment and policy, check the settings, score, log into the run (at
+    `tracking_uri`; None: MLflow's default)."""
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    client = open_store(tracking_uri, log=log)
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise RunError(f"no MLflow run {run_id!r} at {mask(mlflow.get_tracking_uri())}") from None
+        raise RunError(f"no MLflow run {run_id!r} at {mask(tracking_uri)}") from None
     names = {a.path for a in client.list_artifacts(run_id)}
     if POLICY_MODEL_TAG not in run.data.tags and POLICY_ARTIFACT not in names:
         raise RunError(
@@ -59,11 +60,8 @@ def score_run(
         )
     if "experiment.json" not in names:
         raise RunError(f"run {run_id} has no experiment.json: it was not made by `harness run`")
-    resolved = resolve(
-        Experiment.from_dict(
-            json.loads(mlflow.artifacts.load_text(f"runs:/{run_id}/experiment.json"))
-        )
-    )
+    saved = Path(client.download_artifacts(run_id, "experiment.json")).read_text()
+    resolved = resolve(Experiment.from_dict(json.loads(saved)))
     exp = resolved.experiment
     if tasks is None:
         tasks = exp.eval.tasks or ("world",)
@@ -83,7 +81,9 @@ def score_run(
         weights_dtype(exp.model),
         scoring.reference_source,
     )
-    policy, tokenizer, adapter = load_run_policy(run, base, dtype=dtype, trust_remote_code=remote)
+    policy, tokenizer, adapter = load_run_policy(
+        client, run, base, dtype=dtype, trust_remote_code=remote
+    )
     policy = policy.to(default_device())
     if adapter:  # a LoRA run: the base with the adapter off is the reference
         reference = AdapterDisabled(policy)
@@ -92,18 +92,23 @@ def score_run(
         reference = reference.to(default_device()).eval()
     step = final_step(client, run)
     log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
-    return scoring.score(run_id, policy, reference, tokenizer, step=step)
+    return scoring.score(client, run_id, policy, reference, tokenizer, step=step)
 
 
-def load_run_policy(run, base: str, *, dtype, trust_remote_code: bool):
+def load_run_policy(client: MlflowClient, run, base: str, *, dtype, trust_remote_code: bool):
     """(policy, tokenizer, whether it is a LoRA adapter on `base`) of a run: its MLflow model,
     or its plain `policy/` files (a LoRA adapter, or runs logged before the MLflow model)."""
     uri = run.data.tags.get(POLICY_MODEL_TAG)
     if uri is not None:
         with library_output():  # MLflow's download bars and loading notices
-            parts = mlflow.transformers.load_model(uri, return_type="components")
+            # The model's files found through `client`'s store: a models:/ URI is resolved
+            # through MLflow's process-wide tracking URI, even given download_artifacts'
+            # tracking_uri (measured, mlflow 3.17).
+            model = client.get_logged_model(uri.removeprefix("models:/"))
+            local = mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location)
+            parts = mlflow.transformers.load_model(local, return_type="components")
         return parts["model"], parts["tokenizer"], False
-    folder = policy_artifact_path(run.info.run_id)
+    folder = policy_artifact_path(client, run.info.run_id)
     policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
     return policy, tokenizer, is_adapter(folder)

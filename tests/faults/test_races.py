@@ -21,24 +21,24 @@ PROCESSES = 3
 def log_same_dataset(uri: str, experiment_id: str, barrier, rounds: int, source: str) -> list:
     """One process: its own run, then `rounds` times the round's dataset, in step with the
     other processes; the error of each round that failed (None where it worked)."""
-    import mlflow
+    from mlflow.tracking import MlflowClient
 
     from harness.infra import stores
 
-    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
     errors = []
-    with mlflow.start_run(experiment_id=experiment_id):
-        for round_ in range(rounds):
-            rows = [
-                {"prompt": f"round {round_} row {i}", "chosen": "a", "rejected": "b"}
-                for i in range(4)
-            ]
-            barrier.wait(timeout=120)
-            try:
-                stores.log_dataset_inputs("pairs", source, {"train": rows}, hub=False)
-                errors.append(None)
-            except Exception as err:
-                errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+    run_id = client.create_run(experiment_id).info.run_id
+    for round_ in range(rounds):
+        rows = [
+            {"prompt": f"round {round_} row {i}", "chosen": "a", "rejected": "b"} for i in range(4)
+        ]
+        barrier.wait(timeout=120)
+        try:
+            stores.log_dataset_inputs(client, run_id, "pairs", source, {"train": rows}, hub=False)
+            errors.append(None)
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+    client.set_terminated(run_id)
     return errors
 
 
