@@ -70,13 +70,14 @@ def cmd_sweep(args) -> int:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
     # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
-    from harness.infra.stores import use_tracking
+    from harness.infra.stores import open_store, use_tracking
     from harness.run.sweep.study import StudySettings, finish, prepare_study
 
     storage = args.storage
     if storage == DEFAULT_OPTUNA_STORAGE:
         Path("results").mkdir(exist_ok=True)
     uri = resolve_tracking_uri(args.tracking_uri)
+    open_store(uri)  # checked (and its dead runs reaped) before the Optuna storage is touched
     for sweep in sweeps:
         study_name = args.study or sweep.name
         settings = StudySettings(

@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import tempfile
@@ -40,6 +41,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
+import requests
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import RunTag
@@ -49,7 +51,14 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 
 from harness.config import tags
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
-from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url, mask
+from harness.infra.databases import (
+    StoreError,
+    check_driver,
+    exclusive,
+    is_database_url,
+    mask,
+    without_credentials,
+)
 from harness.infra.locations import UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
@@ -66,6 +75,7 @@ COLLISION_MARKS = (
     "Duplicate entry",
 )
 COLLISION_ATTEMPTS = 6
+PROBE_SECONDS = 10  # a tracking server that does not answer its health check in this long
 
 
 POLICY_MODEL_TAG = tags.POLICY_MODEL
@@ -99,6 +109,8 @@ def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
             check_driver(uri, "MLflow tracking URI")
             with exclusive(uri, "harness:mlflow-schema"):
                 MlflowClient(uri).search_experiments(max_results=1)
+        elif urlparse(uri).scheme in ("http", "https"):
+            check_listening(uri)
         _opened.add(uri)
     client = MlflowClient(uri)
     try:
@@ -130,6 +142,23 @@ def check_writable(uri: str, db: Path) -> None:
         raise StoreError(
             f"tracking URI {mask(uri)}: cannot write {where} ({os.strerror(err.errno)}); "
             "pass a writable --tracking-uri"
+        ) from None
+
+
+def check_listening(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raise StoreError, naming the URI, unless a server answers at `uri` within `timeout`.
+
+    MLflow's client retries a refused connection 7 times with backoff (measured: 258 s of
+    silence, then a traceback); one short request up front says it in seconds. Any HTTP answer
+    counts (the server is there; MLflow reports what it says), only no answer does not."""
+    try:
+        requests.get(without_credentials(uri).rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err))  # requests nests it deep
+        reason = errno[1] if errno else type(err).__name__
+        raise StoreError(
+            f"tracking URI {mask(uri)}: no server answers within {timeout:g} s ({reason}); "
+            "start it or pass another --tracking-uri"
         ) from None
 
 
