@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -44,8 +45,9 @@ import pandas as pd
 import requests
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
-from mlflow.entities import RunTag
+from mlflow.entities import LoggedModelStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
@@ -234,6 +236,27 @@ def local_artifact_dir(run_id: str) -> Path | None:
     if urlparse(uri).scheme not in ("", "file"):
         return None
     return Path(local_file_uri_to_path(uri))
+
+
+def discard_unsaved_policy(run_id: str) -> None:
+    """Remove what a failed or interrupted save of a run's policy left: its `policy/` artifact
+    folder (a LoRA adapter) and every logged model of the run that is not READY.
+
+    MLflow 3 writes a logged model's files under `<experiment>/models/m-*/`, not under the
+    run's artifacts, marks the model FAILED on an error and leaves it PENDING when interrupted
+    (KeyboardInterrupt is not an Exception to it): the files go, and the model is deleted so
+    that the experiment's Models list shows no broken policy."""
+    client = MlflowClient()
+    folder = local_artifact_dir(run_id)
+    if folder is not None:
+        shutil.rmtree(folder / POLICY_ARTIFACT, ignore_errors=True)
+    experiment = client.get_run(run_id).info.experiment_id
+    for model in client.search_logged_models([experiment]):
+        if model.source_run_id != run_id or model.status == LoggedModelStatus.READY:
+            continue
+        with contextlib.suppress(Exception):  # a remote store may refuse deletes: still delete it
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+        client.delete_logged_model(model.model_id)
 
 
 def policy_artifact_path(run_id: str) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.metadata
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -445,14 +444,9 @@ def save_policy(policy, tokenizer) -> None:
                 task="text-generation",
                 pip_requirements=stores.model_requirements(),
             )
-    except Exception as err:  # safetensors and MLflow report a full disk as their own errors
-        remove_partial_policy(mlflow.active_run().info.run_id)
+    except BaseException as err:  # a full disk (its own error types) or a signal mid-save
+        stores.discard_unsaved_policy(mlflow.active_run().info.run_id)  # whole or absent
+        if not isinstance(err, Exception):
+            raise
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
     mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
-
-
-def remove_partial_policy(run_id: str) -> None:
-    """What a failed save left in the run's local artifacts: a policy is whole or absent."""
-    folder = stores.local_artifact_dir(run_id)
-    if folder is not None:
-        shutil.rmtree(folder / stores.POLICY_ARTIFACT, ignore_errors=True)
