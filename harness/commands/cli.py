@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import traceback
 
 from harness.commands import COMMANDS
 from harness.config.errors import RunFailed, UserError, disk_error
 from harness.infra.console import VERBOSE_ENV
+from harness.infra.signals import stop_on_signals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # sweep workers inherit it
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler stopping the job: as Ctrl-C
+    stop_on_signals()  # a scheduler stopping the job (SIGTERM): as Ctrl-C
     try:
         return args.func(args)
     except KeyboardInterrupt as err:
@@ -58,10 +58,6 @@ def _bug() -> int:
     was open, is already FAILED with an `error` tag)."""
     traceback.print_exc(file=sys.stderr)
     return 1
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 if __name__ == "__main__":

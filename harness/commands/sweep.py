@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import socket
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from harness.config.space import Sweep, SweepError
 from harness.infra.databases import mask
 from harness.infra.loader import load_module, load_objects
 from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
+
+STOP_SECONDS = 30  # how long stopped workers may take to end their trials before SIGKILL
 
 
 def register(subparsers) -> None:
@@ -70,8 +75,7 @@ def cmd_sweep(args) -> int:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
     # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
-    from harness.infra.stores import open_store, use_tracking
-    from harness.run.sweep.study import StudySettings, finish, prepare_study
+    from harness.infra.stores import open_store
 
     storage = args.storage
     if storage == DEFAULT_OPTUNA_STORAGE:
@@ -79,34 +83,53 @@ def cmd_sweep(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     open_store(uri)  # checked (and its dead runs reaped) before the Optuna storage is touched
     for sweep in sweeps:
-        study_name = args.study or sweep.name
-        settings = StudySettings(
-            storage=storage,
-            study_name=study_name,
-            n_trials=sweep.n_trials,
-            tracking_uri=uri,
-            mlflow_experiment=args.mlflow_experiment or study_name,
-            heartbeat_interval=args.heartbeat_interval,
-            grace_period=args.grace_period,
-        )
-        study, parent = prepare_study(sweep, settings)
-        print(
-            f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
-            f"{args.workers} worker(s), storage {mask(storage)}"
-        )
-        run_workers(args, settings, sweep)
-        summary = finish(study, settings, parent)
-        print(summary_text(study, settings, summary))
-        experiment_id = use_tracking(uri, settings.mlflow_experiment)
-        print(
-            f"Trials: MLflow runs nested under the sweep's parent run in experiment "
-            f"{settings.mlflow_experiment!r} at {mask(uri)}; compare them in the MLflow UI:\n"
-            f"  {mlflow_ui_hint(uri, experiment_id)}"
-        )
+        run_sweep(args, sweep, uri)
     return 0
 
 
-def run_workers(args, settings, sweep: Sweep) -> None:
+def run_sweep(args, sweep: Sweep, uri: str) -> None:
+    """One sweep's study, its workers and its summary. While they run, the parent run keeps a
+    heartbeat (a SIGKILLed command's parent run is reaped by the next command); Ctrl-C or
+    SIGTERM stops the workers and ends every trial they held and the parent run."""
+    from harness.infra.stores import Heartbeat, this_process, use_tracking
+    from harness.run.sweep.study import StudySettings, end_interrupted, finish, prepare_study
+
+    study_name = args.study or sweep.name
+    settings = StudySettings(
+        storage=args.storage,
+        study_name=study_name,
+        n_trials=sweep.n_trials,
+        tracking_uri=uri,
+        mlflow_experiment=args.mlflow_experiment or study_name,
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+    )
+    study, parent = prepare_study(sweep, settings)
+    print(
+        f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
+        f"{args.workers} worker(s), storage {mask(settings.storage)}"
+    )
+    workers = {this_process()}  # and each worker process's, once started
+    with Heartbeat(parent, tracking_uri=uri):
+        try:
+            run_workers(args, settings, sweep, workers)
+            summary = finish(study, settings, parent)
+        except KeyboardInterrupt as err:  # this process's trial (one worker) is already ended
+            ended = end_interrupted(study, settings, parent, workers)
+            raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
+    print(summary_text(study, settings, summary))
+    experiment_id = use_tracking(uri, settings.mlflow_experiment)
+    print(
+        f"Trials: MLflow runs nested under the sweep's parent run in experiment "
+        f"{settings.mlflow_experiment!r} at {mask(uri)}; compare them in the MLflow UI:\n"
+        f"  {mlflow_ui_hint(uri, experiment_id)}"
+    )
+
+
+def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
+    """`args.workers` workers on the study (the first in this process when there is one);
+    each started worker's host:pid is added to `workers`. On Ctrl-C or SIGTERM, the workers
+    are stopped (stop_workers) before the KeyboardInterrupt goes on."""
     from harness.infra.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
     from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
 
@@ -129,16 +152,39 @@ def run_workers(args, settings, sweep: Sweep) -> None:
     gpus = round_robin(args.workers, visible_gpus())
     if gpus[0] is not None:
         print("GPUs: " + ", ".join(f"worker {i} -> GPU {g}" for i, g in enumerate(gpus)))
-    for process, gpu in zip(processes, gpus, strict=True):
-        with only_gpu(gpu):  # a spawned worker inherits the environment at start
-            process.start()
-    for process in processes:
-        process.join()
+    try:
+        for process, gpu in zip(processes, gpus, strict=True):
+            with only_gpu(gpu):  # a spawned worker inherits the environment at start
+                process.start()
+            workers.add(f"{socket.gethostname()}:{process.pid}")
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        stop_workers([p for p in processes if p.pid is not None])
+        raise
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:
         print(
             f"warning: {len(failed)} worker(s) exited with codes {failed}; rerun the command to resume"
         )
+
+
+def stop_workers(processes, grace: float = STOP_SECONDS) -> None:
+    """SIGTERM to each live worker (each ends its trial and run, as on Ctrl-C), at most `grace`
+    seconds to do so (a second Ctrl-C stops the wait), then SIGKILL for the rest."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 @contextmanager
@@ -168,12 +214,20 @@ def _attr_name(target: str, sweep: Sweep) -> str:
 def _worker_main(
     target: str, overrides: list[str], trials: int | None, settings, prefix: str
 ) -> None:
-    from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
+    """A worker process: one line and exit 130 when stopped (no traceback per worker)."""
+    from harness.infra.signals import stop_on_signals
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    quiet_libraries()
-    sweep = load_sweeps(target, overrides, trials)[0][0]
-    work(sweep, settings, worker=prefix)
+    stop_on_signals(once=True)  # the parent kills a worker that takes too long to end
+    try:
+        from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
+
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        quiet_libraries()
+        sweep = load_sweeps(target, overrides, trials)[0][0]
+        work(sweep, settings, worker=prefix)
+    except KeyboardInterrupt as err:
+        print(f"harness: {prefix}interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        sys.exit(130)
 
 
 def summary_text(study, settings, summary) -> str:

@@ -279,8 +279,13 @@ class Heartbeat:
     tags that why_dead reads) or a function to call (a sweep's Optuna trial heartbeat). A beat
     that fails in the thread (a busy or full store) is retried at the next one."""
 
-    def __init__(self, beat: str | Callable[[], object], interval: float = HEARTBEAT_SECONDS):
-        self.beat = beat if callable(beat) else _run_beat(MlflowClient(), beat)
+    def __init__(
+        self,
+        beat: str | Callable[[], object],
+        interval: float = HEARTBEAT_SECONDS,
+        tracking_uri: str | None = None,  # a run's store (default: MLflow's current one)
+    ):
+        self.beat = beat if callable(beat) else _run_beat(MlflowClient(tracking_uri), beat)
         self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)

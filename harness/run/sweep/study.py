@@ -27,14 +27,16 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
+from harness.config import tags as tag
 from harness.config.metrics import SWEEP_BEST_VALUE
 from harness.config.space import Grid, Sweep, SweepError
 from harness.infra import databases, stores
 from harness.infra.cache import warm_cache
 from harness.run.sweep.params import choose_params, grid_points, make_sampler
-from harness.run.sweep.trial import run_trial, study_lock
+from harness.run.sweep.trial import RETRY, fail_for_retry, run_trial, study_lock
 
 PARENT_ATTR = "mlflow_parent_run_id"
+WORKER_ATTR = "harness_worker"  # a trial's system attribute: host:pid of the worker running it
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def open_storage(settings: StudySettings) -> RDBStorage:
                 engine_kwargs=engine,
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                failed_trial_callback=RETRY,
             )
     except Exception as err:  # SQLAlchemy raises many types; all mean the same to the user
         reason = databases.redact(f"{type(err).__name__}: {err}".splitlines()[0], url)
@@ -179,6 +181,7 @@ def claim_trial(
             trial = study.ask()
         study_id = storage.get_study_id_from_name(study.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_system_attr(trial_id, WORKER_ATTR, stores.this_process())
         frozen = study.get_trials(deepcopy=False)[trial.number]
         retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
         if "fixed_params" not in frozen.system_attrs and retry_of is None:
@@ -254,6 +257,30 @@ def work(
                     log=lambda line: log(f"{worker}{line}"),
                 )
             done += 1
+
+
+def end_interrupted(
+    study: optuna.Study, settings: StudySettings, parent: str, workers: set[str]
+) -> str:
+    """After Ctrl-C or SIGTERM, once this machine's `workers` (host:pid) have stopped: FAIL, for
+    one retry, the trials they left RUNNING (a worker killed before it could), close their
+    runs KILLED, and mark the parent run KILLED unless a worker elsewhere still runs a trial.
+    Returns what was ended, for the one line the command prints."""
+    left = [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.system_attrs.get(WORKER_ATTR) in workers
+    ]
+    for number in left:
+        fail_for_retry(study, number)
+    close_killed_runs(study, settings, parent)
+    ended = f"trial(s) {left} of stopped workers FAIL, retried when rerun; " if left else ""
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return f"sweep {settings.study_name!r} stopped here; {ended}other workers go on"
+    client = MlflowClient(settings.tracking_uri)
+    client.set_tag(parent, tag.ERROR, "interrupted")
+    client.set_terminated(parent, status="KILLED")
+    return f"sweep {settings.study_name!r} stopped; {ended}parent run {parent} marked KILLED"
 
 
 def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:

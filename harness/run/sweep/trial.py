@@ -7,6 +7,7 @@ import statistics
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from harness.config import tags as tag
@@ -15,6 +16,8 @@ from harness.config.space import Sweep, sample_params
 from harness.infra import databases
 from harness.methods.catalog import config_label
 from harness.run.recipe import run_experiment
+
+RETRY = RetryFailedTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
 
 
 class PruningListener:
@@ -86,6 +89,13 @@ def run_trial(
                 state = TrialState.PRUNED
                 break
             values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the run is KILLED, the worker stops
+        for run_id in run_ids:
+            client.set_tag(run_id, tag.TRIAL_STATE, TrialState.FAIL.name)
+        trial.set_user_attr("error", f"interrupted: {err}"[:2000])
+        fail_for_retry(study, trial.number)
+        ended = f"trial {trial.number} FAIL, retried when the sweep is rerun"
+        raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
     except Exception as err:  # the trial fails, the sweep goes on
         error = databases.redact(
             f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
@@ -114,6 +124,13 @@ def run_trial(
         study.tell(trial, state=state)
         log(f"trial {trial.number}: {state.name.lower()}")
     return state
+
+
+def fail_for_retry(study: optuna.Study, number: int) -> None:
+    """FAIL trial `number` (RUNNING) and enqueue its one retry, as for a dead worker's trial:
+    an interrupted sweep, run again, runs it again."""
+    study.tell(number, state=TrialState.FAIL)
+    RETRY(study, study.get_trials(deepcopy=False)[number])
 
 
 def study_lock(settings):
