@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # sweep workers inherit it
     stop_on_signals()  # a scheduler stopping the job (SIGTERM): as Ctrl-C
+    # MLflow's client retries a tracking server that does not answer 7 times with backoff
+    # (about 4 minutes per call); 4 retries ride out some 15 s of a server restarting.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     try:
         return args.func(args)
     except KeyboardInterrupt as err:

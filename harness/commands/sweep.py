@@ -17,6 +17,7 @@ from harness.commands.common import (
     apply_overrides,
     quiet_libraries,
 )
+from harness.config.errors import UserError
 from harness.config.space import Sweep, SweepError
 from harness.infra.databases import mask
 from harness.infra.loader import load_module, load_objects
@@ -92,7 +93,15 @@ def run_sweep(args, sweep: Sweep, uri: str) -> None:
     heartbeat (a SIGKILLed command's parent run is reaped by the next command); Ctrl-C or
     SIGTERM stops the workers and ends every trial they held and the parent run."""
     from harness.infra.stores import Heartbeat, this_process, use_tracking
-    from harness.run.sweep.study import StudySettings, end_interrupted, finish, prepare_study
+    from harness.run.sweep.study import (
+        StorageLost,
+        StudySettings,
+        end_interrupted,
+        end_storage_lost,
+        finish,
+        prepare_study,
+        storage_lost,
+    )
 
     study_name = args.study or sweep.name
     settings = StudySettings(
@@ -113,7 +122,10 @@ def run_sweep(args, sweep: Sweep, uri: str) -> None:
     with Heartbeat(parent, tracking_uri=uri):
         try:
             run_workers(args, settings, sweep, workers)
-            summary = finish(study, settings, parent)
+            with storage_lost(settings, "at the end of the sweep"):
+                summary = finish(study, settings, parent)
+        except StorageLost as err:
+            raise end_storage_lost(settings, parent, err) from None
         except KeyboardInterrupt as err:  # this process's trial (one worker) is already ended
             ended = end_interrupted(study, settings, parent, workers)
             raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
@@ -228,6 +240,9 @@ def _worker_main(
     except KeyboardInterrupt as err:
         print(f"harness: {prefix}interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
         sys.exit(130)
+    except UserError as err:  # the storage went away, say
+        print(f"harness: {prefix}error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def summary_text(study, settings, summary) -> str:

@@ -77,6 +77,8 @@ COLLISION_MARKS = (
     "Duplicate entry",
 )
 COLLISION_ATTEMPTS = 6
+# What MLflow's client says when its server is gone (requests' ConnectionError, as text).
+NO_ANSWER_MARKS = ("Max retries exceeded", "Connection refused", "Failed to establish")
 PROBE_SECONDS = 10  # a tracking server that does not answer its health check in this long
 
 
@@ -162,6 +164,32 @@ def check_listening(uri: str, timeout: float = PROBE_SECONDS) -> None:
             f"tracking URI {mask(uri)}: no server answers within {timeout:g} s ({reason}); "
             "start it or pass another --tracking-uri"
         ) from None
+
+
+class StoreLost(StoreError):
+    """The tracking server stopped answering while a run was open: the message names the run,
+    which could not be ended (the next command that reaches the store marks it KILLED)."""
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether `err`, or an error that led to it, says that the tracking server did not answer
+    (MLflow wraps requests' ConnectionError in an MlflowException's message)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, requests.ConnectionError | requests.Timeout):
+            return True
+        if isinstance(seen, MlflowException) and any(m in str(seen) for m in NO_ANSWER_MARKS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def store_lost(run_id: str, name: str) -> StoreLost:
+    return StoreLost(
+        f"run {run_id} ({name}): the tracking server {mask(mlflow.get_tracking_uri())} stopped "
+        "answering, so the run could not be ended; the next harness command that reaches the "
+        "store marks it KILLED"
+    )
 
 
 def use_tracking(uri: str, experiment_name: str) -> str:

@@ -247,6 +247,8 @@ def run_experiment(
             raise RunInterrupted(f"run {run_id} ({exp.name}) marked KILLED") from None
         except BaseException as err:
             end_run_after(err, run_id, "FAILED")
+            if stores.unreachable(err):  # a server gone mid-run: one line, not its traceback
+                raise stores.store_lost(run_id, exp.name) from None
             if isinstance(err, RunFailed):
                 err.args = (f"run {run_id} ({exp.name}) FAILED: {err}",)
             raise
@@ -321,12 +323,13 @@ def end_run_after(err: BaseException, run_id: str, status: str) -> None:
     """End the active run with `status` and the error as its `error` tag, before MLflow's
     context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
     (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
+    if not stores.unreachable(err):  # a gone server: each write would wait out its retries
+        with contextlib.suppress(Exception):
+            mlflow.flush_async_logging()
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+            mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
     with contextlib.suppress(Exception):
-        mlflow.flush_async_logging()
-        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-        mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
-    with contextlib.suppress(Exception):
-        mlflow.end_run(status)
+        mlflow.end_run(status)  # leaves MLflow's stack of active runs even if it cannot write
 
 
 def train_only(exp: Experiment, method, started: float) -> RunResult:

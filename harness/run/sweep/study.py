@@ -33,7 +33,14 @@ from harness.config.space import Grid, Sweep, SweepError
 from harness.infra import databases, stores
 from harness.infra.cache import warm_cache
 from harness.run.sweep.params import choose_params, grid_points, make_sampler
-from harness.run.sweep.trial import RETRY, fail_for_retry, run_trial, study_lock
+from harness.run.sweep.trial import (
+    RETRY,
+    StorageLost,
+    fail_for_retry,
+    run_trial,
+    storage_lost,
+    study_lock,
+)
 
 PARENT_ATTR = "mlflow_parent_run_id"
 WORKER_ATTR = "harness_worker"  # a trial's system attribute: host:pid of the worker running it
@@ -232,7 +239,7 @@ def work(
     parent = study.user_attrs[PARENT_ATTR]
     stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     done = 0
-    with warm_cache(warm):
+    with warm_cache(warm), storage_lost(settings, "between trials"):
         while True:
             fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
             close_killed_runs(study, settings, parent)
@@ -246,7 +253,10 @@ def work(
                 continue
             trial, retry_of = claimed.trial, claimed.retry_of
             beat = functools.partial(storage.record_heartbeat, claimed.trial_id)
-            with stores.Heartbeat(beat, settings.heartbeat_interval):
+            with (
+                storage_lost(settings, f"during trial {trial.number}"),
+                stores.Heartbeat(beat, settings.heartbeat_interval),
+            ):
                 run_trial(
                     sweep,
                     study,
@@ -281,6 +291,18 @@ def end_interrupted(
     client.set_tag(parent, tag.ERROR, "interrupted")
     client.set_terminated(parent, status="KILLED")
     return f"sweep {settings.study_name!r} stopped; {ended}parent run {parent} marked KILLED"
+
+
+def end_storage_lost(settings: StudySettings, parent: str, err: StorageLost) -> StorageLost:
+    """The Optuna storage went away: the parent run KILLED with the reason (where the MLflow
+    store still answers); the error to report, saying so."""
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        client.set_tag(parent, tag.ERROR, f"killed: {err}"[:5000])
+        client.set_terminated(parent, status="KILLED")
+    except Exception:  # the tracking store is gone too: the next command reaps the parent
+        return StorageLost(f"{err}; parent run {parent} left RUNNING (its store is unreachable)")
+    return StorageLost(f"{err}; parent run {parent} marked KILLED")
 
 
 def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:

@@ -2,22 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from harness.config import tags as tag
 from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
-from harness.config.space import Sweep, sample_params
+from harness.config.space import Sweep, SweepError, sample_params
 from harness.infra import databases
 from harness.methods.catalog import config_label
 from harness.run.recipe import run_experiment
 
 RETRY = RetryFailedTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
+# What Optuna's RDB storage raises when its database goes away (StorageInternalError wraps
+# SQLAlchemy's error in a message about "invalid data ... exceeding max length").
+STORAGE_ERRORS = (StorageInternalError, SQLAlchemyError)
+
+
+class StorageLost(SweepError):
+    """The Optuna storage stopped answering mid-sweep: the message names it (masked), the
+    trial and the runs it could not end."""
+
+
+def lost_storage(settings, err: Exception, what: str) -> StorageLost:
+    """The StorageLost for a storage error `err` met `what` (e.g. "during trial 3")."""
+    cause = err.__cause__ or err
+    reason = databases.redact(f"{type(cause).__name__}: {cause}", settings.storage)
+    return StorageLost(
+        f"Optuna storage {databases.mask(settings.storage)} stopped answering {what} "
+        f"({reason.splitlines()[0][:300]}); rerun the command once it answers: a trial left "
+        "RUNNING is then failed and retried"
+    )
+
+
+@contextlib.contextmanager
+def storage_lost(settings, what: str):
+    """StorageLost instead of a storage error inside the block."""
+    try:
+        yield
+    except STORAGE_ERRORS as err:
+        raise lost_storage(settings, err, what) from None
 
 
 class PruningListener:
@@ -30,15 +61,20 @@ class PruningListener:
     def __init__(self, trial: optuna.Trial, objective: str, offset: int):
         self.trial, self.objective, self.offset = trial, objective, offset
         self.pruned_at: int | None = None
+        self.lost: Exception | None = None  # the storage's error, if it went away
 
     def __call__(self, step: int, metrics: dict[str, float]) -> bool:
-        if self.objective not in metrics:
+        if self.objective not in metrics or self.lost is not None:
             return False  # scoring objectives (winrate/, bench/) exist only at the end
-        self.trial.report(metrics[self.objective], self.offset + step)
-        if step > 0 and self.trial.should_prune():
+        try:
+            self.trial.report(metrics[self.objective], self.offset + step)
+            prune = step > 0 and self.trial.should_prune()
+        except STORAGE_ERRORS as err:  # the run trains on; the trial says why it cannot end
+            self.lost = err
+            return False
+        if prune:
             self.pruned_at = step
-            return True
-        return False
+        return prune
 
 
 def run_trial(
@@ -84,6 +120,9 @@ def run_trial(
                 on_run_created=run_ids.append,
                 log=log,
             )
+            if listener.lost is not None:
+                what = f"during trial {trial.number}; its run {result.run_id} is kept FINISHED"
+                raise lost_storage(settings, listener.lost, what)
             if listener.pruned_at is not None:
                 client.set_tag(result.run_id, tag.PRUNED, f"true (step {listener.pruned_at})")
                 state = TrialState.PRUNED
@@ -96,6 +135,8 @@ def run_trial(
         fail_for_retry(study, trial.number)
         ended = f"trial {trial.number} FAIL, retried when the sweep is rerun"
         raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
+    except (StorageLost, *STORAGE_ERRORS):  # nothing can be told to Optuna: the worker stops
+        raise
     except Exception as err:  # the trial fails, the sweep goes on
         error = databases.redact(
             f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
