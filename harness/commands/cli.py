@@ -53,8 +53,13 @@ def main(argv: list[str] | None = None) -> int:
             return _bug()
         print(f"harness: error: {err}", file=sys.stderr)
         return 1
-    except Exception:
-        return _bug()
+    except Exception as err:
+        from harness.infra import stores  # deferred: MLflow (a second)
+
+        if not stores.unreachable(err):
+            return _bug()
+        print(f"harness: error: {stores.server_gone()}", file=sys.stderr)  # outside a run
+        return 2
 
 
 def _bug() -> int:

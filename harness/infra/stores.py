@@ -184,12 +184,15 @@ def unreachable(err: BaseException) -> bool:
     return False
 
 
-def store_lost(run_id: str, name: str) -> StoreLost:
-    return StoreLost(
-        f"run {run_id} ({name}): the tracking server {mask(mlflow.get_tracking_uri())} stopped "
-        "answering, so the run could not be ended; the next harness command that reaches the "
-        "store marks it KILLED"
+def server_gone() -> str:
+    return (
+        f"the tracking server {mask(mlflow.get_tracking_uri())} stopped answering; "
+        "the next harness command that reaches it marks KILLED what was left RUNNING"
     )
+
+
+def store_lost(run_id: str, name: str) -> StoreLost:
+    return StoreLost(f"run {run_id} ({name}) could not be ended: {server_gone()}")
 
 
 def use_tracking(uri: str, experiment_name: str) -> str:
