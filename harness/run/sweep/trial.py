@@ -88,16 +88,7 @@ def run_trial(
 ) -> TrialState:
     """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
     params = sample_params(sweep, trial)
-    # trial_params: the sampled values with their types, from which `harness figures` rebuilds
-    # the study without opening the Optuna storage.
-    tags = {
-        tag.SWEEP: settings.study_name,
-        tag.TRIAL: str(trial.number),
-        tag.ROLE: tag.ROLE_TRIAL,
-        tag.TRIAL_PARAMS: json.dumps(params, sort_keys=True),
-    }
-    if retry_of is not None:
-        tags[tag.RETRY_OF] = str(retry_of)
+    tags = trial_tags(settings, trial, params, retry_of)
     log(
         f"trial {trial.number}: {params}"
         + (f" (retry of trial {retry_of})" if retry_of is not None else "")
@@ -129,12 +120,7 @@ def run_trial(
                 break
             values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the run is KILLED, the worker stops
-        for run_id in run_ids:
-            client.set_tag(run_id, tag.TRIAL_STATE, TrialState.FAIL.name)
-        trial.set_user_attr("error", f"interrupted: {err}"[:2000])
-        fail_for_retry(study, trial.number)
-        ended = f"trial {trial.number} FAIL, retried when the sweep is rerun"
-        raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
+        raise end_interrupted_trial(study, trial, run_ids, client, err) from None
     except (StorageLost, *STORAGE_ERRORS):  # nothing can be told to Optuna: the worker stops
         raise
     except Exception as err:  # the trial fails, the sweep goes on
@@ -148,15 +134,7 @@ def run_trial(
     for run_id in run_ids:
         client.set_tag(run_id, tag.TRIAL_STATE, state.name)
     if state == TrialState.COMPLETE:
-        mean = statistics.fmean(values)
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        trial.set_user_attr("seed_values", values)
-        trial.set_user_attr("objective_std", spread)
-        for run_id in run_ids:
-            client.set_tag(run_id, tag.TRIAL_VALUE, repr(mean))
-        with study_lock(settings):  # another worker may log to the parent run at this instant
-            client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
-            client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
+        mean, spread = log_objective(trial, settings, parent, values, run_ids)
         study.tell(trial, mean)
         log(
             f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {list(sweep.seeds)}"
@@ -165,6 +143,46 @@ def run_trial(
         study.tell(trial, state=state)
         log(f"trial {trial.number}: {state.name.lower()}")
     return state
+
+
+def trial_tags(settings, trial: optuna.Trial, params: dict, retry_of: int | None) -> dict:
+    """The tags of the trial's runs. trial_params: the sampled values with their types, from
+    which `harness figures` rebuilds the study without opening the Optuna storage."""
+    tags = {
+        tag.SWEEP: settings.study_name,
+        tag.TRIAL: str(trial.number),
+        tag.ROLE: tag.ROLE_TRIAL,
+        tag.TRIAL_PARAMS: json.dumps(params, sort_keys=True),
+    }
+    if retry_of is not None:
+        tags[tag.RETRY_OF] = str(retry_of)
+    return tags
+
+
+def log_objective(trial, settings, parent: str, values: list[float], run_ids: list[str]):
+    """The mean objective over seeds and its spread: on the trial, its runs and the parent."""
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    trial.set_user_attr("seed_values", values)
+    trial.set_user_attr("objective_std", spread)
+    client = MlflowClient(settings.tracking_uri)
+    for run_id in run_ids:
+        client.set_tag(run_id, tag.TRIAL_VALUE, repr(mean))
+    with study_lock(settings):  # another worker may log to the parent run at this instant
+        client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
+        client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
+    return mean, spread
+
+
+def end_interrupted_trial(study, trial, run_ids, client, err) -> KeyboardInterrupt:
+    """Ctrl-C or SIGTERM in a trial (its run already KILLED by the recipe): FAIL with its one
+    retry, the runs tagged FAIL; the interrupt to raise, saying so."""
+    for run_id in run_ids:
+        client.set_tag(run_id, tag.TRIAL_STATE, TrialState.FAIL.name)
+    trial.set_user_attr("error", f"interrupted: {err}"[:2000])
+    fail_for_retry(study, trial.number)
+    ended = f"trial {trial.number} FAIL, retried when the sweep is rerun"
+    return KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended)
 
 
 def fail_for_retry(study: optuna.Study, number: int) -> None:
