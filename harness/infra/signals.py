@@ -13,7 +13,7 @@ import _thread
 import signal
 import sys
 
-_state: dict = {"signal": None, "once": False, "raised": False}
+_state: dict = {"signal": None, "once": False, "raised": False, "previous": sys.unraisablehook}
 
 
 def stop_on_signals(once: bool = False) -> None:
@@ -27,7 +27,9 @@ def stop_on_signals(once: bool = False) -> None:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _raise)
     signal.signal(signal.SIGTERM, _raise)
-    sys.unraisablehook = _raise_again
+    if sys.unraisablehook is not _raise_again:  # in front of whatever hook was there
+        _state["previous"] = sys.unraisablehook
+        sys.unraisablehook = _raise_again
 
 
 def _raise(signum, frame):
@@ -43,4 +45,4 @@ def _raise_again(unraisable) -> None:
         _state["raised"] = False
         _thread.interrupt_main(_state["signal"])
         return
-    sys.__unraisablehook__(unraisable)
+    _state["previous"](unraisable)

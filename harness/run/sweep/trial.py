@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from harness.config import tags as tag
 from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.config.space import Sweep, SweepError, sample_params
-from harness.infra import databases
+from harness.infra import databases, stores
 from harness.methods.catalog import config_label
 from harness.run.recipe import run_experiment
 
@@ -121,9 +121,11 @@ def run_trial(
             values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the run is KILLED, the worker stops
         raise end_interrupted_trial(study, trial, run_ids, client, err) from None
-    except (StorageLost, *STORAGE_ERRORS):  # nothing can be told to Optuna: the worker stops
+    except (StorageLost, stores.StoreLost, *STORAGE_ERRORS):  # a store is gone: the worker stops
         raise
     except Exception as err:  # the trial fails, the sweep goes on
+        if stores.unreachable(err):  # the tracking server is gone: so would every next trial
+            raise stores.StoreLost(stores.server_gone()) from None
         error = databases.redact(
             f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
         )
