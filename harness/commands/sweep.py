@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.commands import launch
 from harness.commands.common import (
     add_override_args,
     add_tracking_args,
@@ -34,7 +35,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--storage",
         default=DEFAULT_OPTUNA_STORAGE,
-        help="Optuna storage, any SQLAlchemy URL (default: %(default)s)",
+        help="Optuna storage: a SQLAlchemy URL or journal:PATH, Optuna's journal file for a "
+        "shared file system (default: %(default)s)",
     )
     p.add_argument("--study", help="study name (default: the sweep's name)")
     p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the study's name)")
@@ -49,6 +51,7 @@ def register(subparsers) -> None:
     )
     add_override_args(p)
     add_tracking_args(p)
+    launch.add_launcher_args(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -71,37 +74,28 @@ def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[
 def cmd_sweep(args) -> int:
     if args.workers < 1:
         raise SweepError(f"--workers must be >= 1, got {args.workers}")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    stores = {"--storage": args.storage, "--tracking-uri": uri}
+    executor = launch.slurm_executor(args, stores, name="harness-sweep")
     sweeps, _ = load_sweeps(args.target, args.overrides, args.trials)
     if args.study and len(sweeps) > 1:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
-    # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
-    from harness.infra.stores import open_store
+    from harness.infra.stores import open_store  # deferred: MLflow (a second)
 
-    storage = args.storage
-    if storage == DEFAULT_OPTUNA_STORAGE:
+    if args.storage == DEFAULT_OPTUNA_STORAGE:
         Path("results").mkdir(exist_ok=True)
-    uri = resolve_tracking_uri(args.tracking_uri)
     open_store(uri)  # checked (and its dead runs reaped) before the Optuna storage is touched
     for sweep in sweeps:
-        run_sweep(args, sweep, uri)
+        run_sweep(args, sweep, uri, executor)
     return 0
 
 
-def run_sweep(args, sweep: Sweep, uri: str) -> None:
-    """One sweep's study, its workers and its summary. While they run, the parent run keeps a
-    heartbeat (a SIGKILLed command's parent run is reaped by the next command); Ctrl-C or
-    SIGTERM stops the workers and ends every trial they held and the parent run."""
-    from harness.infra.stores import Heartbeat, this_process, use_tracking
-    from harness.run.sweep.study import (
-        StorageLost,
-        StudySettings,
-        end_interrupted,
-        end_storage_lost,
-        finish,
-        prepare_study,
-        storage_lost,
-    )
+def run_sweep(args, sweep: Sweep, uri: str, executor) -> None:
+    """One sweep's study, its workers (here, or a SLURM job array) and its summary."""
+    # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
+    from harness.infra.stores import use_tracking
+    from harness.run.sweep.study import StudySettings, finish, prepare_study
 
     study_name = args.study or sweep.name
     settings = StudySettings(
@@ -118,17 +112,12 @@ def run_sweep(args, sweep: Sweep, uri: str) -> None:
         f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
         f"{args.workers} worker(s), storage {mask(settings.storage)}"
     )
-    workers = {this_process()}  # and each worker process's, once started
-    with Heartbeat(parent, tracking_uri=uri):
-        try:
-            run_workers(args, settings, sweep, workers)
-            with storage_lost(settings, "at the end of the sweep"):
-                summary = finish(study, settings, parent)
-        except StorageLost as err:
-            raise end_storage_lost(settings, parent, err) from None
-        except KeyboardInterrupt as err:  # this process's trial (one worker) is already ended
-            ended = end_interrupted(study, settings, parent, workers)
-            raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
+    if executor is None:
+        summary = run_here(args, settings, sweep, study, parent)
+    elif submit_to_slurm(args, executor, settings, sweep, study):
+        summary = finish(study, settings, parent)
+    else:
+        return  # the workers end the parent run; this command has nothing left to do
     print(summary_text(study, settings, summary))
     experiment_id = use_tracking(uri, settings.mlflow_experiment)
     print(
@@ -136,6 +125,49 @@ def run_sweep(args, sweep: Sweep, uri: str) -> None:
         f"{settings.mlflow_experiment!r} at {mask(uri)}; compare them in the MLflow UI:\n"
         f"  {mlflow_ui_hint(uri, experiment_id)}"
     )
+
+
+def run_here(args, settings, sweep: Sweep, study, parent: str) -> dict:
+    """The workers on this machine, then the study's summary. Meanwhile the parent run keeps a
+    heartbeat (a SIGKILLed command's parent run is reaped by the next command); Ctrl-C or
+    SIGTERM stops the workers and ends every trial they held and the parent run."""
+    from harness.infra.stores import Heartbeat, this_process
+    from harness.run.sweep.study import (
+        StorageLost,
+        end_interrupted,
+        end_storage_lost,
+        finish,
+        storage_lost,
+    )
+
+    workers = {this_process()}  # and each worker process's, once started
+    with Heartbeat(parent, tracking_uri=settings.tracking_uri):
+        try:
+            run_workers(args, settings, sweep, workers)
+            with storage_lost(settings, "at the end of the sweep"):
+                return finish(study, settings, parent)
+        except StorageLost as err:
+            raise end_storage_lost(settings, parent, err) from None
+        except KeyboardInterrupt as err:  # this process's trial (one worker) is already ended
+            ended = end_interrupted(study, settings, parent, workers)
+            raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
+
+
+def submit_to_slurm(args, executor, settings, sweep: Sweep, study) -> bool:
+    """The workers as a SLURM job array; True when they ended here (`--wait`)."""
+    from harness.infra.stores import use_tracking
+
+    experiment_id = use_tracking(settings.tracking_uri, settings.mlflow_experiment)
+    argv = launch.sweep_worker_argv(args, settings, worker_target(args.target, sweep))
+    jobs = launch.submit_sweep(executor, args.cli_main, argv, args.workers, settings, experiment_id)
+    if args.wait:
+        launch.follow_sweep(jobs, study, settings.n_trials)
+    return args.wait
+
+
+def worker_target(target: str, sweep: Sweep) -> str:
+    """`target` naming this one sweep, for a worker process that loads it again."""
+    return target if ":" in target else f"{target}:{_attr_name(target, sweep)}"
 
 
 def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
@@ -150,11 +182,7 @@ def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
         return
     # spawn, not fork: torch and SQLite connections do not survive a fork safely.
     context = multiprocessing.get_context("spawn")
-    target = (
-        f"{args.target}"
-        if ":" in args.target
-        else f"{args.target}:{_attr_name(args.target, sweep)}"
-    )
+    target = worker_target(args.target, sweep)
     processes = [
         context.Process(
             target=_worker_main, args=(target, args.overrides, args.trials, settings, f"[w{i}] ")
