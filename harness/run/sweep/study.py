@@ -303,9 +303,12 @@ def end_interrupted(
         fail_for_retry(study, number)
     close_killed_runs(study, settings, parent)
     ended = f"trial(s) {left} of stopped workers FAIL, retried when rerun; " if left else ""
-    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        return f"sweep {settings.study_name!r} stopped here; {ended}other workers go on"
     client = MlflowClient(settings.tracking_uri)
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # The parent run stays RUNNING for them: without this process's heartbeat, which
+        # would soon say its process is gone; theirs beat it again.
+        client.delete_tag(parent, stores.HEARTBEAT_TAG)
+        return f"sweep {settings.study_name!r} stopped here; {ended}other workers go on"
     client.set_tag(parent, tag.ERROR, "interrupted")
     client.set_terminated(parent, status="KILLED")
     return f"sweep {settings.study_name!r} stopped; {ended}parent run {parent} marked KILLED"
