@@ -63,6 +63,14 @@ def postgres(databases=("optuna", "mlflow")):
 
     The base URL is `postgresql://harness:PASSWORD@127.0.0.1:PORT`; append `/DBNAME`.
     """
+    with postgres_server(databases) as server:
+        yield server.base, server.password
+
+
+@contextlib.contextmanager
+def postgres_server(databases=("optuna", "mlflow")):
+    """As `postgres`; yields SimpleNamespace(base, password, stop), `stop()` stopping the
+    server at once (as a crash or a lost network would: clients' connections break)."""
     import psycopg
 
     binaries = postgres_bin()
@@ -84,7 +92,12 @@ def postgres(databases=("optuna", "mlflow")):
         with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
             for name in databases:
                 conn.execute(f"CREATE DATABASE {name}")
-        yield base, password
+        stop = [*pg_ctl, "-w", "-m", "immediate", "stop"]
+        yield SimpleNamespace(
+            base=base,
+            password=password,
+            stop=lambda: subprocess.run(stop, check=True, capture_output=True, **as_user),
+        )
     finally:
         subprocess.run([*pg_ctl, "-w", "-m", "fast", "stop"], capture_output=True, **as_user)
         shutil.rmtree(folder, ignore_errors=True)
@@ -113,6 +126,13 @@ def postgres_with_mlflow_server(folder: Path, databases=("optuna", "mlflow")):
 @contextlib.contextmanager
 def mlflow_server(backend: str, artifacts: Path, log: Path, timeout: float = 300):
     """`mlflow server` on a free port with `backend` and served artifacts; yields its URL."""
+    with mlflow_server_process(backend, artifacts, log, timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def mlflow_server_process(backend: str, artifacts: Path, log: Path, timeout: float = 300):
+    """As `mlflow_server`; yields (URL, the server's Popen, leader of its process group)."""
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend]
     command += ["--artifacts-destination", str(artifacts), "--host", "127.0.0.1"]
@@ -137,7 +157,7 @@ def mlflow_server(backend: str, artifacts: Path, log: Path, timeout: float = 300
                         f"mlflow server not up after {timeout} s: see {log}"
                     ) from None
                 time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)  # the server and its uvicorn workers

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import traceback
 
 from harness.commands import COMMANDS
 from harness.config.errors import RunFailed, UserError, disk_error
 from harness.infra.console import VERBOSE_ENV
+from harness.infra.signals import stop_on_signals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # sweep workers inherit it
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler stopping the job: as Ctrl-C
+    stop_on_signals()  # a scheduler stopping the job (SIGTERM): as Ctrl-C
+    # MLflow's client retries a tracking server that does not answer 7 times with backoff
+    # (about 4 minutes per call); 4 retries ride out some 15 s of a server restarting.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     try:
         return args.func(args)
     except KeyboardInterrupt as err:
@@ -50,8 +54,13 @@ def main(argv: list[str] | None = None) -> int:
             return _bug()
         print(f"harness: error: {err}", file=sys.stderr)
         return 1
-    except Exception:
-        return _bug()
+    except Exception as err:
+        from harness.infra import stores  # deferred: MLflow (a second)
+
+        if not stores.unreachable(err):
+            return _bug()
+        print(f"harness: error: {stores.server_gone()}", file=sys.stderr)  # outside a run
+        return 2
 
 
 def _bug() -> int:
@@ -59,10 +68,6 @@ def _bug() -> int:
     was open, is already FAILED with an `error` tag)."""
     traceback.print_exc(file=sys.stderr)
     return 1
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+import socket
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,10 +18,13 @@ from harness.commands.common import (
     apply_overrides,
     quiet_libraries,
 )
+from harness.config.errors import UserError
 from harness.config.space import Sweep, SweepError
 from harness.infra.databases import mask
 from harness.infra.loader import load_module, load_objects
 from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
+
+STOP_SECONDS = 30  # how long stopped workers may take to end their trials before SIGKILL
 
 
 def register(subparsers) -> None:
@@ -75,42 +81,76 @@ def cmd_sweep(args) -> int:
     if args.study and len(sweeps) > 1:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
     quiet_libraries()
+    from harness.infra.stores import open_store  # deferred: MLflow (a second)
+
+    if args.storage == DEFAULT_OPTUNA_STORAGE:
+        Path("results").mkdir(exist_ok=True)
+    open_store(uri)  # checked (and its dead runs reaped) before the Optuna storage is touched
+    for sweep in sweeps:
+        run_sweep(args, sweep, uri, executor)
+    return 0
+
+
+def run_sweep(args, sweep: Sweep, uri: str, executor) -> None:
+    """One sweep's study, its workers (here, or a SLURM job array) and its summary."""
     # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
     from harness.infra.stores import use_tracking
     from harness.run.sweep.study import StudySettings, finish, prepare_study
 
-    storage = args.storage
-    if storage == DEFAULT_OPTUNA_STORAGE:
-        Path("results").mkdir(exist_ok=True)
-    for sweep in sweeps:
-        study_name = args.study or sweep.name
-        settings = StudySettings(
-            storage=storage,
-            study_name=study_name,
-            n_trials=sweep.n_trials,
-            tracking_uri=uri,
-            mlflow_experiment=args.mlflow_experiment or study_name,
-            heartbeat_interval=args.heartbeat_interval,
-            grace_period=args.grace_period,
-        )
-        study, parent = prepare_study(sweep, settings)
-        print(
-            f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
-            f"{args.workers} worker(s), storage {mask(storage)}"
-        )
-        if executor is None:
-            run_workers(args, settings, sweep)
-        elif not submit_to_slurm(args, executor, settings, sweep, study):
-            continue  # the workers end the parent run; this command has nothing left to do
+    study_name = args.study or sweep.name
+    settings = StudySettings(
+        storage=args.storage,
+        study_name=study_name,
+        n_trials=sweep.n_trials,
+        tracking_uri=uri,
+        mlflow_experiment=args.mlflow_experiment or study_name,
+        heartbeat_interval=args.heartbeat_interval,
+        grace_period=args.grace_period,
+    )
+    study, parent = prepare_study(sweep, settings)
+    print(
+        f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
+        f"{args.workers} worker(s), storage {mask(settings.storage)}"
+    )
+    if executor is None:
+        summary = run_here(args, settings, sweep, study, parent)
+    elif submit_to_slurm(args, executor, settings, sweep, study):
         summary = finish(study, settings, parent)
-        print(summary_text(study, settings, summary))
-        experiment_id = use_tracking(uri, settings.mlflow_experiment)
-        print(
-            f"Trials: MLflow runs nested under the sweep's parent run in experiment "
-            f"{settings.mlflow_experiment!r} at {mask(uri)}; compare them in the MLflow UI:\n"
-            f"  {mlflow_ui_hint(uri, experiment_id)}"
-        )
-    return 0
+    else:
+        return  # the workers end the parent run; this command has nothing left to do
+    print(summary_text(study, settings, summary))
+    experiment_id = use_tracking(uri, settings.mlflow_experiment)
+    print(
+        f"Trials: MLflow runs nested under the sweep's parent run in experiment "
+        f"{settings.mlflow_experiment!r} at {mask(uri)}; compare them in the MLflow UI:\n"
+        f"  {mlflow_ui_hint(uri, experiment_id)}"
+    )
+
+
+def run_here(args, settings, sweep: Sweep, study, parent: str) -> dict:
+    """The workers on this machine, then the study's summary. Meanwhile the parent run keeps a
+    heartbeat (a SIGKILLed command's parent run is reaped by the next command); Ctrl-C or
+    SIGTERM stops the workers and ends every trial they held and the parent run."""
+    from harness.infra.stores import Heartbeat, this_process
+    from harness.run.sweep.study import (
+        StorageLost,
+        end_interrupted,
+        end_storage_lost,
+        finish,
+        storage_lost,
+    )
+
+    workers = {this_process()}  # and each worker process's, once started
+    with Heartbeat(parent, tracking_uri=settings.tracking_uri):
+        try:
+            run_workers(args, settings, sweep, workers)
+            with storage_lost(settings, "at the end of the sweep"):
+                return finish(study, settings, parent)
+        except StorageLost as err:
+            raise end_storage_lost(settings, parent, err) from None
+        except KeyboardInterrupt as err:  # this process's trial (one worker) is already ended
+            ended = end_interrupted(study, settings, parent, workers)
+            raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
 
 
 def submit_to_slurm(args, executor, settings, sweep: Sweep, study) -> bool:
@@ -130,7 +170,10 @@ def worker_target(target: str, sweep: Sweep) -> str:
     return target if ":" in target else f"{target}:{_attr_name(target, sweep)}"
 
 
-def run_workers(args, settings, sweep: Sweep) -> None:
+def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
+    """`args.workers` workers on the study (the first in this process when there is one);
+    each started worker's host:pid is added to `workers`. On Ctrl-C or SIGTERM, the workers
+    are stopped (stop_workers) before the KeyboardInterrupt goes on."""
     from harness.infra.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
     from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
 
@@ -149,16 +192,39 @@ def run_workers(args, settings, sweep: Sweep) -> None:
     gpus = round_robin(args.workers, visible_gpus())
     if gpus[0] is not None:
         print("GPUs: " + ", ".join(f"worker {i} -> GPU {g}" for i, g in enumerate(gpus)))
-    for process, gpu in zip(processes, gpus, strict=True):
-        with only_gpu(gpu):  # a spawned worker inherits the environment at start
-            process.start()
-    for process in processes:
-        process.join()
+    try:
+        for process, gpu in zip(processes, gpus, strict=True):
+            with only_gpu(gpu):  # a spawned worker inherits the environment at start
+                process.start()
+            workers.add(f"{socket.gethostname()}:{process.pid}")
+        for process in processes:
+            process.join()
+    except KeyboardInterrupt:
+        stop_workers([p for p in processes if p.pid is not None])
+        raise
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:
         print(
             f"warning: {len(failed)} worker(s) exited with codes {failed}; rerun the command to resume"
         )
+
+
+def stop_workers(processes, grace: float = STOP_SECONDS) -> None:
+    """SIGTERM to each live worker (each ends its trial and run, as on Ctrl-C), at most `grace`
+    seconds to do so (a second Ctrl-C stops the wait), then SIGKILL for the rest."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    try:
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 @contextmanager
@@ -188,12 +254,23 @@ def _attr_name(target: str, sweep: Sweep) -> str:
 def _worker_main(
     target: str, overrides: list[str], trials: int | None, settings, prefix: str
 ) -> None:
-    from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
+    """A worker process: one line and exit 130 when stopped (no traceback per worker)."""
+    from harness.infra.signals import stop_on_signals
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    quiet_libraries()
-    sweep = load_sweeps(target, overrides, trials)[0][0]
-    work(sweep, settings, worker=prefix)
+    stop_on_signals(once=True)  # the parent kills a worker that takes too long to end
+    try:
+        from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
+
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        quiet_libraries()
+        sweep = load_sweeps(target, overrides, trials)[0][0]
+        work(sweep, settings, worker=prefix)
+    except KeyboardInterrupt as err:
+        print(f"harness: {prefix}interrupted{f': {err}' if str(err) else ''}", file=sys.stderr)
+        sys.exit(130)
+    except UserError as err:  # the storage went away, say
+        print(f"harness: {prefix}error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 def summary_text(study, settings, summary) -> str:

@@ -57,6 +57,12 @@ def mask(url: str) -> str:
     return _USERINFO.sub(r"\g<head>:***@", url, count=1)
 
 
+def without_credentials(url: str) -> str:
+    """`url` without its user and password (`scheme://host...`)."""
+    found = _USERINFO.match(url or "")
+    return url if found is None else url[: url.index("://") + 3] + url[found.end() :]
+
+
 def redact(text: str, *urls: str | None) -> str:
     """`text` with each URL of `urls` masked and its password (raw or decoded) replaced by ***."""
     for url in urls:

@@ -25,6 +25,8 @@ import hashlib
 import json
 import os
 import random
+import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -40,17 +42,26 @@ from urllib.parse import urlparse
 
 import mlflow
 import pandas as pd
+import requests
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
-from mlflow.entities import DatasetInput, InputTag, RunTag
+from mlflow.entities import DatasetInput, InputTag, LoggedModelStatus, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from harness.config import tags
 from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
-from harness.infra.databases import StoreError, check_driver, exclusive, is_database_url, mask
+from harness.infra.databases import (
+    StoreError,
+    check_driver,
+    exclusive,
+    is_database_url,
+    mask,
+    without_credentials,
+)
 from harness.infra.locations import UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
@@ -67,6 +78,9 @@ COLLISION_MARKS = (
     "Duplicate entry",
 )
 COLLISION_ATTEMPTS = 6
+# What MLflow's client says when its server is gone (requests' ConnectionError, as text).
+NO_ANSWER_MARKS = ("Max retries exceeded", "Connection refused", "Failed to establish")
+PROBE_SECONDS = 10  # a tracking server that does not answer its health check in this long
 
 
 POLICY_MODEL_TAG = tags.POLICY_MODEL
@@ -100,6 +114,8 @@ def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
             check_driver(uri, "MLflow tracking URI")
             with exclusive(uri, "harness:mlflow-schema"):
                 MlflowClient(uri).search_experiments(max_results=1)
+        elif urlparse(uri).scheme in ("http", "https"):
+            check_listening(uri)
         _opened.add(uri)
     client = MlflowClient(uri)
     try:
@@ -132,6 +148,52 @@ def check_writable(uri: str, db: Path) -> None:
             f"tracking URI {mask(uri)}: cannot write {where} ({os.strerror(err.errno)}); "
             "pass a writable --tracking-uri"
         ) from None
+
+
+def check_listening(uri: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raise StoreError, naming the URI, unless a server answers at `uri` within `timeout`.
+
+    MLflow's client retries a refused connection 7 times with backoff (measured: 258 s of
+    silence, then a traceback); one short request up front says it in seconds. Any HTTP answer
+    counts (the server is there; MLflow reports what it says), only no answer does not."""
+    try:
+        requests.get(without_credentials(uri).rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err))  # requests nests it deep
+        reason = errno[1] if errno else type(err).__name__
+        raise StoreError(
+            f"tracking URI {mask(uri)}: no server answers within {timeout:g} s ({reason}); "
+            "start it or pass another --tracking-uri"
+        ) from None
+
+
+class StoreLost(StoreError):
+    """The tracking server stopped answering while a run was open: the message names the run,
+    which could not be ended (the next command that reaches the store marks it KILLED)."""
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether `err`, or an error that led to it, says that the tracking server did not answer
+    (MLflow wraps requests' ConnectionError in an MlflowException's message)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, requests.ConnectionError | requests.Timeout):
+            return True
+        if isinstance(seen, MlflowException) and any(m in str(seen) for m in NO_ANSWER_MARKS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def server_gone() -> str:
+    return (
+        f"the tracking server {mask(mlflow.get_tracking_uri())} stopped answering; "
+        "the next harness command that reaches it marks KILLED what was left RUNNING"
+    )
+
+
+def store_lost(run_id: str, name: str) -> StoreLost:
+    return StoreLost(f"run {run_id} ({name}) could not be ended: {server_gone()}")
 
 
 def use_tracking(uri: str, experiment_name: str) -> str:
@@ -208,6 +270,26 @@ def local_artifact_dir(client: MlflowClient, run_id: str) -> Path | None:
     return Path(local_file_uri_to_path(uri))
 
 
+def discard_unsaved_policy(client: MlflowClient, run_id: str) -> None:
+    """Remove what a failed or interrupted save of a run's policy left: its `policy/` artifact
+    folder (a LoRA adapter) and every logged model of the run that is not READY.
+
+    MLflow 3 writes a logged model's files under `<experiment>/models/m-*/`, not under the
+    run's artifacts, marks the model FAILED on an error and leaves it PENDING when interrupted
+    (KeyboardInterrupt is not an Exception to it): the files go, and the model is deleted so
+    that the experiment's Models list shows no broken policy."""
+    folder = local_artifact_dir(client, run_id)
+    if folder is not None:
+        shutil.rmtree(folder / POLICY_ARTIFACT, ignore_errors=True)
+    experiment = client.get_run(run_id).info.experiment_id
+    for model in client.search_logged_models([experiment]):
+        if model.source_run_id != run_id or model.status == LoggedModelStatus.READY:
+            continue
+        with contextlib.suppress(Exception):  # a remote store may refuse deletes: still delete it
+            get_artifact_repository(model.artifact_location).delete_artifacts()
+        client.delete_logged_model(model.model_id)
+
+
 def policy_artifact_path(client: MlflowClient, run_id: str) -> Path:
     """Local path of a run's policy saved as plain files (runs logged before the policy became
     an MLflow model; downloaded if the store is remote)."""
@@ -228,8 +310,13 @@ class Heartbeat:
     tags that why_dead reads) or a function to call (a sweep's Optuna trial heartbeat). A beat
     that fails in the thread (a busy or full store) is retried at the next one."""
 
-    def __init__(self, beat: str | Callable[[], object], interval: float = HEARTBEAT_SECONDS):
-        self.beat = beat if callable(beat) else _run_beat(MlflowClient(), beat)
+    def __init__(
+        self,
+        beat: str | Callable[[], object],
+        interval: float = HEARTBEAT_SECONDS,
+        tracking_uri: str | None = None,  # a run's store (default: MLflow's current one)
+    ):
+        self.beat = beat if callable(beat) else _run_beat(MlflowClient(tracking_uri), beat)
         self.interval = interval
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="harness-heartbeat", daemon=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.metadata
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -346,6 +345,8 @@ def ended_on_error(run: RunContext):
         raise RunInterrupted(f"run {run.run_id} ({run.exp.name}) marked KILLED") from None
     except BaseException as err:
         end_run_after(err, run.run_id, "FAILED")
+        if stores.unreachable(err):  # a server gone mid-run: one line, not its traceback
+            raise stores.store_lost(run.run_id, run.exp.name) from None
         if isinstance(err, RunFailed):
             err.args = (f"run {run.run_id} ({run.exp.name}) FAILED: {err}",)
         raise
@@ -355,12 +356,13 @@ def end_run_after(err: BaseException, run_id: str, status: str) -> None:
     """End the active run with `status` and the error as its `error` tag, before MLflow's
     context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
     (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
+    if not stores.unreachable(err):  # a gone server: each write would wait out its retries
+        with contextlib.suppress(Exception):
+            mlflow.flush_async_logging()
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+            mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
     with contextlib.suppress(Exception):
-        mlflow.flush_async_logging()
-        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-        mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
-    with contextlib.suppress(Exception):
-        mlflow.end_run(status)
+        mlflow.end_run(status)  # leaves MLflow's stack of active runs even if it cannot write
 
 
 # ---- evaluation: step 0, every train.eval_every steps, the end -------------------------------
@@ -504,17 +506,12 @@ def save_policy(run: RunContext) -> None:
                 task="text-generation",
                 pip_requirements=stores.model_requirements(),
             )
-    except Exception as err:  # safetensors and MLflow report a full disk as their own errors
-        remove_partial_policy(run)
+    except BaseException as err:  # a full disk (its own error types) or a signal mid-save
+        stores.discard_unsaved_policy(run.client, run.run_id)  # whole or absent
+        if not isinstance(err, Exception):
+            raise
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
     mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
-
-
-def remove_partial_policy(run: RunContext) -> None:
-    """What a failed save left in the run's local artifacts: a policy is whole or absent."""
-    folder = stores.local_artifact_dir(run.client, run.run_id)
-    if folder is not None:
-        shutil.rmtree(folder / stores.POLICY_ARTIFACT, ignore_errors=True)
 
 
 # ---- the other processes ---------------------------------------------------------------------

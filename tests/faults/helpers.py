@@ -45,8 +45,9 @@ def harness_env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
-def start_harness(*args: str, cwd: Path) -> subprocess.Popen:
-    """`harness ARGS` as a user runs it, in its own process (to signal or kill it)."""
+def start_harness(*args: str, cwd: Path, group: bool = False) -> subprocess.Popen:
+    """`harness ARGS` as a user runs it, in its own process (to signal or kill it); with
+    `group`, in its own process group (to signal it and its workers as a terminal does)."""
     return subprocess.Popen(
         [sys.executable, "-m", "harness.commands.cli", *args],
         cwd=cwd,
@@ -56,6 +57,7 @@ def start_harness(*args: str, cwd: Path) -> subprocess.Popen:
         text=True,
         # Ctrl-C as in a terminal: a parent started in the background passes SIGINT ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        process_group=0 if group else None,
     )
 
 

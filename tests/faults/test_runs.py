@@ -4,6 +4,7 @@ survives a failure after training, and scoring never changes a run's status or e
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import textwrap
 import time
@@ -168,6 +169,17 @@ def test_divergence_stops_at_the_step_and_names_it(tmp_path, store, capsys, reco
     record_property("kept", f"run FAILED at step {step} (evaluation was due at 20)")
 
 
+def unsaved_policy_left(uri: str, run, folder) -> list[str]:
+    """What a failed save may have left: files under the experiment's `models/` (MLflow 3
+    writes a logged model there, not under the run's artifacts) or `<run>/artifacts/policy`,
+    and logged models of the run that are not READY."""
+    left = [str(p) for p in (folder / "models").rglob("*") if p.is_file()]
+    left += [str(p) for p in (folder / run.info.run_id / "artifacts" / POLICY_ARTIFACT).rglob("*")]
+    models = MlflowClient(uri).search_logged_models([run.info.experiment_id])
+    left += [f"model {m.model_id} {m.status}" for m in models if str(m.status) != "READY"]
+    return left
+
+
 def test_full_disk_while_saving_the_policy(tmp_path, tmpfs, capsys, record_property):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     artifacts = tmpfs("1m", "artifacts")  # the policy's safetensors alone is ~2.5 MB
@@ -175,13 +187,44 @@ def test_full_disk_while_saving_the_policy(tmp_path, tmpfs, capsys, record_prope
     code, _, err = run_cli(capsys, "run", str(exp), "--tracking-uri", uri)
     line = assert_one_line(err, "policy could not be saved", "No space left on device")
     run = the_run(uri, "fulldisk")
-    folder = artifacts / "fulldisk" / run.info.run_id
+    folder = artifacts / "fulldisk"
     assert code == 1 and run.info.status == "FAILED"
-    assert not (folder / "artifacts" / POLICY_ARTIFACT).exists()
-    assert not [p for p in folder.iterdir() if p.name.startswith(".policy-")], "temp removed"
+    assert not unsaved_policy_left(uri, run, folder)
+    assert not [p for p in (folder / run.info.run_id).iterdir() if p.name.startswith(".policy-")]
+    assert shutil.disk_usage(artifacts).used < 512 * 1024, "the disk is free again"
     record_property("fault", "artifacts on a 1 MB tmpfs: the disk fills while saving the policy")
     record_property("seen", f"exit {code}: {line}")
-    record_property("kept", "run FAILED; no half-written policy/ and no temporary folder left")
+    record_property(
+        "kept",
+        "run FAILED; no half-written model under <experiment>/models/ or policy/, no logged "
+        "model left PENDING or FAILED, the disk free again",
+    )
+
+
+def test_sigint_while_saving_the_policy(tmp_path, record_property):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = experiment_file(tmp_path, "ctrlc-save")
+    process = start_harness("run", str(exp), "--tracking-uri", uri, cwd=tmp_path)
+    client, deadline = MlflowClient(uri), time.monotonic() + 600
+    while True:  # MLflow creates the logged model PENDING, then saves and uploads its files
+        experiment = client.get_experiment_by_name("ctrlc-save")
+        models = client.search_logged_models([experiment.experiment_id]) if experiment else []
+        if any(str(m.status) == "PENDING" for m in models):
+            process.send_signal(signal.SIGINT)
+            break
+        assert not models and process.poll() is None and time.monotonic() < deadline, models
+        time.sleep(0.02)
+    _, err = process.communicate(timeout=600)
+    line = assert_one_line(err, "interrupted", "marked KILLED")
+    run = the_run(uri, "ctrlc-save")
+    assert process.returncode == 130 and run.info.status == "KILLED"
+    assert not unsaved_policy_left(uri, run, tmp_path / "artifacts" / "ctrlc-save")
+    assert POLICY_MODEL_TAG not in run.data.tags
+    record_property("fault", "SIGINT (Ctrl-C) to `harness run` while it saves the policy")
+    record_property("seen", f"exit {process.returncode}: {line}")
+    record_property(
+        "kept", "run KILLED; no logged model left PENDING, no partial files under models/"
+    )
 
 
 def test_sigint_marks_the_run_killed(tmp_path, record_property):

@@ -27,15 +27,24 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
+from harness.config import tags as tag
 from harness.config.metrics import SWEEP_BEST_VALUE
 from harness.config.space import Grid, Sweep, SweepError
 from harness.infra import databases, stores
 from harness.infra.cache import warm_cache
 from harness.run.sweep.journal import JournalHeartbeatStorage
 from harness.run.sweep.params import choose_params, grid_points, make_sampler
-from harness.run.sweep.trial import run_trial, study_lock
+from harness.run.sweep.trial import (
+    RETRY,
+    StorageLost,
+    fail_for_retry,
+    run_trial,
+    storage_lost,
+    study_lock,
+)
 
 PARENT_ATTR = "mlflow_parent_run_id"
+WORKER_ATTR = "harness_worker"  # a trial's system attribute: host:pid of the worker running it
 
 
 @dataclass(frozen=True)
@@ -63,7 +72,7 @@ def open_storage(settings: StudySettings) -> RDBStorage | JournalHeartbeatStorag
                 engine_kwargs=engine,
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                failed_trial_callback=RETRY,
             )
     except Exception as err:  # SQLAlchemy raises many types; all mean the same to the user
         reason = databases.redact(f"{type(err).__name__}: {err}".splitlines()[0], url)
@@ -79,7 +88,7 @@ def open_journal(settings: StudySettings) -> JournalHeartbeatStorage:
             str(path),
             heartbeat_interval=settings.heartbeat_interval,
             grace_period=settings.grace_period,
-            stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            stale_trial_callback=RETRY,
         )
     except OSError as err:
         raise SweepError(f"storage {settings.storage!r} cannot be opened: {err}") from None
@@ -197,6 +206,7 @@ def claim_trial(
             trial = study.ask()
         study_id = storage.get_study_id_from_name(study.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_system_attr(trial_id, WORKER_ATTR, stores.this_process())
         frozen = study.get_trials(deepcopy=False)[trial.number]
         retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
         if "fixed_params" not in frozen.system_attrs and retry_of is None:
@@ -247,7 +257,7 @@ def work(
     parent = study.user_attrs[PARENT_ATTR]
     stores.use_tracking(settings.tracking_uri, settings.mlflow_experiment)
     done = 0
-    with warm_cache(warm):
+    with warm_cache(warm), storage_lost(settings, "between trials"):
         while True:
             fail_stale_trials(study)  # a dead worker's trial -> FAIL, retried once (WAITING copy)
             close_killed_runs(study, settings, parent)
@@ -261,7 +271,10 @@ def work(
                 continue
             trial, retry_of = claimed.trial, claimed.retry_of
             beat = functools.partial(storage.record_heartbeat, claimed.trial_id)
-            with stores.Heartbeat(beat, settings.heartbeat_interval):
+            with (
+                storage_lost(settings, f"during trial {trial.number}"),
+                stores.Heartbeat(beat, settings.heartbeat_interval),
+            ):
                 run_trial(
                     sweep,
                     study,
@@ -272,6 +285,45 @@ def work(
                     log=lambda line: log(f"{worker}{line}"),
                 )
             done += 1
+
+
+def end_interrupted(
+    study: optuna.Study, settings: StudySettings, parent: str, workers: set[str]
+) -> str:
+    """After Ctrl-C or SIGTERM, once this machine's `workers` (host:pid) have stopped: FAIL, for
+    one retry, the trials they left RUNNING (a worker killed before it could), close their
+    runs KILLED, and mark the parent run KILLED unless a worker elsewhere still runs a trial.
+    Returns what was ended, for the one line the command prints."""
+    left = [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.system_attrs.get(WORKER_ATTR) in workers
+    ]
+    for number in left:
+        fail_for_retry(study, number)
+    close_killed_runs(study, settings, parent)
+    ended = f"trial(s) {left} of stopped workers FAIL, retried when rerun; " if left else ""
+    client = MlflowClient(settings.tracking_uri)
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # The parent run stays RUNNING for them: without this process's heartbeat, which
+        # would soon say its process is gone; theirs beat it again.
+        client.delete_tag(parent, stores.HEARTBEAT_TAG)
+        return f"sweep {settings.study_name!r} stopped here; {ended}other workers go on"
+    client.set_tag(parent, tag.ERROR, "interrupted")
+    client.set_terminated(parent, status="KILLED")
+    return f"sweep {settings.study_name!r} stopped; {ended}parent run {parent} marked KILLED"
+
+
+def end_storage_lost(settings: StudySettings, parent: str, err: StorageLost) -> StorageLost:
+    """The Optuna storage went away: the parent run KILLED with the reason (where the MLflow
+    store still answers); the error to report, saying so."""
+    client = MlflowClient(settings.tracking_uri)
+    try:
+        client.set_tag(parent, tag.ERROR, f"killed: {err}"[:5000])
+        client.set_terminated(parent, status="KILLED")
+    except Exception:  # the tracking store is gone too: the next command reaps the parent
+        return StorageLost(f"{err}; parent run {parent} left RUNNING (its store is unreachable)")
+    return StorageLost(f"{err}; parent run {parent} marked KILLED")
 
 
 def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:

@@ -2,19 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 
 import optuna
 from mlflow.tracking import MlflowClient
+from optuna.exceptions import StorageInternalError
+from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from harness.config import tags as tag
 from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
-from harness.config.space import Sweep, sample_params
-from harness.infra import databases
+from harness.config.space import Sweep, SweepError, sample_params
+from harness.infra import databases, stores
 from harness.methods.checks import resolve
 from harness.run.recipe import run_experiment
+
+RETRY = RetryFailedTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
+# What Optuna's RDB storage raises when its database goes away (StorageInternalError wraps
+# SQLAlchemy's error in a message about "invalid data ... exceeding max length").
+STORAGE_ERRORS = (StorageInternalError, SQLAlchemyError)
+
+
+class StorageLost(SweepError):
+    """The Optuna storage stopped answering mid-sweep: the message names it (masked), the
+    trial and the runs it could not end."""
+
+
+def lost_storage(settings, err: Exception, what: str) -> StorageLost:
+    """The StorageLost for a storage error `err` met `what` (e.g. "during trial 3")."""
+    cause = err.__cause__ or err
+    reason = databases.redact(f"{type(cause).__name__}: {cause}", settings.storage)
+    return StorageLost(
+        f"Optuna storage {databases.mask(settings.storage)} stopped answering {what} "
+        f"({reason.splitlines()[0][:300]}); rerun the command once it answers: a trial left "
+        "RUNNING is then failed and retried"
+    )
+
+
+@contextlib.contextmanager
+def storage_lost(settings, what: str):
+    """StorageLost instead of a storage error inside the block."""
+    try:
+        yield
+    except STORAGE_ERRORS as err:
+        raise lost_storage(settings, err, what) from None
 
 
 class PruningListener:
@@ -27,15 +61,20 @@ class PruningListener:
     def __init__(self, trial: optuna.Trial, objective: str, offset: int):
         self.trial, self.objective, self.offset = trial, objective, offset
         self.pruned_at: int | None = None
+        self.lost: Exception | None = None  # the storage's error, if it went away
 
     def __call__(self, step: int, metrics: dict[str, float]) -> bool:
-        if self.objective not in metrics:
+        if self.objective not in metrics or self.lost is not None:
             return False  # scoring objectives (winrate/, bench/) exist only at the end
-        self.trial.report(metrics[self.objective], self.offset + step)
-        if step > 0 and self.trial.should_prune():
+        try:
+            self.trial.report(metrics[self.objective], self.offset + step)
+            prune = step > 0 and self.trial.should_prune()
+        except STORAGE_ERRORS as err:  # the run trains on; the trial says why it cannot end
+            self.lost = err
+            return False
+        if prune:
             self.pruned_at = step
-            return True
-        return False
+        return prune
 
 
 def run_trial(
@@ -49,16 +88,7 @@ def run_trial(
 ) -> TrialState:
     """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
     params = sample_params(sweep, trial)
-    # trial_params: the sampled values with their types, from which `harness figures` rebuilds
-    # the study without opening the Optuna storage.
-    tags = {
-        tag.SWEEP: settings.study_name,
-        tag.TRIAL: str(trial.number),
-        tag.ROLE: tag.ROLE_TRIAL,
-        tag.TRIAL_PARAMS: json.dumps(params, sort_keys=True),
-    }
-    if retry_of is not None:
-        tags[tag.RETRY_OF] = str(retry_of)
+    tags = trial_tags(settings, trial, params, retry_of)
     log(
         f"trial {trial.number}: {params}"
         + (f" (retry of trial {retry_of})" if retry_of is not None else "")
@@ -81,12 +111,21 @@ def run_trial(
                 on_run_created=run_ids.append,
                 log=log,
             )
+            if listener.lost is not None:
+                what = f"during trial {trial.number}; its run {result.run_id} is kept FINISHED"
+                raise lost_storage(settings, listener.lost, what)
             if listener.pruned_at is not None:
                 client.set_tag(result.run_id, tag.PRUNED, f"true (step {listener.pruned_at})")
                 state = TrialState.PRUNED
                 break
             values.append(client.get_run(result.run_id).data.metrics[sweep.objective])
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the run is KILLED, the worker stops
+        raise end_interrupted_trial(study, trial, run_ids, client, err) from None
+    except (StorageLost, stores.StoreLost, *STORAGE_ERRORS):  # a store is gone: the worker stops
+        raise
     except Exception as err:  # the trial fails, the sweep goes on
+        if stores.unreachable(err):  # the tracking server is gone: so would every next trial
+            raise stores.StoreLost(stores.server_gone()) from None
         error = databases.redact(
             f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
         )
@@ -97,15 +136,7 @@ def run_trial(
     for run_id in run_ids:
         client.set_tag(run_id, tag.TRIAL_STATE, state.name)
     if state == TrialState.COMPLETE:
-        mean = statistics.fmean(values)
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        trial.set_user_attr("seed_values", values)
-        trial.set_user_attr("objective_std", spread)
-        for run_id in run_ids:
-            client.set_tag(run_id, tag.TRIAL_VALUE, repr(mean))
-        with study_lock(settings):  # another worker may log to the parent run at this instant
-            client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
-            client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
+        mean, spread = log_objective(trial, settings, parent, values, run_ids)
         study.tell(trial, mean)
         log(
             f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {list(sweep.seeds)}"
@@ -114,6 +145,53 @@ def run_trial(
         study.tell(trial, state=state)
         log(f"trial {trial.number}: {state.name.lower()}")
     return state
+
+
+def trial_tags(settings, trial: optuna.Trial, params: dict, retry_of: int | None) -> dict:
+    """The tags of the trial's runs. trial_params: the sampled values with their types, from
+    which `harness figures` rebuilds the study without opening the Optuna storage."""
+    tags = {
+        tag.SWEEP: settings.study_name,
+        tag.TRIAL: str(trial.number),
+        tag.ROLE: tag.ROLE_TRIAL,
+        tag.TRIAL_PARAMS: json.dumps(params, sort_keys=True),
+    }
+    if retry_of is not None:
+        tags[tag.RETRY_OF] = str(retry_of)
+    return tags
+
+
+def log_objective(trial, settings, parent: str, values: list[float], run_ids: list[str]):
+    """The mean objective over seeds and its spread: on the trial, its runs and the parent."""
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    trial.set_user_attr("seed_values", values)
+    trial.set_user_attr("objective_std", spread)
+    client = MlflowClient(settings.tracking_uri)
+    for run_id in run_ids:
+        client.set_tag(run_id, tag.TRIAL_VALUE, repr(mean))
+    with study_lock(settings):  # another worker may log to the parent run at this instant
+        client.log_metric(parent, SWEEP_OBJECTIVE, mean, step=trial.number)
+        client.log_metric(parent, SWEEP_OBJECTIVE_STD, spread, step=trial.number)
+    return mean, spread
+
+
+def end_interrupted_trial(study, trial, run_ids, client, err) -> KeyboardInterrupt:
+    """Ctrl-C or SIGTERM in a trial (its run already KILLED by the recipe): FAIL with its one
+    retry, the runs tagged FAIL; the interrupt to raise, saying so."""
+    for run_id in run_ids:
+        client.set_tag(run_id, tag.TRIAL_STATE, TrialState.FAIL.name)
+    trial.set_user_attr("error", f"interrupted: {err}"[:2000])
+    fail_for_retry(study, trial.number)
+    ended = f"trial {trial.number} FAIL, retried when the sweep is rerun"
+    return KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended)
+
+
+def fail_for_retry(study: optuna.Study, number: int) -> None:
+    """FAIL trial `number` (RUNNING) and enqueue its one retry, as for a dead worker's trial:
+    an interrupted sweep, run again, runs it again."""
+    study.tell(number, state=TrialState.FAIL)
+    RETRY(study, study.get_trials(deepcopy=False)[number])
 
 
 def study_lock(settings):

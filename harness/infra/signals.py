@@ -1,0 +1,48 @@
+"""Ctrl-C and SIGTERM as KeyboardInterrupt in the main thread, delivered and never lost.
+
+Python runs a signal handler between two bytecodes of the main thread, also inside a finalizer
+(a `__del__`, a weakref callback); an exception raised there is swallowed ("Exception ignored
+in ...", its traceback printed) and the program goes on. Measured: a sweep worker stopped by
+SIGTERM inside SQLAlchemy's class-registry weakref callback printed a traceback and trained on
+until it was killed. Here such a swallowed interrupt is raised again in the code that runs next.
+"""
+
+from __future__ import annotations
+
+import _thread
+import signal
+import sys
+
+_state: dict = {"signal": None, "once": False, "raised": False, "previous": sys.unraisablehook}
+
+
+def stop_on_signals(once: bool = False) -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt("stopped by signal NAME") in the main thread.
+
+    With `once`, only the first does: later ones are ignored, so that they cannot break the
+    clean-up it started (a Ctrl-C reaches every process of a terminal's process group, and a
+    sweep's parent forwards it to its workers too). A SIGINT ignored by whoever started the
+    process (a job started in the background) stays ignored."""
+    _state["once"] = once
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _raise)
+    signal.signal(signal.SIGTERM, _raise)
+    if sys.unraisablehook is not _raise_again:  # in front of whatever hook was there
+        _state["previous"] = sys.unraisablehook
+        sys.unraisablehook = _raise_again
+
+
+def _raise(signum, frame):
+    if _state["once"] and _state["raised"]:
+        return
+    _state.update(signal=signum, raised=True)
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def _raise_again(unraisable) -> None:
+    """A KeyboardInterrupt a finalizer swallowed: the same signal again, handled as it ends."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _state["signal"] is not None:
+        _state["raised"] = False
+        _thread.interrupt_main(_state["signal"])
+        return
+    _state["previous"](unraisable)
