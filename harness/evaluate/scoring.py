@@ -51,8 +51,13 @@ class Scoring:
             parts.append(f"bench tasks={','.join(self.plan.tasks)}")
         return "; ".join(parts) or "nothing"
 
-    def score(self, run_id: str, policy, reference, tokenizer, *, step: int) -> dict[str, float]:
-        """Compute win rates and benchmarks, then log them into run `run_id` at `step`."""
+    def score(
+        self, run_id: str, policy, reference, tokenizer, *, step: int, sample_policy=None
+    ) -> dict[str, float]:
+        """Compute win rates and benchmarks, then log them into run `run_id` at `step`.
+
+        `sample_policy` (best-of-n's sampler) draws the policy's answers for the win rates in
+        place of `policy`, which lm-eval then scores (best-of-n: the model it samples from)."""
         started = time.perf_counter()
         metrics: dict[str, float] = {}
         table, results = None, {}
@@ -74,6 +79,7 @@ class Scoring:
                 temperatures=self.temperatures,
                 max_new_tokens=self.exp.eval.max_new_tokens,
                 seed=self.exp.train.seed,
+                sample_policy=sample_policy,
             )
             metrics |= rates
         if self.plan and self.plan.tasks:

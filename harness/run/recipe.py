@@ -42,6 +42,7 @@ from harness.data.models import load_causal_lm, load_tokenizer, resolve_dtype, w
 from harness.data.preference import DataError, PreferenceData, load_preference_data
 from harness.data.sequences import context_length
 from harness.evaluate import Evaluator
+from harness.evaluate.best_of_n import BestOfN
 from harness.evaluate.scoring import prepare_scoring
 from harness.infra import distributed, stores
 from harness.infra.cache import content_digest, warm
@@ -148,6 +149,15 @@ class ExperimentRun:
         was_training = policy.training
         metrics, table = self.evaluator.evaluate(policy, untrained=untrained)
         policy.train(was_training)
+        return self._record(metrics, table, step)
+
+    def evaluate_best_of_n(self, policy: BestOfN) -> bool:
+        """Best-of-n's one evaluation, at step 0 (nothing trains); the table's reference
+        column is the reference's own samples, as at every method's step 0."""
+        self.first_table = self.evaluator.reference_table()
+        return self._record(*self.evaluator.evaluate_best_of_n(policy), step=0)
+
+    def _record(self, metrics: dict[str, float], table: dict[str, list], step: int) -> bool:
         mlflow.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
         self.first_table = self.first_table or table
@@ -281,23 +291,40 @@ def train_and_score(
         log(f"[{exp.name}] data: held-out rows cut to fit ({cut})")
 
     run = ExperimentRun(exp, evaluator, list(listeners), log)
-    final_step = 0
-    stopped_early = run.evaluate(policy, 0, untrained=True)
-    if not distributed.main_decides(stopped_early):  # a listener may stop it
-        policy, final_step = train_policy(
-            exp, method, data, tokenizer, policy, reference, run.evaluate, run_id, run.note_loss
-        )
-    if run.last_step != final_step:  # not right after a listener stopped training
-        run.evaluate(policy, final_step)
+    best_of_n = None  # the policy's sampler where it is not a model of its own
+    if method.trains:
+        final_step = 0
+        stopped_early = run.evaluate(policy, 0, untrained=True)
+        if not distributed.main_decides(stopped_early):  # a listener may stop it
+            policy, final_step = train_policy(
+                exp, method, data, tokenizer, policy, reference, run.evaluate, run_id, run.note_loss
+            )
+        if run.last_step != final_step:  # not right after a listener stopped training
+            run.evaluate(policy, final_step)
+    else:  # best-of-n: its policy model is the base model (`policy`, untouched) sampled n times
+        best_of_n = best_of_n_policy(exp, method, data, tokenizer, policy)
+        run.evaluate_best_of_n(best_of_n)
     mlflow.set_tag(tag.FINAL_STEP, str(run.last_step))
     if exp.train.save_policy:
-        save_policy(policy, tokenizer)
+        save_policy(policy, tokenizer, best_of_n)
     mlflow.log_table(run.sample_table(), artifact_file="samples.json")
     if scoring.wanted:
         log(f"[{exp.name}] scoring: {scoring.describe()}")
-        scoring.score(run_id, policy, reference, tokenizer, step=run.last_step)
+        sampler = best_of_n and best_of_n.sample
+        scoring.score(
+            run_id, policy, reference, tokenizer, step=run.last_step, sample_policy=sampler
+        )
     mlflow.flush_async_logging()
     return run
+
+
+def best_of_n_policy(exp: Experiment, method, data: PreferenceData, tokenizer, base) -> BestOfN:
+    """The best of method_args.n samples of `base` by the method's picker; tags the run as
+    best-of-n with its n, and its eval/kl as the analytic bound."""
+    n = resolved_args(exp)["n"]
+    picker = method.picker(data, exp.model.name_or_path, exp.train.seed)
+    mlflow.set_tags({tag.BEST_OF_N: str(n), tag.EVAL_KL_KIND: tag.KL_BOUND})
+    return BestOfN(base, tokenizer, picker, n)
 
 
 def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
@@ -338,7 +365,7 @@ def train_only(exp: Experiment, method, started: float) -> RunResult:
     """
     data = load_preference_data(exp)
     tokenizer, policy, reference = load_models(exp, data)
-    if not distributed.main_decides(None):
+    if method.trains and not distributed.main_decides(None):
         train_policy(
             exp, method, data, tokenizer, policy, reference, lambda model, step: None, None
         )
@@ -423,13 +450,14 @@ def log_datasets(exp: Experiment, data: PreferenceData) -> None:
     stores.log_dataset_inputs(exp.dataset, source, splits, hub=hub)
 
 
-def save_policy(policy, tokenizer) -> None:
+def save_policy(policy, tokenizer, best_of_n: BestOfN | None = None) -> None:
     """The trained policy, saved whole or not at all, before anything can fail after training.
 
     A full fine-tune is logged as an MLflow model (transformers flavour): listed under the
     experiment's Models, registrable, loadable with `mlflow.transformers.load_model`; the
     run's tag points at it only once it is complete. A LoRA policy is its adapter alone
     (PEFT's adapter_config.json + weights) in the run's `policy/` artifact, loaded on its base.
+    Best-of-n's is the base model it samples from, its n a param of the logged model.
     """
     try:
         with library_output():  # transformers' save bars, MLflow's model-card and license notices
@@ -444,6 +472,7 @@ def save_policy(policy, tokenizer) -> None:
                 name=stores.POLICY_ARTIFACT,
                 task="text-generation",
                 pip_requirements=stores.model_requirements(),
+                params={tag.BEST_OF_N: best_of_n.n} if best_of_n else None,
             )
     except Exception as err:  # safetensors and MLflow report a full disk as their own errors
         remove_partial_policy(mlflow.active_run().info.run_id)
