@@ -65,7 +65,8 @@ def test_exact_kl_is_zero_at_one_and_never_above_the_bound(n):
     if n > 1:
         previous = exact.best_of_n_logps(ref, rewards, n - 1)
         assert (
-            exact.expected_reward(logps, rewards) >= exact.expected_reward(previous, rewards) - 1e-12
+            exact.expected_reward(logps, rewards)
+            >= exact.expected_reward(previous, rewards) - 1e-12
         ).all()
 
 

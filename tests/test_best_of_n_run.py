@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from analysis.figures import frontier
+from analysis.load import load_runs
+from analysis.style import method_colors
 from harness import EvalSpec, Experiment, TrainSpec
 from harness.commands.cli import main
 from harness.config import tags as tag
@@ -44,7 +47,12 @@ def bon(dataset: str, eval_spec: EvalSpec, method: str = "bon_gold") -> Experime
 @pytest.fixture(scope="module")
 def sentiment_run(module_tracking):
     scoring = EvalSpec(
-        n_prompts=16, n_pairs=8, max_new_tokens=8, winrate=True, temperatures=(1.0,), judges=("gold",)
+        n_prompts=16,
+        n_pairs=8,
+        max_new_tokens=8,
+        winrate=True,
+        temperatures=(1.0,),
+        judges=("gold",),
     )
     exp = bon("sentiment", scoring)
     result = run_experiment(exp, log=lambda _: None)
@@ -92,8 +100,16 @@ def test_bon_gold_in_the_exact_world_logs_the_exact_kl(module_tracking):
 
 @pytest.mark.parametrize("n", ["0", "-3", "2.5"])
 def test_n_below_one_is_a_one_line_error_before_compute(n, tracking, capsys):
-    code = main(["run", "experiments/quickstart.py", "--set", "method=bon_gold",
-                 "--set", f"method_args.n={n}"])
+    code = main(
+        [
+            "run",
+            "experiments/quickstart.py",
+            "--set",
+            "method=bon_gold",
+            "--set",
+            f"method_args.n={n}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert_one_line(err, "method_args.n", "integer >= 1")
@@ -101,7 +117,9 @@ def test_n_below_one_is_a_one_line_error_before_compute(n, tracking, capsys):
 
 def test_bon_gold_on_data_without_a_gold_reward_is_a_one_line_error(tmp_path, tracking, capsys):
     data = tmp_path / "pairs.jsonl"
-    rows = [{"prompt": f"movie {i} was", "chosen": " great .", "rejected": " bad ."} for i in range(20)]
+    rows = [
+        {"prompt": f"movie {i} was", "chosen": " great .", "rejected": " bad ."} for i in range(20)
+    ]
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     definition = tmp_path / "exp.py"
     definition.write_text(
@@ -112,3 +130,24 @@ def test_bon_gold_on_data_without_a_gold_reward_is_a_one_line_error(tmp_path, tr
     code = main(["run", str(definition)])
     assert code == 2
     assert_one_line(capsys.readouterr().err, "bon_gold", "gold reward", str(data))
+
+
+@pytest.mark.slow
+def test_the_frontier_figure_draws_best_of_n_as_a_curve_in_order_of_n(
+    sentiment_run, module_tracking
+):
+    """Beside the n = 4 run, n = 1 and 2: the frontier figure's data holds the three bon points
+    at the logged bound and reward, and its dashed curve passes through them in order of n."""
+    for n in (1, 2):
+        exp = bon("sentiment", EvalSpec(n_prompts=16, n_pairs=8, max_new_tokens=8))
+        run_experiment(exp.replace({"method_args.n": n}), log=lambda _: None)
+    data = load_runs(module_tracking).for_dataset("sentiment")
+    plot = frontier.plot(data, method_colors(data.runs["method"]))
+    drawn = plot.data[plot.data["method"] == "bon_gold"].sort_values("n")
+    assert drawn["n"].tolist() == [1, 2, 4]
+    assert drawn["kl"].tolist() == pytest.approx([kl_bound(n) for n in (1, 2, 4)])
+    logged = data.runs.set_index("run_id")[f"metrics.{EVAL_GOLD_REWARD}"]
+    assert drawn["reward"].tolist() == logged[drawn["run_id"]].tolist()
+    (curve,) = [line for line in plot.figure.axes[0].lines if line.get_gid() == "curve:bon_gold"]
+    assert list(curve.get_xdata()) == pytest.approx([kl_bound(n) for n in (1, 2, 4)])
+    assert "KL bound" in curve.get_label()
