@@ -136,7 +136,6 @@ class Evaluator:
         its log-probs and samples are the reference's, computed once per warm worker. The
         numbers are the same as from the policy itself: same weights, same seeded sampling.
         """
-        exp = self.exp
         metrics: dict[str, float] = {}
         if self.pairs["chosen"][0]:  # held-out pairs exist (paired data) and fit
             metrics |= self._pair_metrics(policy, self.pairs, self.reference_logps, untrained)
