@@ -27,6 +27,7 @@ from harness.config.metrics import (
 )
 from harness.data.worlds import get_world
 from harness.evaluate.best_of_n import kl_bound
+from harness.infra.stores import use_tracking
 from harness.run.recipe import run_experiment
 from tests.faults.helpers import assert_one_line
 
@@ -86,7 +87,9 @@ def test_bon_gold_logs_the_bound_its_tag_and_win_rates(sentiment_run, tmp_path):
 
 @pytest.mark.slow
 def test_bon_gold_in_the_exact_world_logs_the_exact_kl(module_tracking):
-    exp = bon("exact", EvalSpec(n_prompts=64, n_pairs=8))
+    use_tracking(module_tracking, "test_best_of_n_run")  # the `tracking` tests switched away
+    # Its own name: analysis keeps one run per (experiment, name), the sentiment run's too.
+    exp = bon("exact", EvalSpec(n_prompts=64, n_pairs=8)).replace({"name": "bon_gold-exact"})
     result = run_experiment(exp, log=lambda _: None)
     metrics = MlflowClient(module_tracking).get_run(result.run_id).data.metrics
     assert 0 < metrics[EVAL_KL_EXACT] < metrics[EVAL_KL] == pytest.approx(kl_bound(N))
@@ -138,6 +141,7 @@ def test_the_frontier_figure_draws_best_of_n_as_a_curve_in_order_of_n(
 ):
     """Beside the n = 4 run, n = 1 and 2: the frontier figure's data holds the three bon points
     at the logged bound and reward, and its dashed curve passes through them in order of n."""
+    use_tracking(module_tracking, "test_best_of_n_run")  # the `tracking` tests switched away
     for n in (1, 2):
         exp = bon("sentiment", EvalSpec(n_prompts=16, n_pairs=8, max_new_tokens=8))
         run_experiment(exp.replace({"method_args.n": n}), log=lambda _: None)
