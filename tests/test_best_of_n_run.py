@@ -23,6 +23,7 @@ from harness.config.metrics import (
     EVAL_KL,
     EVAL_KL_EXACT,
     EVAL_PAIR_ACCURACY,
+    RM_ACCURACY,
     winrate,
 )
 from harness.data.worlds import get_world
@@ -155,3 +156,14 @@ def test_the_frontier_figure_draws_best_of_n_as_a_curve_in_order_of_n(
     (curve,) = [line for line in plot.figure.axes[0].lines if line.get_gid() == "curve:bon_gold"]
     assert list(curve.get_xdata()) == pytest.approx([kl_bound(n) for n in (1, 2, 4)])
     assert "KL bound" in curve.get_label()
+
+
+@pytest.mark.slow
+def test_bon_picks_by_a_reward_model_trained_on_the_pairs(module_tracking):
+    use_tracking(module_tracking, "test_best_of_n_run")
+    exp = bon("sentiment", EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8), method="bon")
+    result = run_experiment(exp.replace({"method_args.n": 2}), log=lambda _: None)
+    run = MlflowClient(module_tracking).get_run(result.run_id)
+    assert run.info.run_name == "bon-n2" and run.data.tags[tag.BEST_OF_N] == "2"
+    assert run.data.metrics[EVAL_KL] == pytest.approx(kl_bound(2))
+    assert 0.5 < run.data.metrics[RM_ACCURACY] <= 1  # the picker's held-out pair accuracy
