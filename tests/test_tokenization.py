@@ -54,6 +54,8 @@ def test_every_method_and_the_harness_see_the_same_token_ids(bos_rule, tmp_path)
 
     seen = {}
     for name, method in METHODS.items():
+        if not method.trains:  # best-of-n samples the reference with the harness's own sampler
+            continue
         builder = METHODS.get(SAME_DATA_PATH.get(name, name)).build
         settings = dict(method.settings) | {"num_generations": 2}
         job = tiny.job(tokenizer, rows, tmp_path / name, beta=0.1, method_args=settings)

@@ -14,6 +14,10 @@ FINAL_STEP = "final_step"  # set by `harness run`: the step of the run's last ev
 POLICY_MODEL = "policy_model"  # the run's policy as an MLflow model URI (models:/m-...)
 HEARTBEAT = "harness.heartbeat"
 PROCESS = "harness.process"
+BEST_OF_N = "best_of_n"  # a best-of-n run's n (no training: the base model sampled n times)
+# What a run's eval/kl is where it is not the sampled estimate: best-of-n logs the bound.
+EVAL_KL_KIND = "eval_kl"
+KL_BOUND = "bound: log n - (n-1)/n (Beirami et al. 2024, arXiv:2401.01879)"
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a sweep's trial runs under its parent
 
 # Sweeps.

@@ -30,6 +30,7 @@ from harness.data.sequences import (
     tokenize_completion,
     truncate_pair,
 )
+from harness.evaluate.best_of_n import BestOfN, kl_bound
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
 from harness.infra.cache import warm
 from harness.methods.checks import ResolvedExperiment
@@ -134,7 +135,6 @@ class Evaluator:
         its log-probs and samples are the reference's, computed once per warm worker. The
         numbers are the same as from the policy itself: same weights, same seeded sampling.
         """
-        exp = self.exp
         metrics: dict[str, float] = {}
         if self.pairs["chosen"][0]:  # held-out pairs exist (paired data) and fit
             metrics |= self._pair_metrics(policy, self.pairs, self.reference_logps, untrained)
@@ -143,25 +143,54 @@ class Evaluator:
             metrics |= {new_pair_metric(name): value for name, value in new.items()}
 
         if untrained:
-            key = (exp.eval.n_prompts, exp.eval.max_new_tokens, exp.train.seed)
-            samples, reference_logps = self._cached(
-                "samples", lambda: self._reference_samples(self.reference), *key
-            )
+            samples, reference_logps = self._reference_samples_cached()
             policy_logps = reference_logps
         else:
             samples, reference_logps = self._reference_samples(policy)
             ids = (samples.prompt_ids, samples.completion_ids)
             policy_logps = sequence_logps(policy, *ids, self.pad)
         metrics[EVAL_KL], metrics[EVAL_KL_STDERR] = kl_estimate(policy_logps, reference_logps)
-        metrics[EVAL_LENGTH] = statistics.fmean(samples.lengths)
+        sample_metrics, table = self._sample_metrics(samples)
+        metrics |= sample_metrics
+        if self.data.world is not None:
+            metrics.update(self.data.world.extra_eval(policy, self.reference, self.tokenizer))
+        return metrics, table
+
+    def _sample_metrics(self, samples) -> tuple[dict[str, float], dict[str, list]]:
+        """Length and gold reward of one sample per prompt, and the table of them."""
+        metrics = {EVAL_LENGTH: statistics.fmean(samples.lengths)}
         table = {"prompt": self.prompts, "completion": samples.texts}
         if self.data.gold is not None:
             gold = self.data.gold(self.prompts, samples.continuations(self.tokenizer))
             metrics[EVAL_GOLD_REWARD] = statistics.fmean(gold)
             table["gold_reward"] = gold
-        if self.data.world is not None:
-            metrics.update(self.data.world.extra_eval(policy, self.reference, self.tokenizer))
         return metrics, table
+
+    def evaluate_best_of_n(self, policy: BestOfN) -> tuple[dict[str, float], dict[str, list]]:
+        """`evaluate` for best-of-n (harness.evaluate.best_of_n): its samples' length and gold
+        reward, eval/kl = the analytic bound (stderr 0: no sampling enters it), the world's
+        exact metrics where it has them. No held-out pair metrics: they need log pi_bon of a
+        given response, which depends on the reference's whole reward distribution."""
+        samples = policy.sample(
+            self.prompts, max_new_tokens=self.exp.eval.max_new_tokens, seed=self.exp.train.seed
+        )
+        metrics = {EVAL_KL: kl_bound(policy.n), EVAL_KL_STDERR: 0.0}
+        sample_metrics, table = self._sample_metrics(samples)
+        metrics |= sample_metrics
+        if self.data.world is not None:
+            metrics |= self.data.world.best_of_n_eval(
+                self.reference, self.tokenizer, policy.picker, policy.n
+            )
+        return metrics, table
+
+    def reference_table(self) -> dict[str, list]:
+        """The table `evaluate(untrained=True)` returns: the reference's own samples."""
+        return self._sample_metrics(self._reference_samples_cached()[0])[1]
+
+    def _reference_samples_cached(self):
+        exp = self.exp
+        key = (exp.eval.n_prompts, exp.eval.max_new_tokens, exp.train.seed)
+        return self._cached("samples", lambda: self._reference_samples(self.reference), *key)
 
     def _pair_metrics(self, policy, pairs: dict, reference_logps: dict, untrained: bool) -> dict:
         """eval/rewards/... and eval/logps/... of `policy` on tokenized pairs."""

@@ -52,10 +52,21 @@ class Scoring:
         return "; ".join(parts) or "nothing"
 
     def score(
-        self, client: MlflowClient, run_id: str, policy, reference, tokenizer, *, step: int
+        self,
+        client: MlflowClient,
+        run_id: str,
+        policy,
+        reference,
+        tokenizer,
+        *,
+        step: int,
+        sample_policy=None,
     ) -> dict[str, float]:
         """Compute win rates and benchmarks, then log them through `client` into run `run_id`
-        at `step`."""
+        at `step`.
+
+        `sample_policy` (best-of-n's sampler) draws the policy's answers for the win rates in
+        place of `policy`, which lm-eval then scores (best-of-n: the model it samples from)."""
         started = time.perf_counter()
         metrics: dict[str, float] = {}
         table, results = None, {}
@@ -77,6 +88,7 @@ class Scoring:
                 temperatures=self.temperatures,
                 max_new_tokens=self.exp.eval.max_new_tokens,
                 seed=self.exp.train.seed,
+                sample_policy=sample_policy,
             )
             metrics |= rates
         if self.plan and self.plan.tasks:

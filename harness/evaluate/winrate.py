@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy import stats
 
 from harness.config import metrics
 from harness.data.preference import PreferenceData
-from harness.data.sequences import sample_completions
+from harness.data.sequences import Samples, sample_completions
 
 Judge = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> scores
 
@@ -125,12 +126,19 @@ def win_rates(
     temperatures: Sequence[float],
     max_new_tokens: int,
     seed: int = 0,
+    sample_policy: Callable[..., Samples] | None = None,
 ) -> tuple[dict[str, float], dict[str, list]]:
     """(metrics, table): every judge x baseline x temperature, and the judged completions.
 
     Baselines: `reference` (the reference model sampled at the same temperature) and
     `chosen` (the dataset's chosen response, where held-out prompts have one).
+    `sample_policy(prompts, max_new_tokens=, temperature=, seed=)` draws the policy's answers
+    where the policy is not a model of its own (best-of-n: `BestOfN.sample`).
     """
+    samplers = {
+        "policy": sample_policy or partial(sample_completions, policy, tokenizer),
+        "reference": partial(sample_completions, reference, tokenizer),
+    }
     chosen_prompts = [p for p in prompts if p in chosen]
     chosen_scores = {
         name: judge(chosen_prompts, [chosen[p] for p in chosen_prompts])
@@ -144,15 +152,10 @@ def win_rates(
     for i, temperature in enumerate(temperatures):
         seeds = {side: sampling_seed(seed, i, side) for side in SIDES}
         answers = {
-            side: sample_completions(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seeds[side],
+            side: samplers[side](
+                prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seeds[side]
             ).continuations(tokenizer)
-            for side, model in zip(SIDES, (policy, reference), strict=True)
+            for side in SIDES
         }
         for side in SIDES:
             table[f"{side}_seed"] += [seeds[side]] * len(prompts)

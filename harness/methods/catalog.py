@@ -18,7 +18,7 @@ from typing import Any
 from harness.config.registry import Registry, did_you_mean
 from harness.config.spec import Experiment
 from harness.data.preference import PAIRED, PROMPT_ONLY, UNPAIRED
-from harness.methods import trainers
+from harness.methods import best_of_n, trainers
 from harness.methods.trainers import TrainingJob
 
 
@@ -30,16 +30,25 @@ class Method:
     formats: tuple[str, ...]  # data formats accepted (harness.data.preference.PAIRED, ...)
     uses_reference: bool  # whether training itself needs pi_ref (evaluation always uses it)
     paper: str
-    build: Callable[[TrainingJob], Any]  # job -> a transformers Trainer ready to .train()
+    # job -> a transformers Trainer ready to .train(); None for a method that trains nothing
+    build: Callable[[TrainingJob], Any] | None
     settings: Mapping[str, Any] = field(default_factory=dict)  # method_args defaults
     needs_gold: bool = False  # trains on the world's gold reward (built-in worlds only)
     uses_beta: bool = True  # False: beta does not enter training, so runs are not named by it
     # Constraints between the method's settings and the experiment, checked at construction:
     # experiment -> an error message naming the dotted fields, or None.
     validate: Callable[[Experiment], str | None] | None = None
+    # Best-of-n: no training; the best of method_args.n reference samples by this reward.
+    picker: best_of_n.PickerBuilder | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
+        if (self.build is None) == (self.picker is None):
+            raise ValueError(f"method {self.name!r}: give either a trainer builder or a picker")
+
+    @property
+    def trains(self) -> bool:
+        return self.build is not None
 
     def check(self, exp: Experiment) -> None:
         """Raise ValueError for an unknown method_args key or a violated constraint."""
@@ -73,8 +82,11 @@ def flat_params(exp: Experiment) -> dict[str, Any]:
 
 
 def config_label(exp: Experiment) -> str:
-    """`dpo-b0.1`: the method and, where it enters training, beta."""
-    return f"{exp.method}-b{exp.beta:g}" if METHODS.get(exp.method).uses_beta else exp.method
+    """`dpo-b0.1`: the method and, where it enters training, beta; best-of-n by its n (`bon-n16`)."""
+    method = METHODS.get(exp.method)
+    if not method.trains:
+        return f"{exp.method}-n{resolved_args(exp)['n']}"
+    return f"{exp.method}-b{exp.beta:g}" if method.uses_beta else exp.method
 
 
 # ---- the DPO family: DPOTrainer losses -----------------------------------------------------
@@ -279,6 +291,54 @@ _register(
 )
 
 
+# ---- best-of-n: no training, the best of n reference samples -------------------------------
+
+
+def _sample_count(exp: Experiment) -> str | None:
+    n = resolved_args(exp)["n"]
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return f"method_args.n must be an integer >= 1 (samples per prompt), got {n!r}"
+    return None
+
+
+_BEST_OF_N_SETTINGS = {"n": 16}  # samples per prompt; the DPO paper's baseline is best of 128
+_BEST_OF_N_PAPERS = (
+    "Stiennon et al. 2020, Learning to summarize from human feedback (arXiv:2009.01325); "
+    "its KL bound: Beirami et al. 2024 (arXiv:2401.01879)"
+)
+_register(
+    Method(
+        name="bon",
+        trainer="none: the best of n reference samples by a reward model (trl.RewardTrainer, same pairs)",
+        beta_means="unused: nothing trains; eval/kl is the bound log n - (n-1)/n",
+        formats=(PAIRED,),  # the pairs train the reward model that picks
+        uses_reference=False,
+        paper=_BEST_OF_N_PAPERS,
+        build=None,
+        picker=best_of_n.learned_picker,
+        settings=_BEST_OF_N_SETTINGS,
+        uses_beta=False,
+        validate=_sample_count,
+    )
+)
+_register(
+    Method(
+        name="bon_gold",
+        trainer="none: the best of n reference samples by the world's gold reward",
+        beta_means="unused: nothing trains; eval/kl is the bound log n - (n-1)/n",
+        formats=(PAIRED, UNPAIRED, PROMPT_ONLY),  # only the prompts are used
+        uses_reference=False,
+        paper=_BEST_OF_N_PAPERS + "; Gao et al. 2022 (arXiv:2210.10760) against RL",
+        build=None,
+        picker=best_of_n.gold_picker,
+        settings=_BEST_OF_N_SETTINGS,
+        needs_gold=True,
+        uses_beta=False,
+        validate=_sample_count,
+    )
+)
+
+
 # ---- the table `harness methods` prints ----------------------------------------------------
 
 
@@ -287,6 +347,7 @@ def method_table() -> str:
     rows = [("method", "trainer", "data", "reference")]
     for name, m in METHODS.items():
         reference = "in training" if m.uses_reference else "eval only"
+        reference = reference if m.trains else "sampled"
         rows.append((name, m.trainer, ", ".join(m.formats), reference))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

@@ -143,7 +143,7 @@ def check_method_accepts(method: Method, data: PreferenceData) -> None:
         )
     if method.needs_gold and data.gold is None:
         raise DataError(
-            f"method {method.name!r} trains on a gold reward, which {data.source!r} does not have: "
+            f"method {method.name!r} needs a gold reward, which {data.source!r} does not have: "
             f"only the built-in worlds ({', '.join(WORLDS)}) have one."
         )
 

@@ -46,6 +46,7 @@ from harness.data.models import load_causal_lm, load_tokenizer, resolve_dtype, w
 from harness.data.preference import DataError, PreferenceData, load_preference_data
 from harness.data.sequences import context_length
 from harness.evaluate import Evaluator
+from harness.evaluate.best_of_n import BestOfN
 from harness.evaluate.scoring import Scoring, prepare_scoring
 from harness.infra import distributed, stores
 from harness.infra.cache import content_digest, warm
@@ -163,22 +164,40 @@ def train_and_score(run: RunContext, scoring: Scoring, listeners) -> dict[str, f
     log_description(run)
     evaluation = RunEvaluation(run, list(listeners))
     log_data_counts(run, evaluation.evaluator.counts)
-    final_step = 0
-    stopped_early = evaluation.evaluate(run.policy, 0, untrained=True)
-    if not distributed.main_decides(stopped_early):  # a listener may stop it
-        run.policy, final_step = train_policy(run, evaluation.evaluate, evaluation.note_loss)
-    if evaluation.last_step != final_step:  # not right after a listener stopped training
-        evaluation.evaluate(run.policy, final_step)
+    best_of_n = None  # the policy's sampler where it is not a model of its own
+    if run.resolved.method.trains:
+        final_step = 0
+        stopped_early = evaluation.evaluate(run.policy, 0, untrained=True)
+        if not distributed.main_decides(stopped_early):  # a listener may stop it
+            run.policy, final_step = train_policy(run, evaluation.evaluate, evaluation.note_loss)
+        if evaluation.last_step != final_step:  # not right after a listener stopped training
+            evaluation.evaluate(run.policy, final_step)
+    else:  # best-of-n: its policy model is the base model (run.policy, untouched) sampled n times
+        best_of_n = best_of_n_policy(run)
+        evaluation.evaluate_best_of_n(best_of_n)
     mlflow.set_tag(tag.FINAL_STEP, str(evaluation.last_step))
     if exp.train.save_policy:
-        save_policy(run)
+        save_policy(run, best_of_n)
     mlflow.log_table(evaluation.sample_table(), artifact_file="samples.json")
     if scoring.wanted:
         run.log(f"[{exp.name}] scoring: {scoring.describe()}")
         policies = (run.policy, run.reference, run.tokenizer)
-        scoring.score(run.client, run.run_id, *policies, step=evaluation.last_step)
+        sampler = best_of_n and best_of_n.sample
+        scoring.score(
+            run.client, run.run_id, *policies, step=evaluation.last_step, sample_policy=sampler
+        )
     mlflow.flush_async_logging()
     return evaluation.metrics
+
+
+def best_of_n_policy(run: RunContext) -> BestOfN:
+    """The best of method_args.n samples of the base model by the method's picker; tags the
+    run as best-of-n with its n, and its eval/kl as the analytic bound."""
+    exp = run.exp
+    n = resolved_args(exp)["n"]
+    picker = run.resolved.method.picker(run.data, exp.model.name_or_path, exp.train.seed)
+    mlflow.set_tags({tag.BEST_OF_N: str(n), tag.EVAL_KL_KIND: tag.KL_BOUND})
+    return BestOfN(run.policy, run.tokenizer, picker, n)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -389,6 +408,15 @@ class RunEvaluation:
         was_training = policy.training
         metrics, table = self.evaluator.evaluate(policy, untrained=untrained)
         policy.train(was_training)
+        return self._record(metrics, table, step)
+
+    def evaluate_best_of_n(self, policy: BestOfN) -> bool:
+        """Best-of-n's one evaluation, at step 0 (nothing trains); the table's reference
+        column is the reference's own samples, as at every method's step 0."""
+        self.first_table = self.evaluator.reference_table()
+        return self._record(*self.evaluator.evaluate_best_of_n(policy), step=0)
+
+    def _record(self, metrics: dict[str, float], table: dict[str, list], step: int) -> bool:
         mlflow.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
         self.first_table = self.first_table or table
@@ -483,13 +511,14 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
 # ---- saving the policy -----------------------------------------------------------------------
 
 
-def save_policy(run: RunContext) -> None:
+def save_policy(run: RunContext, best_of_n: BestOfN | None = None) -> None:
     """The trained policy, saved whole or not at all, before anything can fail after training.
 
     A full fine-tune is logged as an MLflow model (transformers flavour): listed under the
     experiment's Models, registrable, loadable with `mlflow.transformers.load_model`; the
     run's tag points at it only once it is complete. A LoRA policy is its adapter alone
     (PEFT's adapter_config.json + weights) in the run's `policy/` artifact, loaded on its base.
+    Best-of-n's is the base model it samples from, its n a param of the logged model.
     """
     policy, tokenizer = run.policy, run.tokenizer
     try:
@@ -505,6 +534,7 @@ def save_policy(run: RunContext) -> None:
                 name=stores.POLICY_ARTIFACT,
                 task="text-generation",
                 pip_requirements=stores.model_requirements(),
+                params={tag.BEST_OF_N: best_of_n.n} if best_of_n else None,
             )
     except BaseException as err:  # a full disk (its own error types) or a signal mid-save
         stores.discard_unsaved_policy(run.client, run.run_id)  # whole or absent
@@ -524,7 +554,7 @@ def train_only(resolved: ResolvedExperiment, started: float) -> RunResult:
     one decision per evaluation (EvalCallback), and the final barrier.
     """
     run = load_models(resolved, load_preference_data(resolved.experiment))
-    if not distributed.main_decides(None):
+    if resolved.method.trains and not distributed.main_decides(None):
         train_policy(run, lambda model, step: None)
     distributed.wait_for_everyone()
     return RunResult(None, resolved.experiment, {}, time.perf_counter() - started)

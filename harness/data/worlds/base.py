@@ -42,6 +42,11 @@ class World(ABC):
         """Metrics only this world can compute (e.g. exact KL); none by default."""
         return {}
 
+    def best_of_n_eval(self, reference, tokenizer, picker, n: int) -> dict[str, float]:
+        """`extra_eval`'s metrics for the best of n reference samples by `picker`
+        (harness.evaluate.best_of_n), where this world can compute them; none by default."""
+        return {}
+
     def defaults(self) -> dict[str, object]:
         """{dotted field: value} for fields left at None where this world allows one value."""
         return {}

@@ -23,6 +23,7 @@ Bradley-Terry temperature (`data.bt_temperature`) of about 0.5 gives noisy label
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import weakref
@@ -196,10 +197,33 @@ class ExactWorld(CachedWorld):
 
     def extra_eval(self, policy, reference, tokenizer) -> dict[str, float]:
         """eval/kl_exact, eval/gold/reward_exact, eval/frontier_gap and eval/invalid_exact."""
+        return self._exact_metrics(
+            self.outcome_logps(policy, tokenizer), self._frozen_logps(reference, tokenizer)
+        )
+
+    def best_of_n_eval(self, reference, tokenizer, picker, n: int) -> dict[str, float]:
+        """The same metrics for best-of-n over `reference` (harness.evaluate.best_of_n), from its
+        exact distribution: the picker scores every outcome's text, as the sampler would."""
+        texts = self.outcome_texts()
+        picked = torch.tensor(
+            [picker([p] * len(texts), texts) for p in PROMPTS], dtype=torch.float64
+        )
+        ref_logps = self._frozen_logps(reference, tokenizer)
+        return self._exact_metrics(exact.best_of_n_logps(ref_logps, picked, n), ref_logps)
+
+    def outcome_texts(self) -> list[str]:
+        """Every outcome (module order) as the completion text the sampler decodes: the words
+        after a space, "" for EOS first, the L + 1 words of an overflow."""
+        overflows = itertools.product(WORDS, repeat=self.settings.max_words + 1)
+        texts = [" " + " ".join(r) for r in self.responses] + [""]
+        return texts + [" " + " ".join(r) for r in overflows]
+
+    def _frozen_logps(self, reference, tokenizer) -> torch.Tensor:
         if reference not in self._reference_logps:  # the reference is frozen: enumerate it once
             self._reference_logps[reference] = self.outcome_logps(reference, tokenizer)
-        ref_logps = self._reference_logps[reference]
-        logps = self.outcome_logps(policy, tokenizer)
+        return self._reference_logps[reference]
+
+    def _exact_metrics(self, logps: torch.Tensor, ref_logps: torch.Tensor) -> dict[str, float]:
         return {
             EVAL_KL_EXACT: exact.kl_divergence(logps, ref_logps).mean().item(),
             EVAL_GOLD_REWARD_EXACT: exact.expected_reward(logps, self.rewards).mean().item(),

@@ -180,3 +180,31 @@ def frontier_gap(
     kl = kl_divergence(policy_logps, ref_logps).mean().item()
     reward = expected_reward(policy_logps, rewards).mean().item()
     return frontier_reward_at(ref_logps, rewards, kl) - reward
+
+
+def best_of_n_logps(ref_logps: torch.Tensor, rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """log pi_bon(y|x): the best of n samples from pi_ref by reward r, a tie going to the first.
+
+    Outcomes of equal reward form a class c; with F(c) = pi_ref(r(Y) <= r_c) the reference's
+    reward CDF, the largest of n independent rewards falls in c with probability
+    F(c)^n - F(c^-)^n (c^- the class just below), and the first sample in c that the sampler
+    keeps is distributed as pi_ref restricted to c, so
+
+        pi_bon(y) = pi_ref(y) / pi_ref(c) * (F(c)^n - F(c^-)^n),    y in c,
+
+    which is F(y)^n - F(y^-)^n when every reward is distinct (Beirami et al. 2024, Lemma 1,
+    arXiv:2401.01879). log(F^n - F_-^n) = n log F + log(-expm1(n (log F_- - log F))) keeps
+    precision where F_- is close to F. Shapes (n_prompts, n_outcomes), float64.
+    """
+    out = torch.empty_like(ref_logps)
+    for i, (logp, reward) in enumerate(zip(ref_logps, rewards, strict=True)):
+        _, classes = torch.unique(reward, sorted=True, return_inverse=True)  # ascending reward
+        mass = torch.zeros(int(classes.max()) + 1, dtype=torch.float64)
+        mass.index_add_(0, classes, logp.exp())
+        cdf = mass.cumsum(0) / mass.sum()  # F(c), ending at exactly 1
+        log_cdf = cdf.log()
+        log_below = torch.cat([torch.tensor([-math.inf], dtype=torch.float64), log_cdf[:-1]])
+        log_class = n * log_cdf + torch.log(-torch.expm1(n * (log_below - log_cdf)))
+        per_outcome = logp - mass.log()[classes] + log_class[classes]
+        out[i] = torch.where(mass[classes] > 0, per_outcome, -math.inf)
+    return out
