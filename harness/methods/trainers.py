@@ -300,8 +300,9 @@ def grpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
     group-normalised advantages, the clipped ratio and beta times the per-token KL estimate,
     averaged over each completion's tokens, then over completions.
 
-    TRL's defaults differ from the paper: beta 0.0 (no KL term) and loss_type "dapo" (tokens
-    averaged over the whole batch); both are set here. `reward(job)` is as for rloo_trainer.
+    TRL's defaults differ from the paper: beta 0.0 (no KL term), loss_type "dapo" (tokens
+    averaged over the whole batch) and the KL term weighted by the importance ratio; all three
+    are set here. `reward(job)` is as for rloo_trainer.
     """
 
     def build(job: TrainingJob):
@@ -310,6 +311,9 @@ def grpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
             **job.args,
             beta=job.beta,
             loss_type="grpo",
+            # TRL's default (DeepSeek-V3.2) multiplies the KL term by the importance ratio;
+            # DeepSeekMath's is the plain estimate (same value on-policy, another gradient).
+            use_bias_correction_kl=False,
             num_generations=args["num_generations"],
             max_completion_length=args["max_completion_length"],
             temperature=1.0,  # samples from pi itself: the KL estimate and the ratios hold
