@@ -8,17 +8,20 @@ import pytest
 import trl
 from trl import DPOTrainer
 from trl.experimental.cpo import CPOTrainer
+from trl.experimental.online_dpo import OnlineDPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
 
-def pinned(owner, method: str, parameters: list[str], called_as: str, ours: str) -> None:
+def pinned(
+    owner, method: str, parameters: list[str], called_as: str, ours: str, caller: str = "__init__"
+) -> None:
     where = f"trl {trl.__version__}: {owner.__name__}.{method}"
     hook = getattr(owner, method, None)
     assert hook is not None, f"{where} is gone; {ours} overrides it"
     found = list(inspect.signature(hook).parameters)
     assert found == parameters, f"{where} now takes {found}, not {parameters}; see {ours}"
-    init = inspect.getsource(owner.__init__)
-    assert called_as in init, f"{where} is no longer called as {called_as!r}; see {ours}"
+    source = inspect.getsource(getattr(owner, caller))
+    assert called_as in source, f"{where} is no longer called as {called_as!r}; see {ours}"
 
 
 def test_dpo_trainer_still_precomputes_reference_logps_through_its_hook():
@@ -40,3 +43,28 @@ def test_orpo_and_cpo_still_tokenize_through_tokenize_row(trainer):
         "map(self.tokenize_row",
         "harness/methods/trainers.py (_TokenizedLikeDPO)",
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "parameters", "called_as"),
+    [
+        ("_generate", ["self", "model", "prompts", "images"], "self._generate(\n"),
+        (
+            "_calculate_rewards_from_functions",
+            ["self", "prompts", "completions", "completion_ids_list", "reward_kwargs"],
+            "self._calculate_rewards_from_functions(",
+        ),
+    ],
+)
+def test_online_dpo_still_samples_and_rewards_through_its_hooks(method, parameters, called_as):
+    pinned(
+        OnlineDPOTrainer,
+        method,
+        parameters,
+        called_as,
+        "harness/methods/trainers.py (OnlineDPOTrainerWithSampleStats)",
+        caller="training_step",
+    )
+    # the sampling hook tokenizes text prompts through processing_class, where the harness
+    # swaps in the tokenizer's own special-token rule
+    assert "self.processing_class(" in inspect.getsource(OnlineDPOTrainer._generate)
