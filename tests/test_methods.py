@@ -46,7 +46,12 @@ TRAIN_EXTRAS = {
         "rm/accuracy",
     },
     "rloo_gold": {*ONLINE, "train/rloo_gold/kl", "train/rloo_gold/rewards/gold/mean"},
-    "online_dpo": {*ONLINE, "train/rewards/margins", "train/online_dpo/objective/kl", "rm/accuracy"},
+    "online_dpo": {
+        *ONLINE,
+        "train/rewards/margins",
+        "train/online_dpo/objective/kl",
+        "rm/accuracy",
+    },
     "online_dpo_gold": {*ONLINE, "train/rewards/margins", "train/online_dpo_gold/objective/kl"},
     "grpo": {*ONLINE, "train/grpo/kl", "train/grpo/rewards/reward_model/mean", "rm/accuracy"},
     "grpo_gold": {*ONLINE, "train/grpo_gold/kl", "train/grpo_gold/rewards/gold/mean"},

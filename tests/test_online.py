@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 from torch.testing import assert_close
 
-from harness import DataSpec, EvalSpec, Experiment, ModelSpec, TrainSpec
+from harness import DataSpec, EvalSpec, Experiment, TrainSpec
 from harness.commands.cli import main
 from harness.config.metrics import (
     EVAL_GOLD_REWARD,
@@ -190,7 +190,9 @@ def test_online_dpo_has_no_group_size_to_set():
 
 @pytest.mark.parametrize("method", GOLD)
 def test_gold_variants_refuse_data_without_a_gold_reward(method):
-    data = PreferenceData(source="pairs.jsonl", format=PAIRED, train=[], eval_pairs=[], eval_prompts=[])
+    data = PreferenceData(
+        source="pairs.jsonl", format=PAIRED, train=[], eval_pairs=[], eval_prompts=[]
+    )
     with pytest.raises(DataError, match=f"method '{method}' trains on a gold reward"):
         check_method_accepts(METHODS.get(method), data)
 
@@ -231,7 +233,9 @@ def tiny_online(method: str, **method_args) -> Experiment:
         dataset="sentiment",
         method_args={"max_completion_length": LENGTH, **method_args},
         data=DataSpec(max_pairs=32),
-        train=TrainSpec(steps=STEPS, batch_size=BATCH, eval_every=0, log_every=1, save_policy=False),
+        train=TrainSpec(
+            steps=STEPS, batch_size=BATCH, eval_every=0, log_every=1, save_policy=False
+        ),
         eval=EvalSpec(n_prompts=8, n_pairs=4, max_new_tokens=LENGTH),
     )
 
@@ -241,7 +245,9 @@ def tiny_online(method: str, **method_args) -> Experiment:
     ("method", "method_args", "completions_per_step"),
     [("online_dpo_gold", {}, 2 * BATCH), ("grpo_gold", {"num_generations": 2}, BATCH)],
 )
-def test_online_runs_log_what_they_sampled(method, method_args, completions_per_step, module_tracking):
+def test_online_runs_log_what_they_sampled(
+    method, method_args, completions_per_step, module_tracking
+):
     result = run_experiment(tiny_online(method, **method_args), log=lambda _: None)
     client = MlflowClient(module_tracking)
     assert client.get_run(result.run_id).info.status == "FINISHED"
@@ -250,7 +256,9 @@ def test_online_runs_log_what_they_sampled(method, method_args, completions_per_
         return {m.step: m.value for m in client.get_metric_history(result.run_id, name)}
 
     for name in (EVAL_KL, EVAL_GOLD_REWARD):
-        assert sorted(history(name)) == [0, STEPS] and all(map(math.isfinite, history(name).values()))
+        assert sorted(history(name)) == [0, STEPS] and all(
+            map(math.isfinite, history(name).values())
+        )
     for name in TRAIN_ONLINE_METRICS:
         assert sorted(history(name)) == list(range(1, STEPS + 1)), name
     assert all(1 <= v <= LENGTH for v in history(TRAIN_ONLINE_LENGTH).values())

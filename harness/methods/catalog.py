@@ -301,7 +301,9 @@ _register(
 # Generation settings shared by the online methods: the sampled length is the built-in worlds'
 # completion length, where TRL defaults to 64 (online DPO) and 256 (GRPO).
 _SAMPLED_LENGTH = {"max_completion_length": 24}  # tokens sampled per completion
-_ONLINE_DPO = "Guo et al. 2024, Direct Language Model Alignment from Online AI Feedback (arXiv:2402.04792)"
+_ONLINE_DPO = (
+    "Guo et al. 2024, Direct Language Model Alignment from Online AI Feedback (arXiv:2402.04792)"
+)
 _ONLINE_DPO_BETA = (
     "DPO beta: loss -log sigmoid(beta * margin of log(pi/pi_ref)) on a pair pi sampled "
     "(2 completions per prompt, TRL's fixed number), ranked by the reward"
