@@ -131,7 +131,9 @@ def online_world(gains: dict[str, float]):
                     kl = end * step / 6 + rng.normal(0, 0.05)
                     reward = 0.6 * (1 - np.exp(-max(kl, 0) / 2)) + gains.get(method, 0.0)
                     history += [(row["run_id"], EVAL_KL, step, kl)]
-                    history += [(row["run_id"], EVAL_GOLD_REWARD, step, reward + rng.normal(0, NOISE))]
+                    history += [
+                        (row["run_id"], EVAL_GOLD_REWARD, step, reward + rng.normal(0, NOISE))
+                    ]
                 rows.append(row)
         return run_data(rows, history)
 

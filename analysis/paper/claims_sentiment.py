@@ -95,7 +95,9 @@ def online_vs_offline(data: RunData) -> Finding:
     per_seed = _front_leads(data, ONLINE_PAIRS)
     missing = [f"{m} and {b}" for m, b in ONLINE_PAIRS if not _has_pair(per_seed, m, b)]
     if missing:
-        return not_measured(f"no seed with both {' or '.join(missing)} logging eval/kl, gold reward")
+        return not_measured(
+            f"no seed with both {' or '.join(missing)} logging eval/kl, gold reward"
+        )
     summary = over_seeds(per_seed, ["method", "baseline"], "lead")
     checks = {
         f"{r['method']}'s front above {r['baseline']}'s ({ci_text(r, signed=True)})": above(r)
