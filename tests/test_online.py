@@ -267,3 +267,22 @@ def test_online_runs_log_what_they_sampled(
     assert history(TRAIN_COMPLETIONS) == {s: s * completions_per_step for s in range(1, STEPS + 1)}
     tokens = history("train/progress/tokens")
     assert sorted(tokens) == list(range(1, STEPS + 1)) and tokens[1] < tokens[2] < tokens[3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("method", "method_args"), [("online_dpo_gold", {}), ("grpo_gold", {"num_generations": 2})]
+)
+def test_online_lora_trains_an_adapter_against_the_disabled_base(
+    method, method_args, module_tracking
+):
+    exp = tiny_online(method, **method_args).replace(
+        {"model.lora.r": 8, "train.lr": 5e-3, "train.save_policy": True}
+    )
+    result = run_experiment(exp, log=lambda _: None)
+    client = MlflowClient(module_tracking)
+    kl = {m.step: m.value for m in client.get_metric_history(result.run_id, EVAL_KL)}
+    assert kl[0] == 0.0  # the reference is the base with the adapter off
+    assert kl[STEPS] != 0.0  # the adapter moved the policy
+    artifacts = {f.path for f in client.list_artifacts(result.run_id, "policy")}
+    assert "policy/adapter_config.json" in artifacts and "policy/model.safetensors" not in artifacts
