@@ -153,10 +153,27 @@ def run_child(side: str, method: str, steps: int, batch_size: int) -> dict:
     return json.loads(line[7:])
 
 
+MAX_SPREAD = 0.15  # paired ratios spread wider than this: the machine was too busy to tell
+
+
+def paired_ratios(runs: dict) -> list[float]:
+    return [h["train_s"] / b["train_s"] for h, b in zip(runs["harness"], runs["bare"], strict=True)]
+
+
+def spread_note(results: dict) -> str:
+    spread = max(max(r) - min(r) for r in map(paired_ratios, results.values()))
+    if spread <= MAX_SPREAD:
+        return f"Paired ratios spread at most {spread:.2f}: the ratios measure the overhead."
+    return (
+        f"Paired ratios spread up to {spread:.2f} (over {MAX_SPREAD}): at this load the noise "
+        "swamps any overhead, so these ratios do not measure it; rerun on a quiet machine."
+    )
+
+
 def table_row(method: str, runs: dict, steps: int) -> str:
     bare_s = [r["train_s"] / steps for r in runs["bare"]]
     harness_s = [r["train_s"] / steps for r in runs["harness"]]
-    ratios = [h / b for h, b in zip(harness_s, bare_s, strict=True)]
+    ratios = paired_ratios(runs)
     eval_s = statistics.median(r["eval_s"] for r in runs["harness"])
     return (
         f"| `{method}` | {statistics.median(bare_s):.3f} | {statistics.median(harness_s):.3f} | "
@@ -214,6 +231,8 @@ def main() -> None:
         "| method | bare TRL s/step | harness s/step | ratio (min-max) | harness eval (outside) |",
         "|---|---:|---:|---:|---:|",
         *(table_row(m, results[m], args.steps) for m in METHODS),
+        "",
+        spread_note(results),
         "",
         "The harness adds its callbacks (MLflow logging, divergence guard, evaluation schedule) "
         "and, for online DPO, the per-step sample statistics (length, tie share, tokens) and "
