@@ -28,6 +28,7 @@ DRIVER_PACKAGES = {
     "MySQLdb": "mysqlclient",
 }
 SERVER_SCHEMES = ("http", "https", "databricks")  # tracking URIs that name a server, not a store
+JOURNAL_PREFIX = "journal:"  # an Optuna storage that is a journal file: journal:/shared/optuna.log
 
 
 class StoreError(UserError, ValueError):
@@ -89,10 +90,22 @@ def check_driver(url: str, what: str) -> None:
         ) from None
 
 
+def journal_path(url: str) -> Path | None:
+    """The file of an Optuna journal storage `journal:PATH`, None for any other storage."""
+    return Path(url.removeprefix(JOURNAL_PREFIX)) if url.startswith(JOURNAL_PREFIX) else None
+
+
 @contextlib.contextmanager
 def exclusive(url: str, name: str):
     """Hold the lock `name` for the block: in the PostgreSQL server at `url` (against every
-    machine), or in a file beside a SQLite database (a file on one machine)."""
+    machine), or in a file beside a SQLite database or an Optuna journal (a journal's lock is
+    shared by the machines that share its file system)."""
+    journal = journal_path(url)
+    if journal is not None:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        with filelock.FileLock(f"{journal.resolve()}.{digest}.lock"):
+            yield
+        return
     parsed = sqlalchemy.engine.make_url(url)
     backend = parsed.get_backend_name()
     database = Path(parsed.database or ".").resolve()
