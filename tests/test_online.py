@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 from torch.testing import assert_close
 
-from harness import DataSpec, EvalSpec, Experiment, TrainSpec
+from harness import DataSpec, EvalSpec, Experiment, Grid, Sweep, TrainSpec
 from harness.commands.cli import main
 from harness.config.metrics import (
     EVAL_GOLD_REWARD,
@@ -25,11 +25,12 @@ from harness.config.metrics import (
     TRAIN_ONLINE_REWARD,
     TRAIN_ONLINE_TIE_SHARE,
 )
+from harness.config.space import SweepError
 from harness.config.spec import SpecError
 from harness.data.preference import PAIRED, DataError, PreferenceData
 from harness.data.sequences import encode
 from harness.methods.catalog import METHODS
-from harness.methods.checks import check_experiment, check_method_accepts
+from harness.methods.checks import check_experiment, check_method_accepts, check_sweep
 from harness.run.recipe import run_experiment
 from tests import tiny
 
@@ -286,3 +287,15 @@ def test_online_lora_trains_an_adapter_against_the_disabled_base(
     assert kl[STEPS] != 0.0  # the adapter moved the policy
     artifacts = {f.path for f in client.list_artifacts(result.run_id, "policy")}
     assert "policy/adapter_config.json" in artifacts and "policy/model.safetensors" not in artifacts
+
+
+def test_a_sweep_over_generation_settings_is_checked_value_by_value():
+    """Every value of a space over an online method's settings must make a valid experiment."""
+    base = Experiment(method="grpo_gold", beta=0.1, dataset="sentiment")  # batch 16
+    good = {"method_args.num_generations": Grid([2, 4, 8]), "beta": Grid([0.01, 0.1])}
+    check_sweep(Sweep(name="g", base=base, space=good, sampler="grid", n_trials=6, pruner="none"))
+    bad = {"method_args.num_generations": Grid([2, 3])}
+    with pytest.raises(SweepError, match=r"space\['method_args.num_generations'\] value 3"):
+        check_sweep(
+            Sweep(name="b", base=base, space=bad, sampler="grid", n_trials=2, pruner="none")
+        )

@@ -77,7 +77,8 @@ TRAIN_ONLINE_METRICS = (TRAIN_ONLINE_REWARD, TRAIN_ONLINE_LENGTH, TRAIN_ONLINE_T
 TRAIN_LOSS = TRAIN_NAMES["loss"]
 # The training budget so far, cumulative over steps and processes: the response sequences the
 # loss saw (harness.methods.callbacks.MetricsCallback: batch x grad accumulation x processes x
-# sequences per row, 2 for a pair, 1 for a KTO, SFT or on-policy row) and the input tokens,
+# sequences per row, 2 for a pair or an online-DPO prompt (a sampled pair), 1 for a KTO, SFT,
+# RLOO or GRPO row: their batch counts completions) and the input tokens,
 # prompt and responses (TRL's num_tokens).
 TRAIN_COMPLETIONS = "train/progress/completions"
 TRAIN_TOKENS = TRAIN_NAMES["num_tokens"]
