@@ -112,6 +112,27 @@ def test_grpo_loss_is_the_deepseekmath_objective(tmp_path):
     assert abs(unclipped - objective) > 1e-2
 
 
+def test_grpo_advantages_are_the_rewards_normalised_within_each_group(tmp_path):
+    """DeepSeekMath's outcome supervision: A_i = (r_i - mean(r)) / std(r) over the G samples of
+    one prompt (TRL: Bessel-corrected std, + 1e-4). Group 1 rewards 1, 0, 0.5, 2: mean 0.875,
+    std sqrt(2.1875 / 3) = 0.853913; group 2 all 3: A = 0, and it counts in the tie share."""
+    tokenizer = tiny.word_tokenizer()
+    rows = tiny.pairs(2)
+    job = tiny.job(tokenizer, rows, tmp_path, beta=0.04, method_args={})
+    job.method_args = {"num_generations": 4, "max_completion_length": 3}
+    rewards = [1.0, 0.0, 0.5, 2.0, 3.0, 3.0, 3.0, 3.0]
+    job.data.gold = lambda prompts, completions: rewards[: len(completions)]
+    job.args["per_device_train_batch_size"] = 8
+    trainer = METHODS.get("grpo_gold").build(job)
+    trainer.model.train()
+    prompts = [rows[0]["prompt"]] * 4 + [rows[1]["prompt"]] * 4  # as TRL's sampler repeats them
+    out = trainer._generate_and_score_completions([{"prompt": p} for p in prompts])
+    std = math.sqrt((0.125**2 + 0.875**2 + 0.375**2 + 1.125**2) / 3)
+    expected = [(r - 0.875) / (std + 1e-4) for r in rewards[:4]] + [0.0] * 4
+    assert_close(out["advantages"], torch.tensor(expected), rtol=1e-5, atol=1e-6)
+    assert trainer._metrics["train"]["frac_reward_zero_std"] == [0.5]
+
+
 # ---- online DPO: the DPO loss on sampled pairs -------------------------------------------------
 
 
