@@ -113,6 +113,55 @@ def test_frontier_rule_sees_a_real_lead():
     assert share(claims_sentiment.frontier, frontier_world(0.1), REPRODUCED) >= 0.8
 
 
+# ---- online against offline: each online method's front above its counterpart's -----------------
+
+
+def online_world(gains: dict[str, float]):
+    """dpo (5 runs per seed) and rloo_gold (3) against online_dpo and online_dpo_gold (2 each),
+    every path on one reward-KL curve, each online method shifted up by its gain."""
+
+    def world(rng):
+        rows, history = [], []
+        runs = {"dpo": 5, "rloo_gold": 3, "online_dpo": 2, "online_dpo_gold": 2}
+        for method, n_runs in runs.items():
+            for seed, i in itertools.product(range(3), range(n_runs)):
+                row = run(method, float(i), seed)
+                end = np.exp(rng.uniform(np.log(0.5), np.log(8.0)))
+                for step in range(7):
+                    kl = end * step / 6 + rng.normal(0, 0.05)
+                    reward = 0.6 * (1 - np.exp(-max(kl, 0) / 2)) + gains.get(method, 0.0)
+                    history += [(row["run_id"], EVAL_KL, step, kl)]
+                    history += [
+                        (row["run_id"], EVAL_GOLD_REWARD, step, reward + rng.normal(0, NOISE))
+                    ]
+                rows.append(row)
+        return run_data(rows, history)
+
+    return world
+
+
+def test_online_rule_gives_methods_on_one_curve_no_lead():
+    world = online_world({})
+    assert share(claims_sentiment.online_vs_offline, world, NOT_REPRODUCED) >= 0.95
+
+
+def test_online_rule_needs_both_online_methods_ahead():
+    world = online_world({"online_dpo": 0.1})  # online DPO leads DPO; the gold pair ties
+    assert share(claims_sentiment.online_vs_offline, world, NOT_REPRODUCED) >= 0.95
+
+
+def test_online_rule_sees_both_leads():
+    world = online_world({"online_dpo": 0.1, "online_dpo_gold": 0.1})
+    assert share(claims_sentiment.online_vs_offline, world, REPRODUCED) >= 0.8
+
+
+def test_online_rule_without_one_pair_is_not_measured():
+    data = online_world({})(np.random.default_rng(0))
+    runs = data.runs[data.runs["method"] != "online_dpo_gold"]
+    finding = claims_sentiment.online_vs_offline(RunData(runs, data.history))
+    assert finding.verdict == "not measured" and "online_dpo_gold and rloo_gold" in finding.why
+
+
 # ---- claim 4: every method's gap shrinks with beta (a universal claim) --------------------------
 
 

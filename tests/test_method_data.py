@@ -232,7 +232,12 @@ def test_method_settings_are_params_with_their_defaults():
     [
         ("kto", "kl", "train/kto/kl"),
         ("orpo", "log_odds_ratio", "train/orpo/log_odds_ratio"),
-        ("rloo", "reward", "train/rloo/reward"),
+        ("rloo", "reward", "train/online/reward"),
+        ("grpo", "reward", "train/online/reward"),
+        ("online_dpo", "objective/scores", "train/online/reward"),
+        ("rloo", "completions/mean_length", "train/online/length"),
+        ("grpo", "frac_reward_zero_std", "train/online/tie_share"),
+        ("online_dpo", "frac_reward_zero_std", "train/online/tie_share"),
         ("rloo", "kl", "train/rloo/kl"),
         ("rloo", "rewards/reward_model/mean", "train/rloo/rewards/reward_model/mean"),
         ("dpo", "rewards/margins", "train/rewards/margins"),

@@ -26,6 +26,8 @@ YARDSTICK = {
     "eval/length",
     "eval/gold/reward",
 }
+# What every on-policy method logs about the samples of each step.
+ONLINE = {"train/online/reward", "train/online/length", "train/online/tie_share"}
 # What each trainer logs besides train/loss, under the harness's names (tracking.train_metric_name).
 TRAIN_EXTRAS = {
     "dpo": {"train/rewards/margins", "train/logps/chosen"},
@@ -38,16 +40,21 @@ TRAIN_EXTRAS = {
     "simpo": {"train/rewards/margins", "train/simpo/nll_loss"},
     "sft": {"train/sft/mean_token_accuracy"},
     "rloo": {
-        "train/rloo/reward",
+        *ONLINE,
         "train/rloo/kl",
         "train/rloo/rewards/reward_model/mean",
         "rm/accuracy",
     },
-    "rloo_gold": {
-        "train/rloo_gold/reward",
-        "train/rloo_gold/kl",
-        "train/rloo_gold/rewards/gold/mean",
+    "rloo_gold": {*ONLINE, "train/rloo_gold/kl", "train/rloo_gold/rewards/gold/mean"},
+    "online_dpo": {
+        *ONLINE,
+        "train/rewards/margins",
+        "train/online_dpo/objective/kl",
+        "rm/accuracy",
     },
+    "online_dpo_gold": {*ONLINE, "train/rewards/margins", "train/online_dpo_gold/objective/kl"},
+    "grpo": {*ONLINE, "train/grpo/kl", "train/grpo/rewards/reward_model/mean", "rm/accuracy"},
+    "grpo_gold": {*ONLINE, "train/grpo_gold/kl", "train/grpo_gold/rewards/gold/mean"},
 }
 STEPS, EVAL_EVERY = 4, 2
 

@@ -36,6 +36,7 @@ WINRATE = winrate("gold", "reference")
 KTO_LEAD = (0.02, 0.04, 0.09)
 KTO_CI = (0.05, 0.05 - 0.0895668, 0.05 + 0.0895668)
 SWEEP_NAME = f"{SWEEP}-abc123"
+ONLINE_SCALE = 1.2
 
 
 def log_run(method, beta, seed, dataset, steps, final, params=None, tags=None):
@@ -53,12 +54,16 @@ def log_run(method, beta, seed, dataset, steps, final, params=None, tags=None):
 
 
 def sentiment_runs(baseline_scale: float) -> None:
-    """DPO's path reaches reward sqrt(kl); rloo's and rloo_gold's baseline_scale * sqrt(kl)."""
+    """DPO's path reaches reward sqrt(kl); rloo's and rloo_gold's baseline_scale * sqrt(kl);
+    online DPO's (both rewards) ONLINE_SCALE * sqrt(kl), above DPO's and rloo_gold's."""
     use_tracking(mlflow.get_tracking_uri(), SENTIMENT)
     betas = {"dpo": (0.03, 0.1, 0.3, 1.0), "rloo": (0.1, 1.0), "rloo_gold": (0.01, 0.1)}
     betas |= {"sft": (0.1,), "kto": (0.1,)}
+    # each online method at its counterpart's betas: the same KLs, so the scales decide the lead
+    betas |= {"online_dpo": betas["dpo"], "online_dpo_gold": betas["rloo_gold"]}
     for method, method_betas in betas.items():
         scale = 1.0 if method in ("dpo", "kto", "sft") else baseline_scale
+        scale = ONLINE_SCALE if method.startswith("online") else scale
         for beta in method_betas:
             for seed in SEEDS:
                 kl_end = 0.5 / beta * (1 + 0.05 * seed)
@@ -177,7 +182,7 @@ def test_every_claim_has_a_row_with_its_figure_and_verdict(good):
     rows = report_rows(folder)
     claims = read_claims()
     assert [r[1] for r in rows] == [c["title"] for c in claims]
-    assert len(rows) == len(FINDERS) == 7
+    assert len(rows) == len(FINDERS) == 8
     verdicts = {c["key"]: findings[c["key"]].verdict for c in claims}
     assert verdicts == dict.fromkeys(verdicts, "reproduced"), {
         k: findings[k].why for k, v in verdicts.items() if v != "reproduced"
@@ -201,6 +206,11 @@ def test_a_claim_the_numbers_contradict_is_not_reproduced(bad):
     # DPO's reward is sqrt(kl), the baselines' 1.5 sqrt(kl): the lead is -0.5 x mean sqrt(kl)
     lead = frontier.table.set_index("baseline")
     assert (lead["ci_high"] < 0).all()
+    # online DPO on the gold reward at 1.2 sqrt(kl) below rloo_gold's 1.5, above DPO's 1.0
+    online = findings["online_vs_offline"]
+    assert online.verdict == "not reproduced"
+    assert "contradicted: online_dpo_gold's front above rloo_gold's" in online.why.lower()
+    assert "holds: online_dpo's front above dpo's" in online.why.lower()
 
 
 def test_the_interval_over_seeds_is_the_student_t_interval(good):
@@ -230,6 +240,7 @@ def test_claim_numbers_follow_the_logged_laws(good):
 def test_report_states_the_time_and_the_study_sizes(good):
     _, folder = good
     text = (folder / "REPORT.md").read_text()
-    # 30 sentiment + 18 deterministic + 12 exact runs + 36 sweep trial runs (the parent is not a run)
-    assert text.splitlines()[2].startswith("**Time:** 96 finished runs")
+    # 30 + 18 online sentiment + 18 deterministic + 12 exact runs + 36 sweep trial runs (the
+    # parent is not a run)
+    assert text.splitlines()[2].startswith("**Time:** 114 finished runs")
     assert "| paper-deterministic | 18 | dpo, ipo | 3 |" in text

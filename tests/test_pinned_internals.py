@@ -8,6 +8,7 @@ import pytest
 import trl
 from trl import DPOTrainer
 from trl.experimental.cpo import CPOTrainer
+from trl.experimental.online_dpo import OnlineDPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
 
@@ -42,6 +43,31 @@ def test_orpo_and_cpo_still_tokenize_through_tokenize_row(trainer):
         "map(self.tokenize_row",
         "harness/methods/trainers.py (_TokenizedLikeDPO)",
     )
+
+
+@pytest.mark.parametrize(
+    ("method", "parameters", "called_as"),
+    [
+        ("_generate", ["self", "model", "prompts", "images"], "self._generate(\n"),
+        (
+            "_calculate_rewards_from_functions",
+            ["self", "prompts", "completions", "completion_ids_list", "reward_kwargs"],
+            "self._calculate_rewards_from_functions(",
+        ),
+    ],
+)
+def test_online_dpo_still_samples_and_rewards_through_its_hooks(method, parameters, called_as):
+    pinned(
+        OnlineDPOTrainer,
+        method,
+        parameters,
+        called_as,
+        "harness/methods/trainers.py (OnlineDPOTrainerWithSampleStats)",
+        caller="training_step",
+    )
+    # the sampling hook tokenizes text prompts through processing_class, where the harness
+    # swaps in the tokenizer's own special-token rule
+    assert "self.processing_class(" in inspect.getsource(OnlineDPOTrainer._generate)
 
 
 def test_orpo_still_returns_its_chosen_nll_fifth_from_concatenated_forward():

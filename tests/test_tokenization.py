@@ -4,6 +4,7 @@ as the same token ids (TRL's ORPO and CPO would otherwise prepend a BOS no other
 from __future__ import annotations
 
 import pytest
+from trl.experimental.online_dpo import OnlineDPOTrainer
 
 from harness.data.sequences import encode, sample_completions, tokenize_completion
 from harness.methods.catalog import METHODS
@@ -11,7 +12,8 @@ from tests import tiny
 
 # rloo's builder is rloo_gold's (trainers.rloo_trainer) with a reward model trained on the pairs
 # as its reward; building it would train that model, and its prompts are tokenized identically.
-SAME_DATA_PATH = {"rloo": "rloo_gold"}
+# The same holds for the other on-policy methods and their gold variants.
+SAME_DATA_PATH = {"rloo": "rloo_gold", "online_dpo": "online_dpo_gold", "grpo": "grpo_gold"}
 
 
 def _split(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
@@ -39,7 +41,10 @@ def trainer_ids(trainer, row: dict) -> tuple[list[int], list[int] | None]:
             n = first["completion_mask"].index(1)
             return first["input_ids"][:n], first["input_ids"][n:]
         return _split(first["input_ids"], first["labels"])
-    prompt_ids, *_ = trainer._tokenize_prompts([row["prompt"]])  # RLOOTrainer
+    if isinstance(trainer, OnlineDPOTrainer):  # tokenizes each step's prompts as it samples
+        prompt_ids, *_ = trainer._generate(trainer.model, [row["prompt"]])
+        return prompt_ids[0].tolist(), None
+    prompt_ids, *_ = trainer._tokenize_prompts([row["prompt"]])  # RLOOTrainer, GRPOTrainer
     return prompt_ids[0], None
 
 

@@ -10,7 +10,9 @@ analysis/paper/claims.toml.
 from harness.config.metrics import EVAL_GOLD_REWARD
 
 # MLflow experiment of each study.
-SENTIMENT = "paper-sentiment"  # claims 1, 2, 5, 7: reward-KL paths and win rates, sentiment world
+SENTIMENT = (
+    "paper-sentiment"  # claims 1, 2, 5, 7, 8: reward-KL paths and win rates, sentiment world
+)
 EXACT = "paper-exact"  # claim 4: every method against the optimal frontier, exact world
 DETERMINISTIC = "paper-deterministic"  # claim 3: DPO vs IPO on few deterministic pairs
 SWEEP = "paper-sweep"  # claim 6: method x beta grid, an Optuna study

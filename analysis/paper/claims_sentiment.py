@@ -39,6 +39,9 @@ from harness.config.metrics import (
 
 DPO = "dpo"
 FRONTIER_BASELINES = ("rloo", "rloo_gold")  # RLHF with a learned reward, with the gold reward
+# Online against offline (Tang et al. 2024): online DPO against DPO on the same pairs' reward
+# model; online DPO on the gold reward against RLOO on it.
+ONLINE_PAIRS = (("online_dpo", "dpo"), ("online_dpo_gold", "rloo_gold"))
 TEMPERATURE_BASELINES = ("rloo", "rloo_gold", "sft")  # PPO's and Preferred-FT's stand-ins
 WINRATE = winrate("gold", "reference")  # the headline: samples at temperature 1
 PER_TEMPERATURE = re.compile(r"^metrics\.winrate/gold/vs_reference/t([0-9.eE+-]+)$")
@@ -48,17 +51,30 @@ KTO_BETA = DPO_BETA = 0.1  # both papers' default strength
 KTO_MARGIN = 0.05
 
 
+def _front_leads(data: RunData, pairs) -> pd.DataFrame:
+    """Per (method, baseline) pair and common seed: the gold-reward lead of the method's front
+    over the baseline's at matched KL, both fronts from the same number of runs
+    (analysis.compare, the comparison protocol)."""
+    return pd.concat(
+        [
+            front_leads(
+                data,
+                method,
+                baseline,
+                EVAL_KL,
+                Protocol(baseline=method, metric=EVAL_GOLD_REWARD, kl=EVAL_KL),
+            ).assign(method=method, baseline=baseline)
+            for method, baseline in pairs
+        ],
+        ignore_index=True,
+    )[["method", "baseline", "seed", "lead"]]
+
+
 def frontier(data: RunData) -> Finding:
     """Claim 1: per seed, the gold-reward lead of DPO's front over each baseline's at matched
     KL, both fronts from the same number of runs (analysis.compare, the comparison protocol)."""
-    protocol = Protocol(baseline=DPO, metric=EVAL_GOLD_REWARD, kl=EVAL_KL)
-    per_seed = pd.concat(
-        [
-            front_leads(data, DPO, baseline, EVAL_KL, protocol).assign(baseline=baseline)
-            for baseline in FRONTIER_BASELINES
-        ],
-        ignore_index=True,
-    )[["baseline", "seed", "lead"]]
+    per_seed = _front_leads(data, [(DPO, baseline) for baseline in FRONTIER_BASELINES])
+    per_seed = per_seed[["baseline", "seed", "lead"]]
     if per_seed.empty:
         return not_measured(f"no seed with both {DPO} and a baseline logging eval/kl, gold reward")
     summary = over_seeds(per_seed, ["baseline"], "lead")
@@ -71,6 +87,32 @@ def frontier(data: RunData) -> Finding:
         f"lead over {r['baseline']}: {ci_text(r, signed=True)}" for _, r in summary.iterrows()
     )
     return Finding(verdict, why, measured, summary.assign(quantity="front lead (gold reward)"))
+
+
+def online_vs_offline(data: RunData) -> Finding:
+    """Online beats offline at matched KL: per seed, the gold-reward lead of each online
+    method's front over its counterpart's (ONLINE_PAIRS), as claim 1 measures DPO's lead."""
+    per_seed = _front_leads(data, ONLINE_PAIRS)
+    missing = [f"{m} and {b}" for m, b in ONLINE_PAIRS if not _has_pair(per_seed, m, b)]
+    if missing:
+        return not_measured(
+            f"no seed with both {' or '.join(missing)} logging eval/kl, gold reward"
+        )
+    summary = over_seeds(per_seed, ["method", "baseline"], "lead")
+    checks = {
+        f"{r['method']}'s front above {r['baseline']}'s ({ci_text(r, signed=True)})": above(r)
+        for _, r in summary.iterrows()
+    }
+    verdict, why = decide(checks)
+    measured = "; ".join(
+        f"{r['method']} over {r['baseline']}: {ci_text(r, signed=True)}"
+        for _, r in summary.iterrows()
+    )
+    return Finding(verdict, why, measured, summary.assign(quantity="front lead (gold reward)"))
+
+
+def _has_pair(per_seed: pd.DataFrame, method: str, baseline: str) -> bool:
+    return bool(((per_seed["method"] == method) & (per_seed["baseline"] == baseline)).any())
 
 
 def temperature(data: RunData) -> Finding:

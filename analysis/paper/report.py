@@ -35,6 +35,7 @@ FINDERS = {
     "overoptimization": claims_sentiment.overoptimization,
     "beta_sensitivity": None,  # needs the sweep's importances too: see measure()
     "kto_unpaired": claims_sentiment.kto_unpaired,
+    "online_vs_offline": claims_sentiment.online_vs_offline,
 }
 
 

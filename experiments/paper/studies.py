@@ -2,9 +2,10 @@
 
 Each study reuses a study module's settings:
 
-- paper-sentiment (claims 1, 2, 5, 7): experiments/sentiment_frontier.py's methods and
+- paper-sentiment (claims 1, 2, 5, 7, 8): experiments/sentiment_frontier.py's methods and
   strengths at 150 steps (DPO at five betas, for the over-optimisation fit) plus KTO at beta
-  0.1 (at twice DPO's batch: the same completions per step), every run scored by the gold judge at five temperatures on 64 prompts.
+  0.1 (at twice DPO's batch: the same completions per step) and online DPO (reward model and
+  gold reward) at two betas, every run scored by the gold judge at five temperatures on 64 prompts.
 - paper-exact (claim 4): experiments/exact_frontier.py (300 steps), six methods at its
   smallest and largest beta.
 - paper-deterministic (claim 3): experiments/ipo_overfitting.py as it is (800 steps).
@@ -37,6 +38,9 @@ SENTIMENT_RUNS = {  # method -> betas, on one scale (see experiments/sentiment_f
     "rloo_gold": (0.01, 0.1, 0.5),  # = bt_temperature 0.1 x rloo's betas: the same targets
     "sft": (0.1,),  # beta only scales its eval/ implicit rewards
     "kto": (0.1,),  # claim 7: against dpo at 0.1
+    # online against offline: DPO's scale (the reward only ranks each sampled pair)
+    "online_dpo": (0.1, 0.3),
+    "online_dpo_gold": (0.1, 0.3),
 }
 
 # ---- paper-exact ----------------------------------------------------------------------------

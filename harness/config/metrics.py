@@ -62,11 +62,23 @@ TRAIN_NAMES = {
     "learning_rate": "train/optim/lr",
     "epoch": "train/progress/epoch",
     "num_tokens": "train/progress/tokens",  # TRL's count of input tokens seen, cumulative
+    # What an on-policy method (online_dpo, grpo, rloo) sampled in the step, one name for all:
+    "reward": "train/online/reward",  # GRPO, RLOO: mean training reward of the step's samples
+    "objective/scores": "train/online/reward",  # online DPO's name for the same mean
+    "completions/mean_length": "train/online/length",  # mean sampled length, tokens (EOS incl.)
+    # Share of groups whose samples all got the same reward (no learning signal): for online
+    # DPO's groups of 2, the pairs whose two samples tie, so neither is preferred.
+    "frac_reward_zero_std": "train/online/tie_share",
 }
+TRAIN_ONLINE_REWARD = TRAIN_NAMES["reward"]
+TRAIN_ONLINE_LENGTH = TRAIN_NAMES["completions/mean_length"]
+TRAIN_ONLINE_TIE_SHARE = TRAIN_NAMES["frac_reward_zero_std"]
+TRAIN_ONLINE_METRICS = (TRAIN_ONLINE_REWARD, TRAIN_ONLINE_LENGTH, TRAIN_ONLINE_TIE_SHARE)
 TRAIN_LOSS = TRAIN_NAMES["loss"]
 # The training budget so far, cumulative over steps and processes: the response sequences the
 # loss saw (harness.methods.callbacks.MetricsCallback: batch x grad accumulation x processes x
-# sequences per row, 2 for a pair, 1 for a KTO, SFT or on-policy row) and the input tokens,
+# sequences per row, 2 for a pair or an online-DPO prompt (a sampled pair), 1 for a KTO, SFT,
+# RLOO or GRPO row: their batch counts completions) and the input tokens,
 # prompt and responses (TRL's num_tokens).
 TRAIN_COMPLETIONS = "train/progress/completions"
 TRAIN_TOKENS = TRAIN_NAMES["num_tokens"]

@@ -36,10 +36,13 @@ class MetricsCallback(TrainerCallback):
         self.method = method
         self.run_id = run_id
         self.completions_per_step = None  # set when training starts, from the data's columns
+        # Sequences the loss sees per training row; None: 2 for pair rows, else 1. A builder
+        # sets it where the columns do not say (online DPO trains a sampled pair per prompt).
+        self.sequences_per_row: int | None = None
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         columns = getattr(getattr(train_dataloader, "dataset", None), "column_names", None) or ()
-        per_row = 2 if {"chosen", "rejected"} <= set(columns) else 1
+        per_row = self.sequences_per_row or (2 if {"chosen", "rejected"} <= set(columns) else 1)
         rows = args.per_device_train_batch_size * args.gradient_accumulation_steps
         self.completions_per_step = rows * args.world_size * per_row
 

@@ -245,17 +245,30 @@ _register(
 )
 
 
-def _rloo_groups(exp: Experiment) -> str | None:
-    """RLOO's leave-one-out baseline needs k >= 2 samples per prompt, whole groups per batch."""
+def _room_to_sample(exp: Experiment) -> str | None:
+    """A sampled completion must leave room for its prompt in train.max_length."""
+    length, limit = resolved_args(exp)["max_completion_length"], exp.train.max_length
+    if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length < limit:
+        return (
+            f"method_args.max_completion_length must be a whole number of tokens from 1 to "
+            f"train.max_length - 1 ({limit - 1}): prompt and sampled completion share "
+            f"train.max_length; got {length!r}"
+        )
+    return None
+
+
+def _whole_groups(exp: Experiment) -> str | None:
+    """Group baselines (RLOO's leave-one-out, GRPO's group mean and std) need k >= 2 samples per
+    prompt, whole groups per batch; and room to sample."""
     k = resolved_args(exp)["num_generations"]
     batch = exp.train.batch_size * exp.train.grad_accum
-    if k < 2 or batch % k:
+    if not isinstance(k, int) or k < 2 or batch % k:
         return (
             f"method_args.num_generations must be >= 2 and divide train.batch_size * "
             f"train.grad_accum ({batch}): each step samples whole groups of k completions per "
-            f"prompt; got {k}"
+            f"prompt; got {k!r}"
         )
-    return None
+    return _room_to_sample(exp)
 
 
 _RLOO_SETTINGS = {
@@ -272,7 +285,7 @@ _register(
         paper="Ahmadian et al. 2024, Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs (arXiv:2402.14740)",
         build=trainers.rloo_trainer(trainers.learned_reward),
         settings=_RLOO_SETTINGS,
-        validate=_rloo_groups,
+        validate=_whole_groups,
     )
 )
 _register(
@@ -286,7 +299,83 @@ _register(
         build=trainers.rloo_trainer(trainers.gold_reward),
         settings=_RLOO_SETTINGS,
         needs_gold=True,
-        validate=_rloo_groups,
+        validate=_whole_groups,
+    )
+)
+
+
+# Generation settings shared by the online methods: the sampled length is the built-in worlds'
+# completion length, where TRL defaults to 64 (online DPO) and 256 (GRPO).
+_SAMPLED_LENGTH = {"max_completion_length": 24}  # tokens sampled per completion
+_ONLINE_DPO = (
+    "Guo et al. 2024, Direct Language Model Alignment from Online AI Feedback (arXiv:2402.04792)"
+)
+_ONLINE_DPO_BETA = (
+    "DPO beta: loss -log sigmoid(beta * margin of log(pi/pi_ref)) on a pair pi sampled "
+    "(2 completions per prompt, TRL's fixed number), ranked by the reward"
+)
+_register(
+    Method(
+        name="online_dpo",
+        trainer="trl.experimental.online_dpo.OnlineDPOTrainer (loss sigmoid) + reward model (trl.RewardTrainer, same pairs)",
+        beta_means=_ONLINE_DPO_BETA,
+        formats=(PAIRED,),  # the pairs train the reward model; their prompts are sampled on-policy
+        uses_reference=True,
+        paper=_ONLINE_DPO,
+        build=trainers.online_dpo_trainer(trainers.learned_reward),
+        settings=_SAMPLED_LENGTH,
+        validate=_room_to_sample,
+    )
+)
+_register(
+    Method(
+        name="online_dpo_gold",
+        trainer="trl.experimental.online_dpo.OnlineDPOTrainer (loss sigmoid) + the world's gold reward",
+        beta_means=_ONLINE_DPO_BETA,
+        formats=(PAIRED, UNPAIRED, PROMPT_ONLY),  # only the prompts are used
+        uses_reference=True,
+        paper=_ONLINE_DPO,
+        build=trainers.online_dpo_trainer(trainers.gold_reward),
+        settings=_SAMPLED_LENGTH,
+        needs_gold=True,
+        validate=_room_to_sample,
+    )
+)
+_GRPO = "Shao et al. 2024, DeepSeekMath (arXiv:2402.03300), sec. 4.1: Group Relative Policy Optimization"
+_GRPO_BETA = (
+    "KL coefficient: beta times the per-token estimate pi_ref/pi - log(pi_ref/pi) - 1, averaged "
+    "over each completion's tokens (DeepSeekMath eq. 3), so per sequence it weighs 1/length of "
+    "rloo's sequence-summed KL"
+)
+_GRPO_SETTINGS = {
+    "num_generations": 8,  # G samples per prompt: TRL's default (DeepSeekMath sampled 64)
+    **_SAMPLED_LENGTH,
+}
+_register(
+    Method(
+        name="grpo",
+        trainer="trl.GRPOTrainer (loss grpo) + reward model (trl.RewardTrainer, same pairs)",
+        beta_means=_GRPO_BETA,
+        formats=(PAIRED,),
+        uses_reference=True,
+        paper=_GRPO,
+        build=trainers.grpo_trainer(trainers.learned_reward),
+        settings=_GRPO_SETTINGS,
+        validate=_whole_groups,
+    )
+)
+_register(
+    Method(
+        name="grpo_gold",
+        trainer="trl.GRPOTrainer (loss grpo) + the world's gold reward",
+        beta_means=_GRPO_BETA,
+        formats=(PAIRED, UNPAIRED, PROMPT_ONLY),
+        uses_reference=True,
+        paper=_GRPO,
+        build=trainers.grpo_trainer(trainers.gold_reward),
+        settings=_GRPO_SETTINGS,
+        needs_gold=True,
+        validate=_whole_groups,
     )
 )
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlflow
+import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 from trl import (
     DPOConfig,
     DPOTrainer,
+    GRPOConfig,
+    GRPOTrainer,
     KTOConfig,
     KTOTrainer,
     RLOOConfig,
@@ -28,11 +31,13 @@ from trl import (
     unpair_preference_dataset,
 )
 from trl.experimental.cpo import CPOConfig, CPOTrainer
+from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
 from harness.config.metrics import RM_ACCURACY
 from harness.data.preference import PAIRED, PreferenceData
 from harness.data.sequences import continuation_text, encode
+from harness.methods.callbacks import MetricsCallback
 from harness.methods.losses import conservative_dpo_mixture
 from harness.methods.refcache import with_reference_cache
 from harness.methods.reward_model import reward_model_for
@@ -293,6 +298,155 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
         # RLOOTrainer loads its own frozen copy of the policy as pi_ref (from the policy's path).
         return RLOOTrainer(
             model=job.policy,
+            reward_funcs=reward(job),
+            args=config,
+            train_dataset=prompt_rows(job.data),
+            processing_class=job.tokenizer,
+            peft_config=job.peft_config,
+            callbacks=job.callbacks,
+        )
+
+    return build
+
+
+def grpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
+    """GRPOTrainer with the DeepSeekMath objective (loss_type "grpo", Shao et al. 2024, eq. 3):
+    group-normalised advantages, the clipped ratio and beta times the per-token KL estimate,
+    averaged over each completion's tokens, then over completions.
+
+    TRL's defaults differ from the paper: beta 0.0 (no KL term), loss_type "dapo" (tokens
+    averaged over the whole batch) and the KL term weighted by the importance ratio; all three
+    are set here. `reward(job)` is as for rloo_trainer.
+    """
+
+    def build(job: TrainingJob):
+        args = job.method_args
+        config = GRPOConfig(
+            **job.args,
+            beta=job.beta,
+            loss_type="grpo",
+            # TRL's default (DeepSeek-V3.2) multiplies the KL term by the importance ratio;
+            # DeepSeekMath's is the plain estimate (same value on-policy, another gradient).
+            use_bias_correction_kl=False,
+            num_generations=args["num_generations"],
+            max_completion_length=args["max_completion_length"],
+            temperature=1.0,  # samples from pi itself: the KL estimate and the ratios hold
+            top_k=0,
+            top_p=1.0,
+            use_vllm=False,
+            disable_dropout=True,
+        )
+        # With beta > 0 GRPOTrainer loads its own frozen pi_ref from the policy's path; with
+        # LoRA the reference is the base with the adapter off.
+        return GRPOTrainer(
+            model=job.policy,
+            reward_funcs=reward(job),
+            args=config,
+            train_dataset=prompt_rows(job.data),
+            processing_class=job.tokenizer,
+            peft_config=job.peft_config,
+            callbacks=job.callbacks,
+        )
+
+    return build
+
+
+class _OwnSpecialTokens:
+    """The tokenizer, calling it with its own special-token rule whatever the caller asks."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+
+    def __call__(self, *args, add_special_tokens=None, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def through_first_eos(ids: list[int], eos_ids: list[int]) -> list[int]:
+    """A sample's ids up to and including its first EOS (all of them if it has none)."""
+    ends = [i for i, token in enumerate(ids) if token in eos_ids]
+    return ids[: ends[0] + 1] if ends else ids
+
+
+class OnlineDPOTrainerWithSampleStats(OnlineDPOTrainer):
+    """TRL's OnlineDPOTrainer, also logging what it sampled as GRPO and RLOO log it.
+
+    Per step: the mean sampled length (`completions/mean_length`), the share of pairs whose two
+    samples tie on reward (`frac_reward_zero_std`: a group of 2 has zero spread exactly then)
+    and the cumulative prompt + completion tokens (`num_tokens`), which TRL's trainer leaves
+    out. Text prompts are tokenized with the tokenizer's own BOS rule, as every other trainer
+    and the harness's scorer do (TRL adds no special tokens here), and the reward functions get
+    each sample's ids cut after its first EOS, as GRPO and RLOO pass them (TRL pads them).
+
+    Private TRL API, pinned (tests/test_pinned_internals.py): `_generate` and
+    `_calculate_rewards_from_functions`, both called from `training_step`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stats |= {"completions/mean_length": [], "frac_reward_zero_std": []}
+
+    def _generate(self, model, prompts, images=None):
+        tokenizer = self.processing_class
+        if isinstance(prompts[0], str):
+            self.processing_class = _OwnSpecialTokens(tokenizer)
+        try:
+            out = super()._generate(model, prompts, images)
+        finally:
+            self.processing_class = tokenizer
+        _, prompt_mask, _, completion_mask, _ = out
+        lengths = self.accelerator.gather_for_metrics(completion_mask.sum(1).float())
+        self.stats["completions/mean_length"].append(lengths.mean().item())
+        tokens = self.accelerator.gather_for_metrics(prompt_mask.sum() + completion_mask.sum())
+        self.state.num_input_tokens_seen += int(tokens.sum().item())
+        return out
+
+    def _calculate_rewards_from_functions(
+        self, prompts, completions, completion_ids_list, **reward_kwargs
+    ):
+        cut = [through_first_eos(ids, self.eos_token_ids) for ids in completion_ids_list]
+        rewards = super()._calculate_rewards_from_functions(
+            prompts, completions, cut, **reward_kwargs
+        )
+        first, second = rewards.split(len(prompts) // 2)  # sample 1 and sample 2 of each prompt
+        ties = self.accelerator.gather_for_metrics(torch.isclose(first, second).float())
+        self.stats["frac_reward_zero_std"].append(ties.mean().item())
+        return rewards
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs:  # a training log, not the end-of-training summary
+            logs["num_tokens"] = float(self.state.num_input_tokens_seen)
+        super().log(logs, *args, **kwargs)
+
+
+def online_dpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
+    """OnlineDPOTrainer: each step samples 2 completions per prompt from pi (TRL fixes the 2),
+    ranks them with the reward and takes the DPO sigmoid loss -log sigmoid(beta * margin) on
+    the pair (Guo et al. 2024). The reference is `job.reference`, or with LoRA the base with
+    the adapter off. `reward(job)` is as for rloo_trainer.
+    """
+
+    def build(job: TrainingJob):
+        config = OnlineDPOConfig(
+            **job.args,
+            beta=job.beta,
+            loss_type="sigmoid",
+            max_new_tokens=job.method_args["max_completion_length"],
+            max_length=job.max_length,
+            temperature=1.0,  # TRL's default 0.9 would sample from a sharpened pi, not pi
+            top_k=0,
+            top_p=1.0,
+            use_vllm=False,
+            disable_dropout=True,
+        )
+        for callback in job.callbacks:
+            if isinstance(callback, MetricsCallback):
+                callback.sequences_per_row = 2  # a prompt row is trained on as a sampled pair
+        return OnlineDPOTrainerWithSampleStats(
+            model=job.policy,
+            ref_model=job.reference,
             reward_funcs=reward(job),
             args=config,
             train_dataset=prompt_rows(job.data),
