@@ -215,7 +215,7 @@ def test_gold_variants_refuse_data_without_a_gold_reward(method):
     data = PreferenceData(
         source="pairs.jsonl", format=PAIRED, train=[], eval_pairs=[], eval_prompts=[]
     )
-    with pytest.raises(DataError, match=f"method '{method}' trains on a gold reward"):
+    with pytest.raises(DataError, match=f"method '{method}' needs a gold reward"):
         check_method_accepts(METHODS.get(method), data)
 
 
@@ -233,7 +233,7 @@ def test_the_command_line_refuses_them_with_one_line_and_exit_2(tmp_path, tracki
     )
     assert main(["run", f"{study}:GOLD", "--tracking-uri", tracking]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'grpo_gold' trains on a gold reward" in err[0]
+    assert len(err) == 1 and "'grpo_gold' needs a gold reward" in err[0]
     length = ["--set", "method_args.max_completion_length=64"]
     assert main(["run", f"{study}:LONG", *length, "--tracking-uri", tracking]) == 2
     err = capsys.readouterr().err.strip().splitlines()
