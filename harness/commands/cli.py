@@ -44,13 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:
+    except Exception as err:  # a full or read-only disk, reported by any library: not a bug
         if not disk_error(err):
             return _bug()
         print(f"harness: error: {err}", file=sys.stderr)
         return 1
-    except Exception:
-        return _bug()
 
 
 def _bug() -> int:
