@@ -60,12 +60,13 @@ def cmd_run(args) -> int:
     from harness.infra import distributed
     from harness.infra.cache import cache_root
     from harness.infra.stores import use_tracking
-    from harness.methods.checks import check_experiment
+    from harness.methods.checks import check_distinct_names, check_experiment
     from harness.run.recipe import run_experiment
 
     for exp in experiments:  # every experiment is checked before the first one trains
         check_experiment(exp)
         resolve_dtype(exp.model.dtype)  # a dtype this machine cannot run fails before loading
+    check_distinct_names(experiments, args.target)
     cache_root()  # a $HARNESS_CACHE that is a file fails before anything is opened
     distributed.check_processes(args.processes)
     quiet_libraries()

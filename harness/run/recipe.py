@@ -55,6 +55,7 @@ from harness.methods.callbacks import (
 )
 from harness.methods.catalog import METHODS, flat_params, resolved_args, run_name
 from harness.methods.checks import (
+    check_chat_template,
     check_estimable,
     check_experiment,
     check_method_accepts,
@@ -213,6 +214,7 @@ def run_experiment(
     check_method_accepts(method, data)
     check_estimable(exp, data)
     tokenizer, policy, reference = load_models(exp, data)
+    check_chat_template(exp, data, tokenizer)
     context = context_length(policy)
     if context is not None and exp.train.max_length > context:
         raise SpecError(
@@ -406,6 +408,7 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
         seed=t.seed,
         data_seed=t.seed,
         logging_steps=t.log_every or t.steps,
+        logging_first_step=True,  # the loss at the starting weights: DivergenceGuard's yardstick
         remove_unused_columns=False,  # ORPO and CPO need their extra columns
         logging_nan_inf_filter=False,  # log a NaN loss as NaN (DivergenceGuard stops there)
         **precision_arguments(resolve_dtype(exp.model.dtype), exp.model.gradient_checkpointing),
