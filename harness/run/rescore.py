@@ -11,9 +11,10 @@ import json
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from safetensors import SafetensorError
 
 from harness.config import tags
-from harness.config.errors import UserError
+from harness.config.errors import UserError, disk_error
 from harness.config.metrics import EVAL_KL
 from harness.config.spec import Experiment
 from harness.data.lora import AdapterDisabled, is_adapter
@@ -98,13 +99,23 @@ def load_run_policy(run, base: str, *, dtype, trust_remote_code: bool):
     """(policy, tokenizer, whether it is a LoRA adapter on `base`) of a run: its MLflow model,
     or its plain `policy/` files (a LoRA adapter, or runs logged before the MLflow model)."""
     uri = run.data.tags.get(POLICY_MODEL_TAG)
-    if uri is not None:
-        with library_output():  # MLflow's download bars and loading notices
-            parts = mlflow.transformers.load_model(uri, return_type="components")
-        return parts["model"], parts["tokenizer"], False
-    folder = policy_artifact_path(run.info.run_id)
-    policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    try:
+        if uri is not None:
+            with library_output():  # MLflow's download bars and loading notices
+                parts = mlflow.transformers.load_model(uri, return_type="components")
+            return parts["model"], parts["tokenizer"], False
+        folder = policy_artifact_path(run.info.run_id)
+        policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    except (OSError, SafetensorError, MlflowException) as err:  # the saved files, not a bug
+        if disk_error(err):
+            raise
+        where = uri or f"runs:/{run.info.run_id}/{POLICY_ARTIFACT}"
+        raise RunError(
+            f"run {run.info.run_id} ({run.info.run_name}): its saved policy {where} cannot be "
+            f"loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}): its files are "
+            "damaged or incomplete; train the run again"
+        ) from None
     return policy, tokenizer, is_adapter(folder)
 
 
