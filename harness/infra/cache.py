@@ -11,7 +11,6 @@ entry is named in one line and rebuilt under the lock, never used.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os

@@ -143,7 +143,9 @@ def check_reachable(url: str, what: str) -> None:
 def connect_timeout(url: str) -> dict:
     """The driver's connect timeout for a server database (PostgreSQL, MySQL), else nothing."""
     backend = sqlalchemy.engine.make_url(url).get_backend_name()
-    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend in ("postgresql", "mysql") else {}
+    return (
+        {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend in ("postgresql", "mysql") else {}
+    )
 
 
 @contextlib.contextmanager

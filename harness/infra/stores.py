@@ -143,7 +143,7 @@ def check_store_kind(uri: str) -> None:
 def check_mlflow_tables(uri: str, tables: set[str]) -> None:
     """An existing SQLite database must be an MLflow store (or empty): MLflow would add its
     tables to another application's database."""
-    if tables and not MLFLOW_TABLES <= tables:
+    if tables and not tables >= MLFLOW_TABLES:
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise StoreError(
             f"tracking URI {mask(uri)}: {sqlite_path(uri)} is another application's database "

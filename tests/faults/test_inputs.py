@@ -4,9 +4,9 @@ failed), before a run is created where the fault can be seen before it."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from harness.data.preference import read_rows
 from harness.data.worlds import get_world
 from harness.infra import databases
-from harness.infra.cache import MANIFEST, cache_root
-from harness.infra.locations import free_port
+from harness.infra.cache import MANIFEST
+from harness.infra.locations import free_port, sqlite_path
 from tests.faults.helpers import assert_one_line, experiment_file, harness_env
 from tests.faults.test_user_errors import PAIR, definition, run_cli
 
@@ -40,6 +40,8 @@ def string_pairs(n: int = 20) -> list[dict]:
 
 
 def no_runs(uri: str) -> bool:
+    if not sqlite_path(uri).exists():  # never opened: failed before the store was touched
+        return True
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return not experiments or not client.search_runs(experiments)
@@ -83,9 +85,7 @@ time.sleep(120)
 
 
 @pytest.mark.parametrize("begin", ["BEGIN EXCLUSIVE", "BEGIN IMMEDIATE"])
-def test_store_locked_by_another_process(
-    tmp_path, capsys, monkeypatch, begin, record_property
-):
+def test_store_locked_by_another_process(tmp_path, capsys, monkeypatch, begin, record_property):
     db = tmp_path / "mlflow.db"
     uri = f"sqlite:///{db}"
     subprocess.run(  # an MLflow store with its tables, as a previous run left it
@@ -297,7 +297,10 @@ def test_kto_data_with_one_label_only(tmp_path, tracking, capsys, label, record_
 
 @pytest.mark.parametrize(
     ("target", "value", "says"),
-    [("EXP", "float('nan')", "beta must be a finite number, got nan"), ("EXP.train", "0", "train.steps")],
+    [
+        ("EXP", "float('nan')", "beta must be a finite number, got nan"),
+        ("EXP.train", "0", "train.steps"),
+    ],
 )
 def test_experiment_altered_after_construction(
     tmp_path, tracking, capsys, target, value, says, record_property
@@ -334,18 +337,20 @@ def test_two_experiments_of_one_name(tmp_path, tracking, capsys, record_property
 
 @pytest.mark.slow
 def test_sft_loss_exploding_is_caught_as_divergence(tmp_path, tracking, capsys, record_property):
-    path = experiment_file(tmp_path, "explode", steps=10, log_every=5)
+    path = experiment_file(tmp_path, "explode", steps=3, log_every=1)
     path.write_text(path.read_text().replace("method='dpo'", "method='sft'"))
     code, out, err = run_cli(
         capsys, "run", str(path), "--tracking-uri", tracking, "--set", "train.lr=1e3"
     )
-    line = assert_one_line(err, "training diverged at step 5", "training loss grew", "train.lr")
-    (run,) = MlflowClient(tracking).search_runs([MlflowClient(tracking).search_experiments()[0].experiment_id])
+    line = assert_one_line(err, "training diverged at step 2", "training loss grew", "train.lr")
+    (run,) = MlflowClient(tracking).search_runs(
+        [MlflowClient(tracking).search_experiments()[0].experiment_id]
+    )
     assert code == 1 and run.info.status == "FAILED"
     assert "TrainingDiverged" in run.data.tags["error"]
     record_property("fault", "sft at train.lr=1e3: the loss stays finite and grows to ~1e8")
     record_property("seen", f"exit {code}: {line}")
-    record_property("kept", "run FAILED at step 5 with the reason; nothing saved")
+    record_property("kept", "run FAILED at step 2 with the reason; nothing saved")
 
 
 @pytest.mark.slow
@@ -369,27 +374,31 @@ def test_truncated_policy_weights_on_eval(tmp_path, tracking, capsys, record_pro
 
 
 @pytest.mark.slow
-def test_full_disk_while_caching_the_reward_model(
-    tmp_path, tracking, tmpfs, capsys, monkeypatch, record_property
-):
+def test_full_disk_while_caching_the_reward_model(tmpfs, monkeypatch, record_property):
+    from harness.config.errors import disk_errno
+    from harness.config.spec import DataSpec
+    from harness.data.preference import world_data
+    from harness.data.worlds.sentiment import SentimentWorld
+    from harness.methods.reward_model import reward_model_for
+    from tests.faults.test_cache import TINY_WORLD
+
     cache = tmpfs("64m", "cache")
-    world = get_world("sentiment").folder  # copied in: the world is read, not built
-    shutil.copytree(world, cache / world.relative_to(cache_root()))
-    used = int(subprocess.run(["du", "-sk", str(cache)], capture_output=True, text=True).stdout.split()[0])
-    subprocess.run(["mount", "-o", f"remount,size={used + 256}k", str(cache)], check=True)
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
-    path = experiment_file(tmp_path, "rmfull", steps=2)
-    code, out, err = run_cli(
-        capsys, "run", str(path), "--tracking-uri", tracking,
-        "--set", "eval.winrate=true", "--set", "eval.judges=[\"rm\"]",
-        "--set", "eval.temperatures=[1.0]",
-    )
-    line = assert_one_line(err, "No space left on device", "reward_models", str(cache))
-    assert code == 1 and no_runs(tracking)
-    assert not list((cache / "reward_models").iterdir()), "nothing half-written kept"
-    record_property("fault", "the disk fills while the reward model is written to the cache")
-    record_property("seen", f"exit {code}: {line.replace(str(tmp_path), '$TMP')}")
-    record_property("kept", "no run, no partial cache entry (its lock file only)")
+    data = world_data("tiny", SentimentWorld(TINY_WORLD), DataSpec(labels="deterministic"))
+    used = subprocess.run(["du", "-sk", str(cache)], capture_output=True, text=True).stdout
+    # room for the reward model's config and tokenizer, not for its weights
+    size = f"size={int(used.split()[0]) + 512}k"
+    subprocess.run(["mount", "-o", f"remount,{size}", str(cache)], check=True)
+    with pytest.raises(OSError) as caught:
+        reward_model_for(data, backbone="world", log=lambda line: None)
+    err = caught.value
+    assert disk_errno(err) == errno.ENOSPC and "SafetensorError" in repr(err.__cause__)
+    assert "reward_models/" in str(err) and str(cache) in str(err)
+    left = [p.name for p in (cache / "reward_models").iterdir() if p.suffix != ".lock"]
+    assert not left, "nothing half-written kept"
+    record_property("fault", "the disk fills while the reward model's weights are cached")
+    record_property("seen", f"exit 1: harness: error: {err}".replace(str(cache), "$CACHE"))
+    record_property("kept", "no partial cache entry (its lock file only)")
 
 
 BUILD_WORLD = """
@@ -406,7 +415,8 @@ def test_build_killed_midway_leaves_no_folder_behind(tmp_path, monkeypatch, reco
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     builder = subprocess.Popen(
-        [sys.executable, "-c", BUILD_WORLD], env=harness_env() | {"HARNESS_CACHE": str(tmp_path / "cache")}
+        [sys.executable, "-c", BUILD_WORLD],
+        env=harness_env() | {"HARNESS_CACHE": str(tmp_path / "cache")},
     )
     root = tmp_path / "cache" / "worlds" / "sentiment"
     deadline = time.monotonic() + 120
