@@ -9,9 +9,22 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness.config.metrics import (
+    DATA_EVAL_NEW_PAIRS,
+    EVAL_NEW_PAIR_METRICS,
+    EVAL_PAIR_ACCURACY,
+    EVAL_PAIR_METRICS,
+    eval_logps,
+    new_pair_metric,
+)
 from harness.config.spec import DataSpec, EvalSpec, Experiment, TrainSpec
+from harness.data.models import load_causal_lm, load_tokenizer
+from harness.data.preference import load_preference_data
+from harness.data.sequences import sequence_logps, tokenize_completion
+from harness.data.worlds import get_world
 from harness.infra import stores
 from harness.run.recipe import run_experiment
+from tests.readback import metric_history
 
 EXACT_METRICS = (
     "eval/kl",
@@ -66,6 +79,37 @@ def test_dpo_on_many_noisy_pairs_logs_exact_metrics_and_nears_the_frontier(track
     for step in (50, 100):
         error = abs(history["eval/kl"][step] - history["eval/kl_exact"][step])
         assert error < 3 * history["eval/kl_stderr"][step], step
+
+
+@pytest.mark.slow
+def test_new_pairs_are_scored_as_their_own_family_and_read_back(tracking):
+    """eval/new/... is logged at every evaluation; at step 0 the policy is the reference, so its
+    log-probs there are the reference's summed log-probs of the new pairs, recomputed here."""
+    stores.use_tracking(tracking, "exact-world")
+    exp = Experiment(
+        method="dpo",
+        beta=0.5,
+        dataset="exact",
+        train=TrainSpec(steps=2, lr=1e-2, batch_size=8, eval_every=2, save_policy=False),
+        eval=EvalSpec(n_prompts=8, n_pairs=24, max_new_tokens=5),
+    )
+    result = run_experiment(exp, log=lambda *_: None)
+    history = metric_history(result.run_id)
+    new, old = new_pair_metric(EVAL_PAIR_ACCURACY), EVAL_PAIR_ACCURACY
+    for name in (*EVAL_NEW_PAIR_METRICS, *EVAL_PAIR_METRICS):
+        assert [step for step, _ in history[name]] == [0, 2], name
+    assert history[new][0] == (0, 0.5)  # the reference: every margin 0, a tie counts half
+    assert history[new][1][1] != history[old][1][1]  # other pairs, another accuracy
+
+    world, data = get_world("exact"), load_preference_data(exp)
+    assert history[DATA_EVAL_NEW_PAIRS] == [(0, len(data.new_pairs))]
+    reference = load_causal_lm(world.reference_path)
+    tokenizer = load_tokenizer(world.reference_path)
+    for side in ("chosen", "rejected"):
+        ids = [tokenize_completion(tokenizer, r["prompt"], r[side]) for r in data.new_pairs[:24]]
+        logps = sequence_logps(reference, *zip(*ids, strict=True), tokenizer.pad_token_id)
+        logged = history[new_pair_metric(eval_logps(side))][0][1]
+        assert logged == pytest.approx(logps.mean().item(), abs=1e-5), side
 
 
 @pytest.mark.slow

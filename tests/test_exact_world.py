@@ -112,6 +112,24 @@ def test_held_out_pairs_are_new_response_pairs(world):
     assert len(held_out) + sum(filtered.values()) == 8 * 64 // 2
 
 
+@pytest.mark.slow
+def test_new_pairs_share_no_response_with_any_train_pair(world):
+    """eval/new/... is scored on pairs of responses that no train row holds for their prompt,
+    while most of the ordinary held-out pairs reuse trained responses (what it is there for)."""
+    trained: dict[str, set[str]] = {}
+    for row in world.pairs("train", DataSpec(labels="deterministic"))[0]:
+        trained.setdefault(row["prompt"], set()).update((row["chosen"], row["rejected"]))
+    new = world.new_pairs(DataSpec())
+    assert len(new) > 200 and {row["prompt"] for row in new[:8]} == set(PROMPTS)
+    assert not [r for r in new if {r["chosen"], r["rejected"]} & trained[r["prompt"]]]
+    for row in new[:32]:  # labelled by the gold reward like every other pair
+        gold = world.gold_reward([row["prompt"]] * 2, [row["chosen"], row["rejected"]])
+        assert gold[0] > gold[1]
+    held_out, _ = world.pairs("eval", DataSpec())
+    reused = [r for r in held_out if {r["chosen"], r["rejected"]} & trained[r["prompt"]]]
+    assert len(reused) > len(held_out) / 2  # measured: 64 of the first 128 reuse both responses
+
+
 def test_settings_that_break_exactness_are_refused_before_the_world_is_built():
     base = Experiment(method="dpo", beta=0.1, dataset="exact", eval=EvalSpec(max_new_tokens=5))
     check_experiment(base)

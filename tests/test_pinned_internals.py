@@ -11,14 +11,16 @@ from trl.experimental.cpo import CPOTrainer
 from trl.experimental.orpo import ORPOTrainer
 
 
-def pinned(owner, method: str, parameters: list[str], called_as: str, ours: str) -> None:
+def pinned(
+    owner, method: str, parameters: list[str], called_as: str, ours: str, caller: str = "__init__"
+) -> None:
     where = f"trl {trl.__version__}: {owner.__name__}.{method}"
     hook = getattr(owner, method, None)
     assert hook is not None, f"{where} is gone; {ours} overrides it"
     found = list(inspect.signature(hook).parameters)
     assert found == parameters, f"{where} now takes {found}, not {parameters}; see {ours}"
-    init = inspect.getsource(owner.__init__)
-    assert called_as in init, f"{where} is no longer called as {called_as!r}; see {ours}"
+    source = inspect.getsource(getattr(owner, caller))
+    assert called_as in source, f"{where} is no longer called as {called_as!r}; see {ours}"
 
 
 def test_dpo_trainer_still_precomputes_reference_logps_through_its_hook():
@@ -40,3 +42,53 @@ def test_orpo_and_cpo_still_tokenize_through_tokenize_row(trainer):
         "map(self.tokenize_row",
         "harness/methods/trainers.py (_TokenizedLikeDPO)",
     )
+
+
+def test_orpo_still_returns_its_chosen_nll_fifth_from_concatenated_forward():
+    """PaperORPOTrainer replaces the fifth value with the paper's completion-only NLL, which
+    get_batch_loss_metrics must still take fifth as the SFT term of the loss."""
+    ours = "harness/methods/trainers.py (PaperORPOTrainer)"
+    pinned(
+        ORPOTrainer,
+        "concatenated_forward",
+        ["self", "model", "batch"],
+        "forward_output = self.concatenated_forward(model, batch)",
+        ours,
+        caller="get_batch_loss_metrics",
+    )
+    returned = (
+        "return (chosen_logps, rejected_logps, chosen_logits, rejected_logits, chosen_nll_loss"
+    )
+    assert returned in inspect.getsource(ORPOTrainer.concatenated_forward), ours
+    uses = "policy_nll_loss,\n        ) = forward_output[:5]"
+    assert uses in inspect.getsource(ORPOTrainer.get_batch_loss_metrics), ours
+    assert "loss = policy_nll_loss - losses.mean()" in inspect.getsource(
+        ORPOTrainer.get_batch_loss_metrics
+    ), ours
+
+
+def test_submitit_still_has_the_private_hooks_the_slurm_launcher_uses():
+    """harness/run/slurm.py reads submitit's parameter lists and submission script (to check
+    `--slurm` keys and ask `sbatch --test-only` before submitting): submitit has no public API
+    for either."""
+    import submitit
+    from submitit.auto.auto import AutoExecutor
+    from submitit.slurm import slurm
+
+    where = f"submitit {submitit.__version__}"
+    for owner, name in [
+        (AutoExecutor, "_typed_parameters"),
+        (AutoExecutor, "_valid_parameters"),
+        (slurm.SlurmExecutor, "_valid_parameters"),
+        (slurm.SlurmExecutor, "_make_submission_file_text"),
+        (slurm, "_make_sbatch_string"),
+    ]:
+        assert callable(getattr(owner, name, None)), (
+            f"{where}: {name} gone; see harness/run/slurm.py"
+        )
+    assert "partition" in slurm.SlurmExecutor._valid_parameters(), where
+    assert list(inspect.signature(slurm.SlurmExecutor._make_submission_file_text).parameters) == [
+        "self",
+        "command",
+        "uid",
+    ], f"{where}: _make_submission_file_text changed; see harness/run/slurm.py check_accepted"

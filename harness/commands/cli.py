@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also show the libraries' own output (progress bars, notices, warnings)",
     )
+    parser.set_defaults(cli_main=main)  # what a launcher's jobs call: this command line again
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)

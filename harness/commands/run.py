@@ -11,6 +11,7 @@ import argparse
 import subprocess
 import sys
 
+from harness.commands import launch
 from harness.commands.common import (
     add_override_args,
     add_tracking_args,
@@ -46,14 +47,21 @@ def register(subparsers) -> None:
         help="train each experiment on N processes through accelerate: DDP, one per GPU "
         "(or gloo on CPU); the batch size is per process",
     )
+    launch.add_launcher_args(run)
     # Internal: build what the experiments need (worlds, judges) in one plain process.
     run.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+    # Internal: the one experiment (by name) that a SLURM job of `--launcher slurm` runs.
+    run.add_argument("--only", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args) -> int:
+    uri = resolve_tracking_uri(args.tracking_uri)
+    executor = launch.slurm_executor(args, {"--tracking-uri": uri}, name="harness-run")
     experiments, stem = load_objects(args.target, Experiment)
     experiments = apply_overrides(experiments, args.overrides)
+    if args.only is not None:
+        experiments = [exp for exp in experiments if exp.name == args.only]
     # Deferred: the registries and trainers import torch and TRL (seconds); a bad target or
     # `--set` above fails before that.
     from harness.data.models import resolve_dtype
@@ -70,6 +78,8 @@ def cmd_run(args) -> int:
     cache_root()  # a $HARNESS_CACHE that is a file fails before anything is opened
     distributed.check_processes(args.processes)
     quiet_libraries()
+    if executor is not None:
+        return launch.submit_runs(args, executor, experiments, args.mlflow_experiment or stem)
     if args.prepare_only:
         return prepare(experiments)
     if args.processes > 1 and not distributed.launched():
@@ -82,7 +92,6 @@ def cmd_run(args) -> int:
         for exp in experiments:
             run_experiment(exp)
         return 0
-    uri = resolve_tracking_uri(args.tracking_uri)
     name = args.mlflow_experiment or stem
     experiment_id = use_tracking(uri, name)
     print(
@@ -108,6 +117,7 @@ def harness_args(args) -> list[str]:
     for flag, value in (
         ("--tracking-uri", args.tracking_uri),
         ("--mlflow-experiment", args.mlflow_experiment),
+        ("--only", args.only),
     ):
         if value:
             out += [flag, value]

@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.commands import launch
 from harness.commands.common import (
     add_override_args,
     add_tracking_args,
@@ -28,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--storage",
         default=DEFAULT_OPTUNA_STORAGE,
-        help="Optuna storage, any SQLAlchemy URL (default: %(default)s)",
+        help="Optuna storage: a SQLAlchemy URL or journal:PATH, Optuna's journal file for a "
+        "shared file system (default: %(default)s)",
     )
     p.add_argument("--study", help="study name (default: the sweep's name)")
     p.add_argument("--mlflow-experiment", help="MLflow experiment (default: the study's name)")
@@ -43,6 +45,7 @@ def register(subparsers) -> None:
     )
     add_override_args(p)
     add_tracking_args(p)
+    launch.add_launcher_args(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -65,6 +68,9 @@ def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[
 def cmd_sweep(args) -> int:
     if args.workers < 1:
         raise SweepError(f"--workers must be >= 1, got {args.workers}")
+    uri = resolve_tracking_uri(args.tracking_uri)
+    stores = {"--storage": args.storage, "--tracking-uri": uri}
+    executor = launch.slurm_executor(args, stores, name="harness-sweep")
     sweeps, _ = load_sweeps(args.target, args.overrides, args.trials)
     if args.study and len(sweeps) > 1:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
@@ -76,7 +82,6 @@ def cmd_sweep(args) -> int:
     storage = args.storage
     if storage == DEFAULT_OPTUNA_STORAGE:
         Path("results").mkdir(exist_ok=True)
-    uri = resolve_tracking_uri(args.tracking_uri)
     for sweep in sweeps:
         study_name = args.study or sweep.name
         settings = StudySettings(
@@ -93,7 +98,10 @@ def cmd_sweep(args) -> int:
             f"sweep {settings.study_name!r}: budget {settings.n_trials} trials x {len(sweep.seeds)} seed(s), "
             f"{args.workers} worker(s), storage {mask(storage)}"
         )
-        run_workers(args, settings, sweep)
+        if executor is None:
+            run_workers(args, settings, sweep)
+        elif not submit_to_slurm(args, executor, settings, sweep, study):
+            continue  # the workers end the parent run; this command has nothing left to do
         summary = finish(study, settings, parent)
         print(summary_text(study, settings, summary))
         experiment_id = use_tracking(uri, settings.mlflow_experiment)
@@ -105,6 +113,23 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def submit_to_slurm(args, executor, settings, sweep: Sweep, study) -> bool:
+    """The workers as a SLURM job array; True when they ended here (`--wait`)."""
+    from harness.infra.stores import use_tracking
+
+    experiment_id = use_tracking(settings.tracking_uri, settings.mlflow_experiment)
+    argv = launch.sweep_worker_argv(args, settings, worker_target(args.target, sweep))
+    jobs = launch.submit_sweep(executor, args.cli_main, argv, args.workers, settings, experiment_id)
+    if args.wait:
+        launch.follow_sweep(jobs, study, settings.n_trials)
+    return args.wait
+
+
+def worker_target(target: str, sweep: Sweep) -> str:
+    """`target` naming this one sweep, for a worker process that loads it again."""
+    return target if ":" in target else f"{target}:{_attr_name(target, sweep)}"
+
+
 def run_workers(args, settings, sweep: Sweep) -> None:
     from harness.infra.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
     from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
@@ -114,11 +139,7 @@ def run_workers(args, settings, sweep: Sweep) -> None:
         return
     # spawn, not fork: torch and SQLite connections do not survive a fork safely.
     context = multiprocessing.get_context("spawn")
-    target = (
-        f"{args.target}"
-        if ":" in args.target
-        else f"{args.target}:{_attr_name(args.target, sweep)}"
-    )
+    target = worker_target(args.target, sweep)
     processes = [
         context.Process(
             target=_worker_main, args=(target, args.overrides, args.trials, settings, f"[w{i}] ")

@@ -33,6 +33,18 @@ EVAL_PAIR_METRICS = tuple(eval_rewards(n) for n in PAIR_REWARD_NAMES) + (
     eval_logps("chosen"),
     eval_logps("rejected"),
 )
+# The same families on held-out pairs whose two responses no train pair contains, for a world
+# that reuses its prompts (exact): `eval/new/rewards/...`, `eval/new/logps/...`.
+NEW_PAIRS = "new"
+
+
+def new_pair_metric(name: str) -> str:
+    """The name of an `eval/...` held-out pair metric on the fully new pairs: `eval/new/...`."""
+    return name.replace("eval/", f"eval/{NEW_PAIRS}/", 1)
+
+
+EVAL_NEW_PAIR_ACCURACY = new_pair_metric(EVAL_PAIR_ACCURACY)
+EVAL_NEW_PAIR_METRICS = tuple(new_pair_metric(n) for n in EVAL_PAIR_METRICS)
 EVAL_SAMPLE_METRICS = (EVAL_KL, EVAL_KL_STDERR, EVAL_LENGTH)
 
 # The exact world's enumerated quantities (harness.data.worlds.exact).
@@ -85,6 +97,7 @@ def train_metric_name(method: str, key: str) -> str:
 
 DATA_TRAIN_ROWS = "data/train_rows"
 DATA_EVAL_PAIRS = "data/eval_pairs"
+DATA_EVAL_NEW_PAIRS = "data/eval_new_pairs"  # where a world has them (World.new_pairs)
 
 
 def data_filtered(reason: str) -> str:
@@ -92,7 +105,8 @@ def data_filtered(reason: str) -> str:
 
 
 def data_truncated(what: str) -> str:
-    """Rows cut to fit train.max_length or the model's context (`eval_pairs`, `eval_prompts`)."""
+    """Rows cut to fit train.max_length or the model's context (`eval_pairs`, `eval_new_pairs`,
+    `eval_prompts`)."""
     return f"data/truncated/{what}"
 
 

@@ -49,6 +49,8 @@ class PreferenceData:
     gold: Callable[[list[str], list[str]], list[float]] | None = None
     world: object | None = None
     filtered: Counter = field(default_factory=Counter)
+    # Held-out pairs neither of whose responses is trained on (World.new_pairs): the exact world.
+    new_pairs: list[dict] = field(default_factory=list)
 
 
 def check_dataset_name(name: str) -> None:
@@ -96,6 +98,7 @@ def world_data(source: str, world, spec: DataSpec) -> PreferenceData:
         gold=world.gold_reward,
         world=world,
         filtered=filtered,
+        new_pairs=world.new_pairs(spec),
     )
 
 

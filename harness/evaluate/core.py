@@ -19,6 +19,7 @@ from harness.config.metrics import (
     data_truncated,
     eval_logps,
     eval_rewards,
+    new_pair_metric,
 )
 from harness.config.spec import Experiment
 from harness.data.preference import PreferenceData, prompt_text
@@ -68,20 +69,32 @@ class Evaluator:
             exp.train.max_length,
         )
         # The reference is frozen: score the held-out pairs under it once.
-        self.pairs, self.reference_logps, fitted = self._cached("pairs", self._score_pairs)
+        self.pairs, self.reference_logps, fitted = self._cached(
+            "pairs", lambda: self._score_pairs(data.eval_pairs, "eval_pairs")
+        )
         self.counts.update(fitted)
+        # (tokenized, reference log-probs) of pairs whose responses were never trained on
+        self.new_pairs: tuple[dict, dict] | None = None
+        if data.new_pairs:
+            tokenized, logps, fitted = self._cached(
+                "new_pairs", lambda: self._score_pairs(data.new_pairs, "eval_new_pairs")
+            )
+            self.new_pairs = tokenized, logps
+            self.counts.update(fitted)
 
     def _cached(self, kind: str, build, *extra):
         return build() if self.key is None else warm.get((kind, *self.key, *extra), build)
 
-    def _score_pairs(self):
-        counts = Counter({data_truncated("eval_pairs"): 0})
-        chosen, rejected = self._fit_pairs(self.data.eval_pairs[: self.exp.eval.n_pairs], counts)
+    def _score_pairs(self, pairs: list[dict], what: str):
+        """(tokenized pairs, their reference log-probs, what was cut or left out), counted as
+        data/truncated/{what} (`eval_pairs` or `eval_new_pairs`)."""
+        counts = Counter({data_truncated(what): 0})
+        chosen, rejected = self._fit_pairs(pairs[: self.exp.eval.n_pairs], counts, what)
         tokenized = {"chosen": _unzip(chosen), "rejected": _unzip(rejected)}
         logps = {k: sequence_logps(self.reference, *v, self.pad) for k, v in tokenized.items()}
         return tokenized, logps, counts
 
-    def _fit_pairs(self, pairs: list[dict], counts: Counter) -> tuple[list, list]:
+    def _fit_pairs(self, pairs: list[dict], counts: Counter, what: str) -> tuple[list, list]:
         """Held-out pairs tokenized and truncated as training truncates them (TRL's keep_start to
         train.max_length), and to the model's context; a pair whose prompt alone fills the
         limit is left out, as TRL leaves it out of training. Both are counted in `counts`."""
@@ -94,9 +107,10 @@ class Evaluator:
             ]
             fitted = [truncate_pair(p, c, limit) for p, c in sides]
             if None in fitted:
-                counts[data_filtered("eval_prompt_fills_max_length")] += 1
+                # eval_prompt_fills_max_length, eval_new_prompt_fills_max_length
+                counts[data_filtered(f"{what.removesuffix('_pairs')}_prompt_fills_max_length")] += 1
                 continue
-            counts[data_truncated("eval_pairs")] += fitted != sides
+            counts[data_truncated(what)] += fitted != sides
             chosen.append(fitted[0])
             rejected.append(fitted[1])
         return chosen, rejected
@@ -124,18 +138,10 @@ class Evaluator:
         exp = self.exp
         metrics: dict[str, float] = {}
         if self.pairs["chosen"][0]:  # held-out pairs exist (paired data) and fit
-            logps = (
-                self.reference_logps
-                if untrained
-                else {k: sequence_logps(policy, *v, self.pad) for k, v in self.pairs.items()}
-            )
-            rewards = {
-                k: implicit_rewards(logps[k], self.reference_logps[k], exp.beta) for k in logps
-            }
-            for name, value in pair_reward_metrics(rewards["chosen"], rewards["rejected"]).items():
-                metrics[eval_rewards(name)] = value
-            for side in ("chosen", "rejected"):
-                metrics[eval_logps(side)] = logps[side].mean().item()
+            metrics |= self._pair_metrics(policy, self.pairs, self.reference_logps, untrained)
+        if self.new_pairs is not None and self.new_pairs[0]["chosen"][0]:
+            new = self._pair_metrics(policy, *self.new_pairs, untrained)
+            metrics |= {new_pair_metric(name): value for name, value in new.items()}
 
         if untrained:
             key = (exp.eval.n_prompts, exp.eval.max_new_tokens, exp.train.seed)
@@ -157,6 +163,23 @@ class Evaluator:
         if self.data.world is not None:
             metrics.update(self.data.world.extra_eval(policy, self.reference, self.tokenizer))
         return metrics, table
+
+    def _pair_metrics(self, policy, pairs: dict, reference_logps: dict, untrained: bool) -> dict:
+        """eval/rewards/... and eval/logps/... of `policy` on tokenized pairs."""
+        logps = (
+            reference_logps
+            if untrained
+            else {k: sequence_logps(policy, *v, self.pad) for k, v in pairs.items()}
+        )
+        beta = self.exp.beta
+        rewards = {k: implicit_rewards(logps[k], reference_logps[k], beta) for k in logps}
+        metrics = {
+            eval_rewards(name): value
+            for name, value in pair_reward_metrics(rewards["chosen"], rewards["rejected"]).items()
+        }
+        for side in ("chosen", "rejected"):
+            metrics[eval_logps(side)] = logps[side].mean().item()
+        return metrics
 
 
 def text_pair(row: dict, side: str, tokenizer) -> tuple[str, str]:

@@ -33,6 +33,7 @@ SERVER_SCHEMES = ("http", "https", "databricks")  # tracking URIs that name a se
 # worker's own writes hold SQLite's lock for milliseconds.
 LOCK_WAIT_SECONDS = 10
 CONNECT_TIMEOUT_SECONDS = 10  # an unroutable host would otherwise wait for the OS (minutes)
+JOURNAL_PREFIX = "journal:"  # an Optuna storage that is a journal file: journal:/shared/optuna.log
 
 
 class StoreError(UserError, ValueError):
@@ -148,10 +149,22 @@ def connect_timeout(url: str) -> dict:
     )
 
 
+def journal_path(url: str) -> Path | None:
+    """The file of an Optuna journal storage `journal:PATH`, None for any other storage."""
+    return Path(url.removeprefix(JOURNAL_PREFIX)) if url.startswith(JOURNAL_PREFIX) else None
+
+
 @contextlib.contextmanager
 def exclusive(url: str, name: str):
     """Hold the lock `name` for the block: in the PostgreSQL server at `url` (against every
-    machine), or in a file beside a SQLite database (a file on one machine)."""
+    machine), or in a file beside a SQLite database or an Optuna journal (a journal's lock is
+    shared by the machines that share its file system)."""
+    journal = journal_path(url)
+    if journal is not None:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        with filelock.FileLock(f"{journal.resolve()}.{digest}.lock"):
+            yield
+        return
     parsed = sqlalchemy.engine.make_url(url)
     backend = parsed.get_backend_name()
     database = Path(parsed.database or ".").resolve()

@@ -187,10 +187,9 @@ _register(
 _register(
     Method(
         name="orpo",
-        # TRL's ORPO averages its SFT (NLL) term over prompt and completion tokens, where the
-        # paper (eq. 2) averages over the completion only: on a real batch 1.7777 against 1.5356,
-        # so lambda weighs the odds-ratio term against a larger, prompt-diluted NLL.
-        trainer="trl.experimental.orpo.ORPOTrainer (SFT term over prompt and completion, not the paper's completion only)",
+        # TRL's ORPO averages its SFT (NLL) term over prompt and completion tokens; ours takes
+        # the paper's (eq. 2), over the chosen completion only (trainers.PaperORPOTrainer).
+        trainer="trl.experimental.orpo.ORPOTrainer (with the paper's SFT term: chosen completion tokens only)",
         beta_means="ORPO lambda: weight of the odds-ratio term added to the SFT loss (no reference)",
         formats=(PAIRED,),
         uses_reference=False,

@@ -201,8 +201,22 @@ class _TokenizedLikeDPO:
         return row | {key: row[key][1:] for key in keys}
 
 
-class ORPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, ORPOTrainer):
-    """TRL's ORPOTrainer, its prompts tokenized as DPOTrainer tokenizes them."""
+class PaperORPOTrainer(_TokenizedLikeDPO, ORPOTrainer):
+    """TRL's ORPOTrainer, its prompts tokenized as DPOTrainer tokenizes them and its SFT term
+    the ORPO paper's (Hong et al. 2024, eq. 2): L_SFT = -(1/m) sum_t log pi(y_t | x, y_<t) over
+    the m completion tokens of the chosen response, averaged over pairs. TRL's own averages over
+    prompt and completion tokens (its labels are every attended token).
+
+    TRL's per-pair chosen log-prob (its `average_log_prob=True`, completion labels only, the same
+    P_theta the odds ratio uses) is that mean, so L_SFT = -mean(chosen logps); everything else,
+    the odds-ratio term included, is TRL's. Private TRL API, pinned like `tokenize_row`
+    (tests/test_pinned_internals.py): `concatenated_forward` returns the chosen NLL fifth.
+    """
+
+    def concatenated_forward(self, model, batch):
+        chosen_logps, *rest = super().concatenated_forward(model, batch)
+        rest[3] = -chosen_logps.mean()  # in place of TRL's prompt-and-completion NLL
+        return (chosen_logps, *rest)
 
 
 class CPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, CPOTrainer):
@@ -211,7 +225,7 @@ class CPOTrainerTokenizedLikeDPO(_TokenizedLikeDPO, CPOTrainer):
 
 def orpo_trainer(job: TrainingJob):
     config = ORPOConfig(**job.args, beta=job.beta, max_length=job.max_length)
-    return ORPOTrainerTokenizedLikeDPO(
+    return PaperORPOTrainer(
         model=job.policy,
         args=config,
         train_dataset=job.train_dataset(),

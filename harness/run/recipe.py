@@ -27,6 +27,7 @@ from transformers import PrinterCallback, set_seed
 from harness.config import tags as tag
 from harness.config.errors import RunFailed
 from harness.config.metrics import (
+    DATA_EVAL_NEW_PAIRS,
     DATA_EVAL_PAIRS,
     DATA_TRAIN_ROWS,
     EVAL_GOLD_REWARD,
@@ -276,6 +277,8 @@ def train_and_score(
         mlflow.log_text(text, artifact)
     evaluator = Evaluator(exp, data, tokenizer, reference, reference_key(exp, data))
     data_counts = {DATA_TRAIN_ROWS: len(data.train), DATA_EVAL_PAIRS: len(data.eval_pairs)}
+    if data.new_pairs:
+        data_counts[DATA_EVAL_NEW_PAIRS] = len(data.new_pairs)
     data_counts |= {data_filtered(why): n for why, n in data.filtered.items()}
     mlflow.log_metrics(data_counts | evaluator.counts, step=0)
     if any(evaluator.counts.values()):

@@ -21,7 +21,7 @@ class World(ABC):
     """A self-contained task built offline: data, tokenizer, reference model and gold reward."""
 
     name: str
-    extra_metrics: tuple[str, ...] = ()  # the names `extra_eval` logs
+    extra_metrics: tuple[str, ...] = ()  # the names `extra_eval` and `new_pairs` add
 
     @property
     @abstractmethod
@@ -74,6 +74,19 @@ class World(ABC):
         ]
         filtered["in_train"] += len(pairs) - len(kept)
         return kept, filtered
+
+    def new_pairs(self, data: DataSpec) -> list[dict]:
+        """Held-out pairs neither of whose responses is a train response, labelled as `data`
+        says (scored as `eval/new/...`); none by default: a world with held-out prompts of its
+        own (sentiment) has no trained response among its held-out pairs to begin with."""
+        return []
+
+    def trained_responses(self) -> dict[str, set[str]]:
+        """{prompt: every response of the train split to it}, filtered pairs included."""
+        trained: dict[str, set[str]] = {}
+        for row in self.scored_samples(SPLITS[0]):
+            trained.setdefault(row["prompt"], set()).update(row["completions"])
+        return trained
 
 
 class CachedWorld(World):

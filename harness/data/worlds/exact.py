@@ -10,7 +10,9 @@ base distribution that ignores the gold reward; preference pairs are sampled fro
 reference's exact distribution (conditioned on a valid response) and labelled by `DataSpec`.
 Every split uses the same eight prompts: this world asks how well a method optimises the
 KL-regularised objective, not how it generalises to new prompts; the splits differ in their
-sampled responses, and a held-out pair that repeats a train pair is dropped (11 of 256).
+sampled responses, and a held-out pair that repeats a train pair is dropped (11 of 256). Most
+held-out responses were also trained on (in other pairings); `new_pairs` are pairs of
+responses no train row holds, scored as `eval/new/...`.
 
 Every run logs the exact KL(pi || pi_ref), the exact expected gold reward, the invalid mass and
 the frontier gap (optimal reward at the policy's KL minus its reward), and saves the optimal
@@ -37,11 +39,13 @@ from harness.config.metrics import (
     EVAL_GOLD_REWARD_EXACT,
     EVAL_INVALID_EXACT,
     EVAL_KL_EXACT,
+    EVAL_NEW_PAIR_METRICS,
 )
-from harness.config.spec import SpecError
+from harness.config.spec import DataSpec, SpecError
+from harness.data.models import load_causal_lm, load_tokenizer
 from harness.data.sequences import encode
 from harness.data.worlds import exact_math as exact
-from harness.data.worlds.base import SPLITS, CachedWorld
+from harness.data.worlds.base import SPLITS, CachedWorld, label_pairs
 from harness.data.worlds.sft import sft_tiny_model
 
 COLOURS = ("red", "blue", "green", "gold")
@@ -132,6 +136,11 @@ def base_response(rng: random.Random, prompt: str, s: ExactSettings) -> tuple[st
     return tuple(words)
 
 
+def response_text(words: tuple[str, ...]) -> str:
+    """A response as the samples store it: its words after one space."""
+    return " " + " ".join(words)
+
+
 def word_tokenizer():
     """Word-level tokenizer over WORDS with EOS as the only special token (it also pads)."""
     raw = Tokenizer(models.WordLevel({EOS: 0, **{w: i + 1 for i, w in enumerate(WORDS)}}))
@@ -142,7 +151,13 @@ def word_tokenizer():
 
 class ExactWorld(CachedWorld):
     name = "exact"
-    extra_metrics = (EVAL_KL_EXACT, EVAL_GOLD_REWARD_EXACT, EVAL_FRONTIER_GAP, EVAL_INVALID_EXACT)
+    extra_metrics = (
+        EVAL_KL_EXACT,
+        EVAL_GOLD_REWARD_EXACT,
+        EVAL_FRONTIER_GAP,
+        EVAL_INVALID_EXACT,
+        *EVAL_NEW_PAIR_METRICS,
+    )
 
     def __init__(self, settings: ExactSettings | None = None):
         self.settings = settings or ExactSettings()
@@ -256,6 +271,25 @@ class ExactWorld(CachedWorld):
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         print(f"  exact: {json.dumps(summary)}")
 
+    def new_pairs(self, data: DataSpec) -> list[dict]:
+        """As many pairs as the eval split has, sampled from pi_ref given a valid response that
+        no train row holds for that prompt (about 30% of pi_ref's mass), labelled as `data` says."""
+        pairs, _ = label_pairs(self.new_samples, data, seed=len(SPLITS))
+        return pairs
+
+    @cached_property
+    def new_samples(self) -> list[dict]:
+        """Rows like `scored_samples`, drawn afresh (not cached on disk, so the world's cache
+        key and files stay as they were): the reference's enumeration takes under a second."""
+        s = self.settings
+        reference = self.reference_path
+        logps = self.outcome_logps(load_causal_lm(reference), load_tokenizer(reference))
+        trained = self.trained_responses()
+        for i, prompt in enumerate(PROMPTS):
+            seen = [j for j, y in enumerate(self.responses) if response_text(y) in trained[prompt]]
+            logps[i, seen] = -torch.inf
+        return self._sample_rows(logps, s.samples_per_prompt[1], seed=s.seed + len(SPLITS))
+
     def _sample_rows(self, ref_logps: torch.Tensor, n: int, seed: int) -> list[dict]:
         """n responses per prompt from pi_ref given a valid response, two per row.
 
@@ -268,7 +302,7 @@ class ExactWorld(CachedWorld):
         rows = []
         for k in range(0, n - 1, 2):
             for i, prompt in enumerate(PROMPTS):
-                pair = [" " + " ".join(self.responses[j]) for j in draws[i, k : k + 2].tolist()]
+                pair = [response_text(self.responses[j]) for j in draws[i, k : k + 2].tolist()]
                 rows.append(
                     {
                         "prompt": prompt,

@@ -31,6 +31,7 @@ from harness.config.metrics import SWEEP_BEST_VALUE
 from harness.config.space import Grid, Sweep, SweepError
 from harness.infra import databases, stores
 from harness.infra.cache import warm_cache
+from harness.run.sweep.journal import JournalHeartbeatStorage
 from harness.run.sweep.params import choose_params, grid_points, make_sampler
 from harness.run.sweep.trial import run_trial, study_lock
 
@@ -48,9 +49,11 @@ class StudySettings:
     grace_period: int = 60  # a trial silent this long belongs to a dead worker
 
 
-def open_storage(settings: StudySettings) -> RDBStorage:
+def open_storage(settings: StudySettings) -> RDBStorage | JournalHeartbeatStorage:
     """The study's storage, its schema created once however many workers start together."""
     url = settings.storage
+    if databases.journal_path(url) is not None:
+        return open_journal(settings)
     databases.check_driver(url, "storage")
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     try:
@@ -65,6 +68,21 @@ def open_storage(settings: StudySettings) -> RDBStorage:
     except Exception as err:  # SQLAlchemy raises many types; all mean the same to the user
         reason = databases.redact(f"{type(err).__name__}: {err}".splitlines()[0], url)
         raise SweepError(f"storage {databases.mask(url)!r} is unreachable: {reason}") from None
+
+
+def open_journal(settings: StudySettings) -> JournalHeartbeatStorage:
+    """`journal:PATH`: Optuna's journal file, created with its folder if missing."""
+    path = databases.journal_path(settings.storage)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalHeartbeatStorage(
+            str(path),
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
+    except OSError as err:
+        raise SweepError(f"storage {settings.storage!r} cannot be opened: {err}") from None
 
 
 def make_pruner(sweep: Sweep):
