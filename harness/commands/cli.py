@@ -49,12 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 1
-    except OSError as err:
-        if not disk_error(err):
-            return _bug()
-        print(f"harness: error: {err}", file=sys.stderr)
-        return 1
     except Exception as err:
+        if disk_error(err):  # a full or read-only disk, reported by any library: not a bug
+            print(f"harness: error: {err}", file=sys.stderr)
+            return 1
         from harness.infra import stores  # deferred: MLflow (a second)
 
         if not stores.unreachable(err):

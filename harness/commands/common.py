@@ -28,6 +28,8 @@ def quiet_libraries() -> None:
     # which the harness reports itself (one line, or the traceback of a bug). A Ctrl-C landing
     # inside a SQLite write printed that logged traceback above the "interrupted" line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # KTOTrainer's advice on desirable_weight for unbalanced labels: a notice, not an error.
+    logging.getLogger("trl.trainer.kto_trainer").setLevel(logging.ERROR)
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()

@@ -66,14 +66,17 @@ def cmd_run(args) -> int:
     # `--set` above fails before that.
     from harness.data.models import resolve_dtype
     from harness.infra import distributed
+    from harness.infra.cache import cache_root
     from harness.infra.stores import use_tracking
-    from harness.methods.checks import resolve
+    from harness.methods.checks import check_distinct_names, resolve
     from harness.run.recipe import run_experiment
 
     # Every experiment is resolved (checked, defaults filled, named) before the first one trains.
     experiments = [resolve(exp) for exp in experiments]
     for resolved in experiments:  # a dtype this machine cannot run fails before loading
         resolve_dtype(resolved.experiment.model.dtype)
+    check_distinct_names(experiments, args.target)
+    cache_root()  # a $HARNESS_CACHE that is a file fails before anything is opened
     distributed.check_processes(args.processes)
     quiet_libraries()
     if executor is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 
 from harness.config.errors import UserError
 from harness.config.registry import did_you_mean
@@ -104,6 +105,8 @@ def world_data(source: str, world, spec: DataSpec) -> PreferenceData:
 def read_rows(source: str) -> list[dict]:
     """Rows of a local file or folder (`save_to_disk`) or a hub dataset's train split."""
     path = Path(source)
+    if path.suffix in FILE_SUFFIXES and path.is_dir() and not _saved_dataset(path):
+        raise DataError(f"{path} is a folder, not a {path.suffix} file: pass the file itself")
     if path.suffix == ".jsonl":
         return _read_jsonl(path)
     if path.exists() or path.suffix in FILE_SUFFIXES:
@@ -162,23 +165,63 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _saved_dataset(path: Path) -> bool:
+    """Whether the folder `path` holds a dataset written by `save_to_disk`."""
+    return any((path / name).is_file() for name in ("dataset_dict.json", "state.json"))
+
+
 def _read_with_datasets(path: Path) -> list[dict]:
     if not path.exists():
         raise DataError(f"{path}: file does not exist")
     if path.suffix in (".json", ".csv"):
         _check_utf8(path)
+    if path.is_file() and _holds_no_rows(path):
+        raise DataError(f"{path}: no rows")
     try:
         if path.is_dir():
             ds = datasets.load_from_disk(str(path))
             ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
         else:
-            builder = {".json": "json", ".parquet": "parquet", ".csv": "csv"}[path.suffix]
-            ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+            ds = _load_file(path)
     except Exception as err:  # every reader raises its own type; name the file either way
         raise DataError(
             f"{path}: could not be parsed as {path.suffix or 'a dataset folder'} ({err})"
         ) from None
     return list(ds)
+
+
+def _load_file(path: Path):
+    """A .json/.csv/.parquet file through `datasets`, which keeps a parsed copy in its cache
+    (under $HF_HOME): an unreadable copy is rebuilt from the file, and only a file that still
+    fails to parse is the file's fault."""
+    builder = {".json": "json", ".parquet": "parquet", ".csv": "csv"}[path.suffix]
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train")
+    except Exception as err:
+        ds = datasets.load_dataset(
+            builder, data_files=str(path), split="train", download_mode="force_redownload"
+        )
+        print(
+            f"cache: the datasets cache of {path} under {datasets.config.HF_DATASETS_CACHE} was "
+            f"unreadable ({type(err).__name__}): rebuilt it from the file"
+        )
+        return ds
+
+
+def _holds_no_rows(path: Path) -> bool:
+    """An empty file, a .json holding `[]`, a .csv of a header alone, a 0-row .parquet (the
+    readers fail on these with messages that do not say so)."""
+    if path.suffix == ".parquet":
+        try:
+            return pq.read_metadata(path).num_rows == 0
+        except Exception:  # not a parquet file: the reader names the problem
+            return False
+    if path.stat().st_size > 1 << 16:
+        return False
+    text = path.read_text(encoding="utf-8").strip()
+    if path.suffix == ".csv":
+        return len([line for line in text.splitlines() if line.strip()]) <= 1
+    return text in ("", "[]")
 
 
 def row_format(row: dict) -> str:
@@ -207,23 +250,30 @@ CONVERSIONS = {
 }
 
 
+TEXT_COLUMNS = ("prompt", "chosen", "rejected", "completion")
+
+
 def check_rows(rows: list[dict], source: str) -> str:
     """Validate every row against the format of the first; return that format."""
     if not rows:
         raise DataError(f"{source}: no rows")
     fmt = row_format(rows[0])
+    kinds = {c: _text_kind(rows[0][c]) for c in TEXT_COLUMNS if rows[0].get(c) is not None}
     for i, row in enumerate(rows):
         where = f"{source}: row {i}"
-        for column in REQUIRED[fmt]:
+        for column in _required(fmt, row):
             if column not in row:
                 raise DataError(
-                    f"{where}: missing column {column!r} (a {fmt} row needs {REQUIRED[fmt]})"
+                    f"{where}: missing column {column!r} (a {fmt} row needs "
+                    f"{_required(fmt, row)}{_PROMPT_NOTE if column == 'prompt' else ''})"
                 )
             if row[column] is None:
                 raise DataError(f"{where}, column {column!r}: the value is null (empty)")
-        for column in ("prompt", "chosen", "rejected", "completion"):
+        for column in TEXT_COLUMNS:
             if column in row and row[column] is not None:
-                _check_text(row[column], f"{where}, column {column!r}")
+                at = f"{where}, column {column!r}"
+                _check_text(row[column], at)
+                _check_kind(row[column], kinds.setdefault(column, _text_kind(row[column])), at)
         if fmt == UNPAIRED and not isinstance(row["label"], bool):
             raise DataError(
                 f"{where}, column 'label': expected true or false, got {row['label']!r}"
@@ -233,6 +283,32 @@ def check_rows(rows: list[dict], source: str) -> str:
                 f"{where}: 'chosen' is identical to 'rejected', so it states no preference"
             )
     return fmt
+
+
+# Conversational pairs may hold their prompt in the messages before the answer; string pairs
+# cannot (the held-out prompts to sample from would be missing).
+_PROMPT_NOTE = "; only message-list pairs may leave the prompt inside chosen and rejected"
+
+
+def _required(fmt: str, row: dict) -> tuple[str, ...]:
+    if fmt == PAIRED and isinstance(row.get("chosen"), str):
+        return ("prompt", *REQUIRED[PAIRED])
+    return REQUIRED[fmt]
+
+
+def _text_kind(value) -> str:
+    return "a string" if isinstance(value, str) else "a message list"
+
+
+def _check_kind(value, expected: str, where: str) -> None:
+    """Every row holds the same kind of text in a column as the first (TRL formats a dataset by
+    its first row: a message list among strings fails inside training)."""
+    kind = _text_kind(value)
+    if kind != expected:
+        raise DataError(
+            f"{where}: {kind}, but row 0 holds {expected}: every row must hold the same kind "
+            "(all strings, or all message lists)"
+        )
 
 
 def _check_text(value, where: str) -> None:

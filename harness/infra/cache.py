@@ -23,6 +23,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from harness.config.errors import UserError, disk_errno
+
 MANIFEST = "manifest.json"
 FORMAT = 1  # bump when the manifest's layout changes
 _CHUNK = 1 << 20
@@ -32,9 +34,23 @@ _SAMPLED_ABOVE = 256 << 20
 _verified: dict[Path, tuple] = {}  # entry -> file stats when it was last verified
 
 
+class CacheError(UserError, ValueError):
+    """A cache location that cannot be used ($HARNESS_CACHE naming a file)."""
+
+
 def cache_root() -> Path:
-    """results/cache under the working directory, or $HARNESS_CACHE."""
-    return Path(os.environ.get("HARNESS_CACHE", "results/cache")).resolve()
+    """results/cache under the working directory, or $HARNESS_CACHE (a folder, or none yet)."""
+    root = Path(os.environ.get("HARNESS_CACHE", "results/cache")).resolve()
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "" if folder == root else f" ({folder} is a file)"
+                raise CacheError(
+                    f"cache folder {root} (HARNESS_CACHE, default results/cache) is not a "
+                    f"folder{where}: point $HARNESS_CACHE at a folder"
+                )
+            break
+    return root
 
 
 def content_digest(value: Any) -> str:
@@ -161,15 +177,32 @@ def cached_dir(
         else:
             log(f"cache: {target} is broken ({found}): rebuilding it")
             _discard(target)
+        remove_stale_builds(root, target.name)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-build-"))
         try:
             build(tmp)
             write_manifest(tmp, settings)
             os.replace(tmp, target)
+        except Exception as err:
+            code = disk_errno(err)
+            if code is None:
+                raise
+            raise OSError(
+                code, f"{os.strerror(code)} while caching {kind}/{target.name} (nothing kept)", root
+            ) from err
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         _verified.pop(target, None)
     return target
+
+
+def remove_stale_builds(root: Path, key: str) -> None:
+    """Delete what builds of `key` left behind when their process was killed (SIGKILL, power
+    cut): only the holder of the entry's lock builds, and the lock ends with its process, so
+    a build folder found while holding it belongs to a dead process."""
+    for prefix in (f".{key}-build-", f".{key}-broken-"):
+        for folder in root.glob(f"{prefix}*"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _discard(folder: Path) -> None:

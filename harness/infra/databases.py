@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import sqlite3
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -28,6 +29,10 @@ DRIVER_PACKAGES = {
     "MySQLdb": "mysqlclient",
 }
 SERVER_SCHEMES = ("http", "https", "databricks")  # tracking URIs that name a server, not a store
+# How long a store held by another process's write is waited for before saying so: a harness
+# worker's own writes hold SQLite's lock for milliseconds.
+LOCK_WAIT_SECONDS = 10
+CONNECT_TIMEOUT_SECONDS = 10  # an unroutable host would otherwise wait for the OS (minutes)
 JOURNAL_PREFIX = "journal:"  # an Optuna storage that is a journal file: journal:/shared/optuna.log
 
 
@@ -94,6 +99,60 @@ def check_driver(url: str, what: str) -> None:
         raise StoreError(
             f"{what} {mask(url)!r} needs the database driver {module!r}: pip install {package}"
         ) from None
+
+
+def sqlite_tables(url: str, path: Path, what: str, *, writable: bool = True) -> set[str]:
+    """The tables of the SQLite database `path` (none when it does not exist yet), after checking
+    that it is a SQLite database and, if `writable`, that no other process holds its write lock.
+    Reads only: a file that is not a store is never changed."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return set()
+    try:
+        conn = sqlite3.connect(path, timeout=LOCK_WAIT_SECONDS, isolation_level=None)
+        try:
+            query = "SELECT name FROM sqlite_master WHERE type='table'"
+            tables = {row[0] for row in conn.execute(query)}
+            if writable:  # takes the write lock and gives it back, writing nothing
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        if "locked" in str(err):
+            raise StoreError(
+                f"{what} {mask(url)}: {path} is locked by another process (waited "
+                f"{LOCK_WAIT_SECONDS} s): end the process holding it, or pass another one"
+            ) from None
+        raise StoreError(
+            f"{what} {mask(url)}: {path} is not a readable SQLite database ({err}): move it "
+            "aside to start a new store, or pass another one"
+        ) from None
+    return tables
+
+
+def check_reachable(url: str, what: str) -> None:
+    """Fail in one line, naming the server, unless the database at `url` answers a connect."""
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_timeout(url))
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.DBAPIError as err:
+        lines = [line.strip() for line in str(err.orig).splitlines() if line.strip()]
+        reason = redact(lines[0] if lines else type(err.orig).__name__, url)
+        raise StoreError(
+            f"{what} {mask(url)}: cannot connect ({reason}); is the database server running "
+            "and reachable from here?"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def connect_timeout(url: str) -> dict:
+    """The driver's connect timeout for a server database (PostgreSQL, MySQL), else nothing."""
+    backend = sqlalchemy.engine.make_url(url).get_backend_name()
+    return (
+        {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend in ("postgresql", "mysql") else {}
+    )
 
 
 def journal_path(url: str) -> Path | None:

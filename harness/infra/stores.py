@@ -57,12 +57,14 @@ from harness.config.metrics import EVAL_GOLD_REWARD, EVAL_KL, EVAL_PAIR_ACCURACY
 from harness.infra.databases import (
     StoreError,
     check_driver,
+    check_reachable,
     exclusive,
     is_database_url,
     mask,
+    sqlite_tables,
     without_credentials,
 )
-from harness.infra.locations import UI_VIEW_ID, sqlite_path
+from harness.infra.locations import DEFAULT_TRACKING_URI, UI_VIEW_ID, sqlite_path
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
 HEARTBEAT_TAG = tags.HEARTBEAT
@@ -81,6 +83,7 @@ COLLISION_ATTEMPTS = 6
 # What MLflow's client says when its server is gone (requests' ConnectionError, as text).
 NO_ANSWER_MARKS = ("Max retries exceeded", "Connection refused", "Failed to establish")
 PROBE_SECONDS = 10  # a tracking server that does not answer its health check in this long
+MLFLOW_TABLES = {"experiments", "runs"}  # what tells an MLflow store from another database
 
 
 POLICY_MODEL_TAG = tags.POLICY_MODEL
@@ -103,15 +106,18 @@ def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
     Two processes creating a new store at once race in MLflow's migrations: the first connect
     holds a lock (a file lock beside a SQLite file; the database's own lock for a server)."""
     if uri not in _opened:
+        check_store_kind(uri)
         db = sqlite_path(uri)
         if db is not None:
             if writable:
                 check_writable(uri, db)
+            check_mlflow_tables(uri, sqlite_tables(uri, db, "tracking URI", writable=writable))
             lock = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
             with FileLock(Path(tempfile.gettempdir()) / f"harness-store-{lock}.lock"):
                 MlflowClient(uri).search_experiments(max_results=1)
         elif is_database_url(uri):
             check_driver(uri, "MLflow tracking URI")
+            check_reachable(uri, "MLflow tracking URI")
             with exclusive(uri, "harness:mlflow-schema"):
                 MlflowClient(uri).search_experiments(max_results=1)
         elif urlparse(uri).scheme in ("http", "https"):
@@ -125,6 +131,35 @@ def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
             raise
         log(f"harness: could not check the store for dead runs ({type(err).__name__})")
     return client
+
+
+def check_store_kind(uri: str) -> None:
+    """Refuse a plain path (MLflow's file store, which MLflow 3 refuses with a long traceback)
+    in one line that says what to pass instead and how to migrate an existing one."""
+    scheme = urlparse(uri).scheme
+    if scheme not in ("", "file") or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "") == "true":
+        return
+    folder = Path(local_file_uri_to_path(uri) if scheme else uri)
+    migrate = (
+        f"; to keep its runs: mlflow migrate-filestore --source {folder} --target {DEFAULT_TRACKING_URI}"
+        if folder.is_dir()
+        else ""
+    )
+    raise StoreError(
+        f"tracking URI {mask(uri)} is a path, not a database URL (MLflow's file store, which "
+        f"MLflow 3 refuses): pass e.g. --tracking-uri {DEFAULT_TRACKING_URI}{migrate}"
+    )
+
+
+def check_mlflow_tables(uri: str, tables: set[str]) -> None:
+    """An existing SQLite database must be an MLflow store (or empty): MLflow would add its
+    tables to another application's database."""
+    if tables and not tables >= MLFLOW_TABLES:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"tracking URI {mask(uri)}: {sqlite_path(uri)} is another application's database "
+            f"(tables {shown}), not an MLflow store: pass another --tracking-uri"
+        )
 
 
 def check_writable(uri: str, db: Path) -> None:

@@ -35,6 +35,8 @@ class Method:
     settings: Mapping[str, Any] = field(default_factory=dict)  # method_args defaults
     needs_gold: bool = False  # trains on the world's gold reward (built-in worlds only)
     uses_beta: bool = True  # False: beta does not enter training, so runs are not named by it
+    # Unpaired rows must hold both labels: the loss weighs desirable against undesirable ones.
+    needs_both_labels: bool = False
     # Constraints between the method's settings and the experiment, checked at construction:
     # experiment -> an error message naming the dotted fields, or None.
     validate: Callable[[Experiment], str | None] | None = None
@@ -184,6 +186,9 @@ _register(
         build=trainers.kto_trainer,
         # lambda_D = lambda_U = 1: the paper's default for balanced data (paired data is balanced).
         settings={"desirable_weight": 1.0, "undesirable_weight": 1.0},
+        # The paper's weights keep lambda_D n_D / (lambda_U n_U) in [1, 4/3] (its Eq. 8): no
+        # weight does with one label absent, and it reports no run on a single label.
+        needs_both_labels=True,
     )
 )
 _register(

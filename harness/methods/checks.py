@@ -29,10 +29,13 @@ from harness.config.spec import (
     SpecError,
     default_name,
     field_paths,
+    validate,
 )
 from harness.data.preference import (
     CONVERSIONS,
     REQUIRED,
+    TEXT_COLUMNS,
+    UNPAIRED,
     DataError,
     PreferenceData,
     check_dataset_name,
@@ -76,7 +79,9 @@ def resolve(exp: Experiment, name_format: str | None = None) -> ResolvedExperime
 
 
 def check_experiment(exp: Experiment) -> None:
-    """Raise SpecError naming the field when the experiment names something unknown."""
+    """Raise SpecError naming the field when the experiment names something unknown, or when
+    a field no longer passes the construction checks (changed since with object.__setattr__)."""
+    validate(exp)
     if exp.method not in METHODS:
         raise SpecError("method: " + METHODS.unknown_message(exp.method))
     try:
@@ -89,6 +94,25 @@ def check_experiment(exp: Experiment) -> None:
         raise SpecError(str(err)) from None
     if exp.dataset in WORLDS:
         get_world(exp.dataset).check(exp)
+
+
+def check_distinct_names(experiments: list[ResolvedExperiment], source: str) -> None:
+    """Two experiments of one target may not make runs of one name (the runs table and every
+    comparison tell runs apart by it)."""
+    seen: dict[str, int] = {}
+    for i, resolved in enumerate(experiments, 1):
+        if resolved.name in seen:
+            first = experiments[seen[resolved.name] - 1]
+            raise SpecError(
+                f"{source}: experiments {seen[resolved.name]} and {i} are both named "
+                f"{resolved.name!r} ({describe(first.source)}; {describe(resolved.source)}): "
+                "give each its own name="
+            )
+        seen[resolved.name] = i
+
+
+def describe(exp: Experiment) -> str:
+    return f"{exp.method} beta={exp.beta:g} on {exp.dataset}"
 
 
 def with_defaults(exp: Experiment) -> Experiment:
@@ -141,10 +165,39 @@ def check_method_accepts(method: Method, data: PreferenceData) -> None:
             f"{', '.join(others) or 'none'}."
             + (f" To convert: {'; or '.join(convert)}." if convert else "")
         )
+    if method.needs_both_labels and data.format == UNPAIRED:
+        check_both_labels(method, data)
     if method.needs_gold and data.gold is None:
         raise DataError(
             f"method {method.name!r} needs a gold reward, which {data.source!r} does not have: "
             f"only the built-in worlds ({', '.join(WORLDS)}) have one."
+        )
+
+
+def check_both_labels(method: Method, data: PreferenceData) -> None:
+    """Unpaired rows with one label only: nothing to weigh against (KTO's paper, Eq. 8)."""
+    labels = {row["label"] for row in data.train}
+    if len(labels) == 1:
+        (label,) = labels
+        other = "undesirable (false)" if label else "desirable (true)"
+        raise DataError(
+            f"{data.source}: every training row has label {str(label).lower()}; method "
+            f"{method.name!r} weighs desirable against undesirable completions and needs some "
+            f"{other} rows"
+            + (" (to imitate desirable completions alone: method='sft')" if label else "")
+        )
+
+
+def check_chat_template(exp: Experiment, data: PreferenceData, tokenizer) -> None:
+    """Message-list rows become text through the tokenizer's chat template: without one, fail
+    before the run is created, naming the file and the model."""
+    first = data.train[0] if data.train else {}
+    conversational = any(isinstance(first.get(column), list) for column in TEXT_COLUMNS)
+    if conversational and tokenizer.chat_template is None:
+        raise DataError(
+            f"{data.source}: its rows are conversational (message lists), which need a chat "
+            f"template, and the tokenizer of model.name_or_path={exp.model.name_or_path!r} has "
+            "none: use a chat model, or string rows"
         )
 
 

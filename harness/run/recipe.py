@@ -61,6 +61,7 @@ from harness.methods.callbacks import (
 from harness.methods.catalog import flat_params, resolved_args
 from harness.methods.checks import (
     ResolvedExperiment,
+    check_chat_template,
     check_estimable,
     check_method_accepts,
     resolve,
@@ -257,6 +258,7 @@ def load_models(resolved: ResolvedExperiment, data: PreferenceData, log=print) -
             f"train.max_length must be at most the model's context ({context} positions), "
             f"got {exp.train.max_length}"
         )
+    check_chat_template(exp, data, tokenizer)
     return RunContext(resolved, data, copy.deepcopy(tokenizer), policy, reference, log)
 
 
@@ -502,6 +504,7 @@ def trainer_arguments(exp: Experiment, output_dir: str) -> dict:
         seed=t.seed,
         data_seed=t.seed,
         logging_steps=t.log_every or t.steps,
+        logging_first_step=True,  # the loss at the starting weights: DivergenceGuard's yardstick
         remove_unused_columns=False,  # ORPO and CPO need their extra columns
         logging_nan_inf_filter=False,  # log a NaN loss as NaN (DivergenceGuard stops there)
         **precision_arguments(resolve_dtype(exp.model.dtype), exp.model.gradient_checkpointing),

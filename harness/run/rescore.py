@@ -12,9 +12,10 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from safetensors import SafetensorError
 
 from harness.config import tags
-from harness.config.errors import UserError
+from harness.config.errors import UserError, disk_error
 from harness.config.metrics import EVAL_KL
 from harness.config.spec import Experiment
 from harness.data.lora import AdapterDisabled, is_adapter
@@ -99,18 +100,28 @@ def load_run_policy(client: MlflowClient, run, base: str, *, dtype, trust_remote
     """(policy, tokenizer, whether it is a LoRA adapter on `base`) of a run: its MLflow model,
     or its plain `policy/` files (a LoRA adapter, or runs logged before the MLflow model)."""
     uri = run.data.tags.get(POLICY_MODEL_TAG)
-    if uri is not None:
-        with library_output():  # MLflow's download bars and loading notices
-            # The model's files found through `client`'s store: a models:/ URI is resolved
-            # through MLflow's process-wide tracking URI, even given download_artifacts'
-            # tracking_uri (measured, mlflow 3.17).
-            model = client.get_logged_model(uri.removeprefix("models:/"))
-            local = mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location)
-            parts = mlflow.transformers.load_model(local, return_type="components")
-        return parts["model"], parts["tokenizer"], False
-    folder = policy_artifact_path(client, run.info.run_id)
-    policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
-    tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    try:
+        if uri is not None:
+            with library_output():  # MLflow's download bars and loading notices
+                # The model's files found through `client`'s store: a models:/ URI is resolved
+                # through MLflow's process-wide tracking URI, even given download_artifacts'
+                # tracking_uri (measured, mlflow 3.17).
+                model = client.get_logged_model(uri.removeprefix("models:/"))
+                local = mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location)
+                parts = mlflow.transformers.load_model(local, return_type="components")
+            return parts["model"], parts["tokenizer"], False
+        folder = policy_artifact_path(client, run.info.run_id)
+        policy = load_policy(folder, base, dtype=dtype, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+    except (OSError, SafetensorError, MlflowException) as err:  # the saved files, not a bug
+        if disk_error(err):
+            raise
+        where = uri or f"runs:/{run.info.run_id}/{POLICY_ARTIFACT}"
+        raise RunError(
+            f"run {run.info.run_id} ({run.info.run_name}): its saved policy {where} cannot be "
+            f"loaded ({type(err).__name__}: {str(err).splitlines()[0][:200]}): its files are "
+            "damaged or incomplete; train the run again"
+        ) from None
     return policy, tokenizer, is_adapter(folder)
 
 
