@@ -25,6 +25,8 @@ from harness import (
     When,
 )
 from harness.commands.cli import main
+from harness.commands.sweep import load_sweeps
+from harness.infra.stores import POLICY_MODEL_TAG
 from harness.methods.checks import check_sweep
 from harness.run.sweep.study import StudySettings, claim_trial, open_storage, prepare_study
 from harness.run.sweep.trial import run_trial
@@ -36,10 +38,11 @@ TINY = dict(
     train=TrainSpec(steps=4, batch_size=4, eval_every=2, save_policy=False),
     eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8),
 )
+# No train.save_policy: `harness sweep` turns it off for trials (commands/sweep.TRIAL_DEFAULTS).
 DEFINITIONS = """
 from harness import Choice, EvalSpec, Experiment, LogUniform, Sweep, TrainSpec
 BASE = Experiment(method="dpo", beta=0.1, dataset="sentiment",
-                  train=TrainSpec(steps={steps}, batch_size=4, eval_every={every}, save_policy=False),
+                  train=TrainSpec(steps={steps}, batch_size=4, eval_every={every}),
                   eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))
 SWEEP = Sweep(name="{name}", base=BASE, space={{"method": Choice(["dpo", "ipo"]), "beta": LogUniform(0.05, 1.0)}},
               n_trials={trials}, seeds={seeds}, pruner="none")
@@ -179,6 +182,16 @@ def test_database_errors_are_one_line_with_the_password_masked(
     assert "hunter2" not in err and len(err.splitlines()) == 1
 
 
+def test_trials_skip_saving_the_policy_unless_set(tmp_path, capsys):
+    path = write_sweep(tmp_path)  # its base leaves train.save_policy at the TrainSpec default
+    assert load_sweeps(str(path), [], None)[0][0].base.train.save_policy is False
+    saved = load_sweeps(str(path), ["train.save_policy=true"], None)[0][0]
+    assert saved.base.train.save_policy is True
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    assert "train.save_policy=False" in " ".join(capsys.readouterr().out.split())
+
+
 # ---- studies -----------------------------------------------------------------------------------------
 
 
@@ -204,6 +217,8 @@ def test_sweep_logs_nested_runs_and_resumes_without_repeating(tmp_path, tracking
             and float(run.data.params["beta"]) == trial.params["beta"]
         )
         assert run.data.params["train.steps"] == "4" and "eval/gold/reward" in run.data.metrics
+        assert run.data.params["train.save_policy"] == "false"  # the sweep default
+        assert POLICY_MODEL_TAG not in run.data.tags
         method, beta = trial.params["method"], trial.params["beta"]
         assert run.info.run_name == f"study-t{trial.number}-{method}-b{beta:g}-s0"
     assert json.loads(parent.data.params["space.method"]) == {"choice": ["dpo", "ipo"]}
