@@ -20,7 +20,6 @@ from harness.infra.databases import mask
 from harness.infra.loader import load_module, load_objects
 from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 
-
 # What every trial skips unless `--set` says otherwise: a study compares trials by their
 # metrics, and saving each trial's policy as an MLflow model is a fixed cost per trial
 # (results/benchmarks/sweep.md). `--set train.save_policy=true` saves them.
