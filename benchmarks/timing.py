@@ -6,8 +6,8 @@ import functools
 import time
 
 
-def seconds_of_calls(owner: type, name: str) -> list[float]:
-    """From now on, every call of `owner.name` appends its seconds to the returned list (for the
+def seconds_of_calls(owner: object, name: str) -> list[float]:
+    """From now on, every call of `owner.name` (a class's method or a module's function) appends its seconds to the returned list (for the
     rest of the process: each benchmark variant runs in a process of its own)."""
     seconds: list[float] = []
     method = getattr(owner, name)

@@ -25,6 +25,8 @@ from harness import (
     When,
 )
 from harness.commands.cli import main
+from harness.commands.sweep import load_sweeps
+from harness.infra.stores import POLICY_MODEL_TAG
 from harness.methods.checks import check_sweep
 from harness.run.sweep.study import StudySettings, claim_trial, open_storage, prepare_study
 from harness.run.sweep.trial import run_trial
@@ -36,17 +38,18 @@ TINY = dict(
     train=TrainSpec(steps=4, batch_size=4, eval_every=2, save_policy=False),
     eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8),
 )
+# No train.save_policy: `harness sweep` turns it off for trials (commands/sweep.TRIAL_DEFAULTS).
 DEFINITIONS = """
 from harness import Choice, EvalSpec, Experiment, LogUniform, Sweep, TrainSpec
 BASE = Experiment(method="dpo", beta=0.1, dataset="sentiment",
-                  train=TrainSpec(steps={steps}, batch_size=4, eval_every={every}, save_policy=False),
+                  train=TrainSpec(steps={steps}, batch_size=4, eval_every={every}),
                   eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))
 SWEEP = Sweep(name="{name}", base=BASE, space={{"method": Choice(["dpo", "ipo"]), "beta": LogUniform(0.05, 1.0)}},
               n_trials={trials}, seeds={seeds}, pruner="none")
 """
 
 
-def write_sweep(tmp_path, name="study", steps=4, every=2, trials=4, seeds=(0,)):
+def write_sweep(tmp_path, name="study", steps=4, every=0, trials=4, seeds=(0,)):
     path = tmp_path / f"{name}.py"
     path.write_text(
         textwrap.dedent(
@@ -179,19 +182,29 @@ def test_database_errors_are_one_line_with_the_password_masked(
     assert "hunter2" not in err and len(err.splitlines()) == 1
 
 
+def test_trials_skip_saving_the_policy_unless_set(tmp_path, capsys):
+    path = write_sweep(tmp_path)  # its base leaves train.save_policy at the TrainSpec default
+    assert load_sweeps(str(path), [], None)[0][0].base.train.save_policy is False
+    saved = load_sweeps(str(path), ["train.save_policy=true"], None)[0][0]
+    assert saved.base.train.save_policy is True
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    assert "train.save_policy=False" in " ".join(capsys.readouterr().out.split())
+
+
 # ---- studies -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_sweep_logs_nested_runs_and_resumes_without_repeating(tmp_path, tracking):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    path = write_sweep(tmp_path, trials=4)
+    path = write_sweep(tmp_path, trials=3)
     args = ["sweep", str(path), "--storage", storage, "--tracking-uri", tracking]
     assert main(args) == 0
     trials = trials_of(storage, "study")
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     parent, children = child_runs(tracking, "study")
-    assert sorted(int(r.data.tags["trial"]) for r in children) == [0, 1, 2, 3]
+    assert sorted(int(r.data.tags["trial"]) for r in children) == [0, 1, 2]
     assert {r.data.tags["trial_state"] for r in children} == {"COMPLETE"}
     assert {"space.method", "space.beta", "sampler", "pruner"} <= set(parent.data.params)
     assert parent.data.tags["optuna_storage"] == storage and parent.info.status == "FINISHED"
@@ -204,6 +217,8 @@ def test_sweep_logs_nested_runs_and_resumes_without_repeating(tmp_path, tracking
             and float(run.data.params["beta"]) == trial.params["beta"]
         )
         assert run.data.params["train.steps"] == "4" and "eval/gold/reward" in run.data.metrics
+        assert run.data.params["train.save_policy"] == "false"  # the sweep default
+        assert POLICY_MODEL_TAG not in run.data.tags
         method, beta = trial.params["method"], trial.params["beta"]
         assert run.info.run_name == f"study-t{trial.number}-{method}-b{beta:g}-s0"
     assert json.loads(parent.data.params["space.method"]) == {"choice": ["dpo", "ipo"]}
@@ -213,10 +228,10 @@ def test_sweep_logs_nested_runs_and_resumes_without_repeating(tmp_path, tracking
     } == {"hit"}
 
     assert main(args) == 0  # the same command again: the study is complete, nothing reruns
-    assert len(trials_of(storage, "study")) == 4
-    assert main([*args, "--trials", "5"]) == 0  # a larger budget runs only the difference
-    assert [t.state for t in trials_of(storage, "study")] == [TrialState.COMPLETE] * 5
-    assert len(child_runs(tracking, "study")[1]) == 5
+    assert len(trials_of(storage, "study")) == 3
+    assert main([*args, "--trials", "4"]) == 0  # a larger budget runs only the difference
+    assert [t.state for t in trials_of(storage, "study")] == [TrialState.COMPLETE] * 4
+    assert len(child_runs(tracking, "study")[1]) == 4
 
 
 @pytest.mark.slow
@@ -284,7 +299,7 @@ def trial_has_trained(uri: str, experiment: str, trial: int) -> bool:
 @pytest.mark.slow
 def test_killed_worker_is_failed_retried_once_and_the_budget_completes(tmp_path, tracking):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    path = write_sweep(tmp_path, steps=40, every=10, trials=3)
+    path = write_sweep(tmp_path, steps=40, every=10, trials=2)
     args = [
         "sweep",
         str(path),
@@ -317,20 +332,15 @@ def test_killed_worker_is_failed_retried_once_and_the_budget_completes(tmp_path,
     worker.wait()
     assert main(args) == 0
     trials = trials_of(storage, "study")
-    assert [t.state for t in trials] == [
-        TrialState.COMPLETE,
-        TrialState.FAIL,
-        TrialState.COMPLETE,
-        TrialState.COMPLETE,
-    ]
-    assert trials[3].params == trials[1].params  # trial 3 is trial 1 retried once
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == trials[1].params  # trial 2 is trial 1 retried once
     _, children = child_runs(tracking, "study")
     by_trial = {r.data.tags["trial"]: r for r in children}
     assert (
         by_trial["1"].info.status == "KILLED" and by_trial["1"].data.tags["trial_state"] == "FAIL"
     )
-    assert by_trial["3"].data.tags["retry_of"] == "1" and by_trial["3"].info.status == "FINISHED"
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3  # the budget, no duplicate
+    assert by_trial["2"].data.tags["retry_of"] == "1" and by_trial["2"].info.status == "FINISHED"
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2  # the budget, no duplicate
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ BASE = Experiment(method="dpo", beta=0.1, dataset="sentiment",
 SHARED = Sweep(name="shared", base=BASE, n_trials=4, pruner="none",
                space={"method": Choice(["dpo", "ipo"]), "beta": Choice([0.1, 0.3])})
 GRID = Sweep(name="grid", n_trials=2, pruner="none", sampler="grid",
-             base=BASE.replace({"train.steps": 2, "train.save_policy": False}),
+             base=BASE.replace({"train.steps": 2}),
              space={"beta": Grid([0.1, 0.2, 0.4])})
 """
 
@@ -52,12 +52,13 @@ def build_world(folder: Path) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=3600)
 
 
-def start_together(servers, tmp_path, target: str, n: int = 2) -> list[str]:
-    """`n` workers on one study, launched at once; each one's stdout and stderr."""
+def start_together(servers, tmp_path, target: str, *extra: str, n: int = 2) -> list[str]:
+    """`n` workers on one study (with `extra` arguments), launched at once; each one's stdout
+    and stderr."""
     definitions = tmp_path / "machines.py"
     definitions.write_text(textwrap.dedent(SWEEPS))
     command = [sys.executable, "-m", "harness.commands.cli", "sweep", f"{definitions}:{target}"]
-    command += ["--storage", f"{servers.base}/optuna", "--tracking-uri", servers.url]
+    command += ["--storage", f"{servers.base}/optuna", "--tracking-uri", servers.url, *extra]
     workers = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(n)
@@ -82,7 +83,8 @@ def runs_of(servers, sweep: str):
 
 
 def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
-    outputs = start_together(servers, tmp_path, "SHARED")
+    # Trials save no policy unless told: this sweep saves them, to read one back via the server.
+    outputs = start_together(servers, tmp_path, "SHARED", "--set", "train.save_policy=true")
 
     trials = study_trials(servers, "shared")
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4  # the budget, exactly once

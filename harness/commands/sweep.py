@@ -25,10 +25,19 @@ from harness.infra.loader import load_module, load_objects
 from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
 
 STOP_SECONDS = 30  # how long stopped workers may take to end their trials before SIGKILL
+# What every trial skips unless `--set` says otherwise: a study compares trials by their
+# metrics, and saving each trial's policy as an MLflow model is a fixed cost per trial
+# (results/benchmarks/sweep.md). `--set train.save_policy=true` saves them.
+TRIAL_DEFAULTS = ("train.save_policy=false",)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="run an Optuna sweep over experiments (resumable)")
+    p = subparsers.add_parser(
+        "sweep",
+        help="run an Optuna sweep over experiments (resumable)",
+        description="Run a Sweep's Optuna study. Trials run with train.save_policy=False (no "
+        "trial's policy is saved as an MLflow model) unless --set train.save_policy=true.",
+    )
     p.add_argument("target", help="experiments/FILE.py or module:OBJECT naming Sweep objects")
     p.add_argument("--trials", type=int, help="trial budget (default: the sweep's n_trials)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on the study")
@@ -56,13 +65,14 @@ def register(subparsers) -> None:
 
 
 def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[list[Sweep], str]:
-    """The target's sweeps with `--set` applied to each base experiment, validated."""
+    """The target's sweeps with TRIAL_DEFAULTS, then `--set`, applied to each base experiment,
+    validated."""
     from harness.methods.checks import check_sweep  # deferred: the registries import TRL (seconds)
 
     sweeps, stem = load_objects(target, Sweep)
     out = []
     for sweep in sweeps:
-        changes = {"base": apply_overrides([sweep.base], overrides)[0]}
+        changes = {"base": apply_overrides([sweep.base], [*TRIAL_DEFAULTS, *overrides])[0]}
         if trials is not None:
             changes["n_trials"] = trials
         sweep = dataclasses.replace(sweep, **changes)
