@@ -14,7 +14,9 @@ import contextlib
 import copy
 import importlib.metadata
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -325,12 +327,29 @@ def end_run_after(err: BaseException, run_id: str, status: str) -> None:
     """End the active run with `status` and the error as its `error` tag, before MLflow's
     context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
     (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
-    with contextlib.suppress(Exception):
-        mlflow.flush_async_logging()
-        reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-        mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
-    with contextlib.suppress(Exception):
-        mlflow.end_run(status)
+    with signals_ignored(signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(Exception):
+            mlflow.flush_async_logging()
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+            mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status)
+
+
+@contextlib.contextmanager
+def signals_ignored(*signums: int):
+    """Ignore `signums` for the block. The run is already stopping: a second signal (SLURM sends
+    SIGTERM right after it requeues a job on SIGUSR2; a second Ctrl-C) would cut its ending
+    short, and MLflow would then mark it FAILED. Signal handlers live in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def train_only(exp: Experiment, method, started: float) -> RunResult:
