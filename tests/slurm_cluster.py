@@ -126,7 +126,12 @@ def slurm_cluster():
 def _stop(folder: Path, conf: Path, env: dict) -> None:
     """Cancel what is left, stop the SLURM daemons, then munged; remove the folder."""
     scancel, scontrol = find("scancel"), find("scontrol")
-    subprocess.run([scancel, "--full", "--user", "root"], capture_output=True, env=env)
+    # The jobs' processes outlive the daemons (slurmstepd is on its own): end them first.
+    for how in ([], ["--signal=KILL"]):
+        subprocess.run([scancel, *how, "--full", "--user", "root"], capture_output=True, env=env)
+        with contextlib.suppress(TimeoutError):
+            _wait(lambda: not _jobs_left(env), "jobs left", folder / "slurmd.log", timeout=20)
+            break
     subprocess.run([scontrol, "shutdown"], capture_output=True, env=env, timeout=30)
     for pid_file in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid"):
         path = folder / pid_file
@@ -135,6 +140,13 @@ def _stop(folder: Path, conf: Path, env: dict) -> None:
             os.kill(pid, signal.SIGTERM)
             _wait(lambda pid=pid: not _alive(pid), f"pid {pid} still alive", path, timeout=15)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _jobs_left(env: dict) -> bool:
+    out = subprocess.run(
+        [find("squeue") or "squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=env
+    )
+    return out.returncode == 0 and bool(out.stdout.strip())
 
 
 def _alive(pid: int) -> bool:

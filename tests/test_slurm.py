@@ -148,7 +148,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def test_a_cancelled_worker_has_its_trial_retried_and_its_run_killed(cluster, tmp_path, capsys):
     path = definitions(tmp_path, "cancel", steps=60, every=20, trials=3)
-    beats = ["--heartbeat-interval", "1", "--grace-period", "5"]
+    beats = ["--heartbeat-interval", "1", "--grace-period", "20"]
     assert main(sweep_command(path, cluster.optuna, cluster.url, *beats)) == 0  # returns at once
     array = next(
         line.split()[-1] for line in capsys.readouterr().out.splitlines() if "job array" in line
@@ -173,6 +173,32 @@ def test_a_cancelled_worker_has_its_trial_retried_and_its_run_killed(cluster, tm
     assert by_trial[retry.number].info.status == "FINISHED"
     assert parents[0].info.status == "FINISHED"
     assert not [r for r in children if r.info.status == "RUNNING"]
+
+
+def test_a_preempted_worker_is_requeued_and_its_trial_retried_once(cluster, tmp_path, capsys):
+    """SIGUSR2 is what SLURM sends before preemption and the time limit (submitit's --signal):
+    the worker's job is checkpointed and requeued, its run ends KILLED, its trial is retried."""
+    path = definitions(tmp_path, "preempt", steps=60, every=20, trials=3)
+    beats = ["--heartbeat-interval", "1", "--grace-period", "20"]
+    assert main(sweep_command(path, cluster.optuna, cluster.url, *beats)) == 0
+    array = next(
+        line.split()[-1] for line in capsys.readouterr().out.splitlines() if "job array" in line
+    ).rstrip(":")
+    wait_for(lambda: trial_training(cluster.url, "preempt") == 2, 300, "two trials training")
+    subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True)
+    wait_for(lambda: not squeue(), 600, "the workers did not finish the budget")
+
+    # A requeued job keeps its id: both attempts write to the same log files.
+    (log,) = (cluster.folder / "results" / "slurm").rglob(f"{array}_0_*log.err")
+    assert "DUE TO JOB REQUEUE" in log.read_text()
+    assert "Job completed successfully" in log.with_suffix(".out").read_text()
+    trials = optuna.load_study(study_name="preempt", storage=cluster.optuna).get_trials()
+    states = [t.state for t in trials]
+    assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.COMPLETE) == 3
+    parents, children = runs_of(cluster.url, "preempt")
+    ended = sorted((r.info.status, r.data.tags.get("error", "")) for r in children)
+    assert [status for status, _ in ended] == ["FINISHED"] * 3 + ["KILLED"], ended
+    assert parents[0].info.status == "FINISHED"
 
 
 def test_harness_run_on_slurm_gives_one_finished_run_with_its_policy(cluster, tmp_path, capsys):

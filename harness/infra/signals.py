@@ -10,8 +10,10 @@ until it was killed. Here such a swallowed interrupt is raised again in the code
 from __future__ import annotations
 
 import _thread
+import contextlib
 import signal
 import sys
+import threading
 
 _state: dict = {"signal": None, "once": False, "raised": False, "previous": sys.unraisablehook}
 
@@ -46,3 +48,19 @@ def _raise_again(unraisable) -> None:
         _thread.interrupt_main(_state["signal"])
         return
     _state["previous"](unraisable)
+
+
+@contextlib.contextmanager
+def signals_ignored(*signums: int):
+    """Ignore `signums` for the block. A run already stopping: a second signal (SLURM sends
+    SIGTERM right after it requeues a job on SIGUSR2; a second Ctrl-C) would cut its ending
+    short, and MLflow would then mark it FAILED. Signal handlers live in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

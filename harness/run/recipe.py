@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.metadata
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,6 +53,7 @@ from harness.infra import distributed, stores
 from harness.infra.cache import content_digest, warm
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
+from harness.infra.signals import signals_ignored
 from harness.methods.callbacks import (
     DivergenceGuard,
     EvalCallback,
@@ -377,13 +379,14 @@ def end_run_after(err: BaseException, run_id: str, status: str) -> None:
     """End the active run with `status` and the error as its `error` tag, before MLflow's
     context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
     (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
-    if not stores.unreachable(err):  # a gone server: each write would wait out its retries
+    with signals_ignored(signal.SIGINT, signal.SIGTERM):
+        if not stores.unreachable(err):  # a gone server: each write would wait out its retries
+            with contextlib.suppress(Exception):
+                mlflow.flush_async_logging()
+                reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+                mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
         with contextlib.suppress(Exception):
-            mlflow.flush_async_logging()
-            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-            mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
-    with contextlib.suppress(Exception):
-        mlflow.end_run(status)  # leaves MLflow's stack of active runs even if it cannot write
+            mlflow.end_run(status)  # leaves MLflow's stack of active runs even if it cannot write
 
 
 # ---- evaluation: step 0, every train.eval_every steps, the end -------------------------------

@@ -178,6 +178,9 @@ def interrupt_after(signum: int) -> None:
         try:
             submitit_handler(number, frame)
         except BaseException as err:  # sys.exit after requeueing, or "not requeued"
+            # The requeue makes SLURM send SIGTERM at once: the command is stopping already,
+            # and a second interrupt would cut short the ending of its run and trial.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             raise KeyboardInterrupt(f"SLURM signal {signal.Signals(number).name}: {err}") from None
 
     signal.signal(signum, handler)
