@@ -296,17 +296,24 @@ def rloo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
             disable_dropout=True,  # the log-probs of the samples must be those they were drawn with
         )
         # RLOOTrainer loads its own frozen copy of the policy as pi_ref (from the policy's path).
-        return RLOOTrainer(
-            model=job.policy,
-            reward_funcs=reward(job),
-            args=config,
-            train_dataset=prompt_rows(job.data),
-            processing_class=job.tokenizer,
-            peft_config=job.peft_config,
-            callbacks=job.callbacks,
-        )
+        return on_policy_trainer(RLOOTrainer, job, reward, config)
 
     return build
+
+
+def on_policy_trainer(trainer_class, job: TrainingJob, reward, config, **extra):
+    """An on-policy TRL trainer (RLOO, GRPO, online DPO) sampling from the job's prompts and
+    scored by `reward(job)`."""
+    return trainer_class(
+        model=job.policy,
+        reward_funcs=reward(job),
+        args=config,
+        train_dataset=prompt_rows(job.data),
+        processing_class=job.tokenizer,
+        peft_config=job.peft_config,
+        callbacks=job.callbacks,
+        **extra,
+    )
 
 
 def grpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
@@ -338,15 +345,7 @@ def grpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
         )
         # With beta > 0 GRPOTrainer loads its own frozen pi_ref from the policy's path; with
         # LoRA the reference is the base with the adapter off.
-        return GRPOTrainer(
-            model=job.policy,
-            reward_funcs=reward(job),
-            args=config,
-            train_dataset=prompt_rows(job.data),
-            processing_class=job.tokenizer,
-            peft_config=job.peft_config,
-            callbacks=job.callbacks,
-        )
+        return on_policy_trainer(GRPOTrainer, job, reward, config)
 
     return build
 
@@ -444,15 +443,8 @@ def online_dpo_trainer(reward: Callable[[TrainingJob], Callable]) -> Builder:
         for callback in job.callbacks:
             if isinstance(callback, MetricsCallback):
                 callback.sequences_per_row = 2  # a prompt row is trained on as a sampled pair
-        return OnlineDPOTrainerWithSampleStats(
-            model=job.policy,
-            ref_model=job.reference,
-            reward_funcs=reward(job),
-            args=config,
-            train_dataset=prompt_rows(job.data),
-            processing_class=job.tokenizer,
-            peft_config=job.peft_config,
-            callbacks=job.callbacks,
+        return on_policy_trainer(
+            OnlineDPOTrainerWithSampleStats, job, reward, config, ref_model=job.reference
         )
 
     return build
