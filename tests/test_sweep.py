@@ -26,6 +26,7 @@ from harness import (
 )
 from harness.commands.cli import main
 from harness.commands.sweep import load_sweeps
+from harness.config import tags as tag
 from harness.infra.stores import POLICY_MODEL_TAG
 from harness.methods.checks import check_sweep
 from harness.run.sweep.study import StudySettings, claim_trial, open_storage, prepare_study
@@ -224,7 +225,7 @@ def test_sweep_logs_nested_runs_and_resumes_without_repeating(tmp_path, tracking
     assert json.loads(parent.data.params["space.method"]) == {"choice": ["dpo", "ipo"]}
     # every trial after the first shares the reference and data: its log-probs come from the cache
     assert {
-        r.data.tags.get("reference_cache") for r in children if r.data.tags["trial"] != "0"
+        r.data.tags.get(tag.REFERENCE_CACHE) for r in children if r.data.tags["trial"] != "0"
     } == {"hit"}
 
     assert main(args) == 0  # the same command again: the study is complete, nothing reruns

@@ -81,6 +81,7 @@ def job(tokenizer, rows: list[dict], out_dir, *, beta: float, method_args: dict)
         max_length=64,
         seed=0,
         model_source="tiny",
+        tracked=None,
         reference_cache=False,
         args=training_arguments(
             str(out_dir),

@@ -18,6 +18,7 @@ BEST_OF_N = "best_of_n"  # a best-of-n run's n (no training: the base model samp
 # What a run's eval/kl is where it is not the sampled estimate: best-of-n logs the bound.
 EVAL_KL_KIND = "eval_kl"
 KL_BOUND = "bound: log n - (n-1)/n (Beirami et al. 2024, arXiv:2401.01879)"
+REFERENCE_CACHE = "reference_cache"  # DPO family: "hit" or "miss" of the reference log-probs
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a sweep's trial runs under its parent
 
 # Sweeps.

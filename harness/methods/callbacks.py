@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import mlflow
 import torch
 from transformers import TrainerCallback
 
 from harness.config.errors import RunFailed
 from harness.config.metrics import SUMMARY_KEYS, TRAIN_COMPLETIONS, train_metric_name
 from harness.infra import distributed
+from harness.infra.tracked import TrackedRun
 
 
 class TrainingDiverged(RunFailed):
@@ -23,18 +23,17 @@ class TrainingDiverged(RunFailed):
 
 
 class MetricsCallback(TrainerCallback):
-    """Logs the trainer's metrics, renamed to the harness scheme, into the MLflow run `run_id`
-    (by id: a process without a run of its own logs nothing, where a fluent call without an
-    active run would start a stray one).
+    """Logs the trainer's metrics, renamed to the harness scheme, into the MLflow run `tracked`
+    (None: a process without a run of its own logs nothing).
 
     Synchronously: MLflow's asynchronous queue, once used, makes the run's end wait up to a
     second per flush (it polls its queue once a second), about 1.1 s per run measured here,
     while a synchronous call every `train.log_every` steps costs some 10-25 ms (SQLite).
     """
 
-    def __init__(self, method: str, run_id: str | None):
+    def __init__(self, method: str, tracked: TrackedRun | None):
         self.method = method
-        self.run_id = run_id
+        self.tracked = tracked
         self.completions_per_step = None  # set when training starts, from the data's columns
         # Sequences the loss sees per training row; None: 2 for pair rows, else 1. A builder
         # sets it where the columns do not say (online DPO trains a sampled pair per prompt).
@@ -47,7 +46,7 @@ class MetricsCallback(TrainerCallback):
         self.completions_per_step = rows * args.world_size * per_row
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.run_id is None:  # not the main process: its logs are the same, already reduced
+        if self.tracked is None:  # not the main process: its logs are the same, already reduced
             return
         logs = dict(logs or {})
         summary = bool(SUMMARY_KEYS & logs.keys())
@@ -60,9 +59,7 @@ class MetricsCallback(TrainerCallback):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[train_metric_name(self.method, key)] = float(value)
         if metrics:
-            mlflow.log_metrics(
-                metrics, step=state.global_step, synchronous=True, run_id=self.run_id
-            )
+            self.tracked.log_metrics(metrics, step=state.global_step)
 
 
 class EvalCallback(TrainerCallback):

@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import torch
 from peft import PeftModel
 
+from harness.config.tags import REFERENCE_CACHE
 from harness.infra.cache import cached_dir, warm
+from harness.infra.tracked import TrackedRun
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 LOGPS_FILE = "logps.npz"  # arrays only, read with allow_pickle=False
@@ -54,14 +55,19 @@ def dataset_fingerprint(dataset, columns=("prompt_ids", "chosen_ids", "rejected_
     return digest.hexdigest()[:16]
 
 
-def with_reference_cache(trainer_class):
+def with_reference_cache(trainer_class, tracked: TrackedRun | None = None):
     """A subclass of a DPOTrainer-like class whose precomputed reference log-probs are cached.
 
-    Private TRL API, pinned (tests/test_pinned_internals.py fails naming the trl version if it
-    changes): DPOTrainer's public `precompute_ref_log_probs` reuses log-probs only through a
-    `datasets` cache file of the dataset it tokenized itself, not across runs in a verified
-    cache; `_precompute_ref_logps` is the one step between TRL's tokenization and training
-    where the columns can be supplied instead of computed."""
+        Private TRL API, pinned (tests/test_pinned_internals.py fails naming the trl version if it
+        changes): DPOTrainer's public `precompute_ref_log_probs` reuses log-probs only through a
+        `datasets` cache file of the dataset it tokenized itself, not across runs in a verified
+        cache; `_precompute_ref_logps` is the one step between TRL's tokenization and training
+        where the columns can be supplied instead of computed. Whether the cache served is the
+    `reference_cache` tag of `tracked` (None: untagged)."""
+
+    def _tag(outcome: str) -> None:
+        if tracked is not None:
+            tracked.set_tag(REFERENCE_CACHE, outcome)
 
     class CachedReferenceTrainer(trainer_class):
         def _precompute_ref_logps(self, dataset, name, batch_size):
@@ -101,9 +107,3 @@ def with_reference_cache(trainer_class):
 def _read_logps(folder: Path) -> dict[str, np.ndarray]:
     with np.load(folder / LOGPS_FILE, allow_pickle=False) as cached:
         return {column: cached[column] for column in COLUMNS}
-
-
-def _tag(outcome: str) -> None:
-    """Record on the active run whether its reference log-probs came from the cache."""
-    if mlflow.active_run():
-        mlflow.set_tag("reference_cache", outcome)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import mlflow
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
@@ -37,6 +36,7 @@ from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 from harness.config.metrics import RM_ACCURACY
 from harness.data.preference import PAIRED, PreferenceData
 from harness.data.sequences import continuation_text, encode
+from harness.infra.tracked import TrackedRun
 from harness.methods.callbacks import MetricsCallback
 from harness.methods.losses import conservative_dpo_mixture
 from harness.methods.refcache import with_reference_cache
@@ -56,6 +56,7 @@ class TrainingJob:
     max_length: int  # prompt + completion tokens
     seed: int
     model_source: str  # the experiment's model.name_or_path (the learned reward's backbone)
+    tracked: TrackedRun | None  # the run to log into (None: nowhere, the other processes)
     reference_cache: (
         bool  # DPO family: reference log-probs cached on disk (harness.methods.refcache)
     )
@@ -144,7 +145,7 @@ def _dpo_family(losses: Callable[[dict], tuple[list[str], list[float] | None]]) 
             max_length=job.max_length,
             precompute_ref_log_probs=cached,
         )
-        trainer_class = with_reference_cache(DPOTrainer) if cached else DPOTrainer
+        trainer_class = with_reference_cache(DPOTrainer, job.tracked) if cached else DPOTrainer
         return trainer_class(
             model=job.policy,
             ref_model=job.reference,
@@ -483,7 +484,8 @@ def learned_reward(job: TrainingJob) -> Callable:
     `rm/accuracy`, so a weak judge shows beside the run it trained.
     """
     model = reward_model_for(job.data, backbone=job.model_source, seed=job.seed)
-    mlflow.log_metric(RM_ACCURACY, model.accuracy, step=0)
+    if job.tracked is not None:
+        job.tracked.log_metric(RM_ACCURACY, model.accuracy, step=0)
     tokenizer = job.tokenizer
 
     def reward_model(prompts, completions, completion_ids, **_):

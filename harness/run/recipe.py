@@ -54,6 +54,7 @@ from harness.infra.cache import content_digest, warm
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
 from harness.infra.signals import signals_ignored
+from harness.infra.tracked import TrackedRun, current_experiment_id
 from harness.methods.callbacks import (
     DivergenceGuard,
     EvalCallback,
@@ -109,6 +110,11 @@ class RunContext:
     def exp(self) -> Experiment:
         return self.resolved.experiment
 
+    @property
+    def tracked(self) -> TrackedRun | None:
+        """The run to write to; None before it opens and on the other processes."""
+        return TrackedRun(self.client, self.run_id) if self.run_id is not None else None
+
 
 def run_experiment(
     experiment: Experiment | ResolvedExperiment,
@@ -142,13 +148,15 @@ def run_experiment(
     run_tags = {**describing_tags(run), **(tags or {})}
     if parent_run_id:
         run_tags[tag.PARENT_RUN] = parent_run_id
-    with mlflow.start_run(run_name=resolved.name, tags=run_tags) as active:
-        run.run_id = active.info.run_id
-        run.client = MlflowClient()  # the store mlflow.start_run opened the run in
-        if on_run_created is not None:
-            on_run_created(run.run_id)
-        with ended_on_error(run), stores.Heartbeat(run.run_id):
+    # In the experiment and store the command chose (stores.use_tracking), written by id.
+    tracked = TrackedRun.create(MlflowClient(), current_experiment_id(), resolved.name, run_tags)
+    run.client, run.run_id = tracked.client, tracked.run_id
+    if on_run_created is not None:
+        on_run_created(run.run_id)
+    with ended_on_error(run):
+        with stores.Heartbeat(run.run_id):
             metrics = train_and_score(run, scoring, listeners)
+        tracked.end("FINISHED")
     # The others wait here for the scoring and saving. Not after an error: the main process
     # then exits, and the launcher stops the others wherever they wait.
     distributed.wait_for_everyone()
@@ -178,10 +186,10 @@ def train_and_score(run: RunContext, scoring: Scoring, listeners) -> dict[str, f
     else:  # best-of-n: its policy model is the base model (run.policy, untouched) sampled n times
         best_of_n = best_of_n_policy(run)
         evaluation.evaluate_best_of_n(best_of_n)
-    mlflow.set_tag(tag.FINAL_STEP, str(evaluation.last_step))
+    run.tracked.set_tag(tag.FINAL_STEP, str(evaluation.last_step))
     if exp.train.save_policy:
         save_policy(run, best_of_n)
-    mlflow.log_table(evaluation.sample_table(), artifact_file="samples.json")
+    run.tracked.log_table(evaluation.sample_table(), artifact_file="samples.json")
     if scoring.wanted:
         run.log(f"[{exp.name}] scoring: {scoring.describe()}")
         policies = (run.policy, run.reference, run.tokenizer)
@@ -189,7 +197,6 @@ def train_and_score(run: RunContext, scoring: Scoring, listeners) -> dict[str, f
         scoring.score(
             run.client, run.run_id, *policies, step=evaluation.last_step, sample_policy=sampler
         )
-    mlflow.flush_async_logging()
     return evaluation.metrics
 
 
@@ -198,8 +205,10 @@ def best_of_n_policy(run: RunContext) -> BestOfN:
     run as best-of-n with its n, and its eval/kl as the analytic bound."""
     exp = run.exp
     n = resolved_args(exp)["n"]
-    picker = run.resolved.method.picker(run.data, exp.model.name_or_path, exp.train.seed)
-    mlflow.set_tags({tag.BEST_OF_N: str(n), tag.EVAL_KL_KIND: tag.KL_BOUND})
+    picker = run.resolved.method.picker(
+        run.data, exp.model.name_or_path, exp.train.seed, run.tracked
+    )
+    run.tracked.set_tags({tag.BEST_OF_N: str(n), tag.EVAL_KL_KIND: tag.KL_BOUND})
     return BestOfN(run.policy, run.tokenizer, picker, n)
 
 
@@ -314,12 +323,13 @@ def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
 def log_description(run: RunContext) -> None:
     """Params, the experiment's JSON, the dataset inputs, the world's artifacts."""
     exp, data = run.exp, run.data
-    mlflow.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
-    mlflow.log_params(scale_params(exp))
-    mlflow.log_text(exp.to_json(), "experiment.json")
+    tracked = run.tracked
+    tracked.log_params({k: stores.param_value(v) for k, v in flat_params(exp).items()})
+    tracked.log_params(scale_params(exp))
+    tracked.log_text(exp.to_json(), "experiment.json")
     log_datasets(run)
     for artifact, text in (data.world.run_artifacts() if data.world else {}).items():
-        mlflow.log_text(text, artifact)
+        tracked.log_text(text, artifact)
 
 
 def log_data_counts(run: RunContext, held_out_cuts: dict[str, int]) -> None:
@@ -330,7 +340,7 @@ def log_data_counts(run: RunContext, held_out_cuts: dict[str, int]) -> None:
     if data.new_pairs:
         counts[DATA_EVAL_NEW_PAIRS] = len(data.new_pairs)
     counts |= {data_filtered(why): n for why, n in data.filtered.items()}
-    mlflow.log_metrics(counts | held_out_cuts, step=0)
+    run.tracked.log_metrics(counts | held_out_cuts, step=0)
     if any(held_out_cuts.values()):
         cut = ", ".join(f"{n} {name.split('/', 1)[1]}" for name, n in held_out_cuts.items() if n)
         run.log(f"[{run.exp.name}] data: held-out rows cut to fit ({cut})")
@@ -364,10 +374,10 @@ def ended_on_error(run: RunContext):
     try:
         yield
     except KeyboardInterrupt as err:
-        end_run_after(err, run.run_id, "KILLED")
+        end_run_after(err, run.tracked, "KILLED")
         raise RunInterrupted(f"run {run.run_id} ({run.exp.name}) marked KILLED") from None
     except BaseException as err:
-        end_run_after(err, run.run_id, "FAILED")
+        end_run_after(err, run.tracked, "FAILED")
         if stores.unreachable(err):  # a server gone mid-run: one line, not its traceback
             raise stores.store_lost(run.run_id, run.exp.name) from None
         if isinstance(err, RunFailed):
@@ -375,18 +385,18 @@ def ended_on_error(run: RunContext):
         raise
 
 
-def end_run_after(err: BaseException, run_id: str, status: str) -> None:
-    """End the active run with `status` and the error as its `error` tag, before MLflow's
-    context manager would call it FAILED (or atexit FINISHED). A store that cannot be written
-    (a full disk) leaves the run RUNNING: the next command marks it KILLED (stores.Heartbeat)."""
+def end_run_after(err: BaseException, tracked: TrackedRun, status: str) -> None:
+    """End the run with `status` and the error as its `error` tag. A store that cannot be
+    written (a full disk, a gone server) leaves the run RUNNING: the next command marks it
+    KILLED (stores.Heartbeat)."""
     with signals_ignored(signal.SIGINT, signal.SIGTERM):
-        if not stores.unreachable(err):  # a gone server: each write would wait out its retries
-            with contextlib.suppress(Exception):
-                mlflow.flush_async_logging()
-                reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
-                mlflow.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
+        if stores.unreachable(err):  # a gone server: each write would wait out its retries
+            return
         with contextlib.suppress(Exception):
-            mlflow.end_run(status)  # leaves MLflow's stack of active runs even if it cannot write
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else type(err).__name__
+            tracked.set_tag(tag.ERROR, f"{reason}: {err}"[:5000])
+        with contextlib.suppress(Exception):
+            tracked.end(status)
 
 
 # ---- evaluation: step 0, every train.eval_every steps, the end -------------------------------
@@ -398,6 +408,7 @@ class RunEvaluation:
     def __init__(self, run: RunContext, listeners: list[EvalListener]):
         exp, data = run.exp, run.data
         self.exp, self.listeners, self.log = exp, listeners, run.log
+        self.tracked = run.tracked
         key = reference_key(exp, data)
         self.evaluator = Evaluator(run.resolved, data, run.tokenizer, run.reference, key)
         self.metrics: dict[str, float] = {}
@@ -422,7 +433,7 @@ class RunEvaluation:
         return self._record(*self.evaluator.evaluate_best_of_n(policy), step=0)
 
     def _record(self, metrics: dict[str, float], table: dict[str, list], step: int) -> bool:
-        mlflow.log_metrics(metrics, step=step)
+        self.tracked.log_metrics(metrics, step=step)
         self.metrics, self.last_table, self.last_step = metrics, table, step
         self.first_table = self.first_table or table
         loss = "" if self.loss is None else f"loss {self.loss:.3f}  "
@@ -475,6 +486,7 @@ def train_policy(run: RunContext, evaluate, on_loss=lambda loss: None):
             max_length=exp.train.max_length,
             seed=exp.train.seed,
             model_source=exp.model.name_or_path,
+            tracked=run.tracked,
             # TRL's precompute keeps its result in a per-process temporary file that the other
             # processes cannot open (measured: FileNotFoundError on rank 1): several processes
             # compute the reference per step instead.
@@ -482,7 +494,7 @@ def train_policy(run: RunContext, evaluate, on_loss=lambda loss: None):
             args=trainer_arguments(exp, output_dir),
             peft_config=lora_config(lora) if lora is not None else None,
             callbacks=[
-                MetricsCallback(exp.method, run.run_id),
+                MetricsCallback(exp.method, run.tracked),
                 DivergenceGuard(exp.train.lr),
                 EvalCallback(evaluate, exp.train.eval_every, on_loss=on_loss),
             ],
@@ -533,7 +545,7 @@ def save_policy(run: RunContext, best_of_n: BestOfN | None = None) -> None:
                 with tempfile.TemporaryDirectory(prefix="harness-policy-") as folder:
                     policy.save_pretrained(folder)
                     tokenizer.save_pretrained(folder)
-                    mlflow.log_artifacts(folder, artifact_path=stores.POLICY_ARTIFACT)
+                    run.tracked.log_artifacts(folder, artifact_path=stores.POLICY_ARTIFACT)
                 return
             info = mlflow.transformers.log_model(
                 {"model": policy, "tokenizer": tokenizer},
@@ -541,13 +553,14 @@ def save_policy(run: RunContext, best_of_n: BestOfN | None = None) -> None:
                 task="text-generation",
                 pip_requirements=stores.model_requirements(),
                 params={tag.BEST_OF_N: best_of_n.n} if best_of_n else None,
+                run_id=run.run_id,  # Model.log's own argument: no active run needed
             )
     except BaseException as err:  # a full disk (its own error types) or a signal mid-save
         stores.discard_unsaved_policy(run.client, run.run_id)  # whole or absent
         if not isinstance(err, Exception):
             raise
         raise PolicyNotSaved(f"the policy could not be saved ({err})") from err
-    mlflow.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
+    run.tracked.set_tag(stores.POLICY_MODEL_TAG, info.model_uri)
 
 
 # ---- the other processes ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.config import tags as tag
 from harness.config.spec import DataSpec
 from harness.data.models import load_causal_lm, load_tokenizer
 from harness.data.preference import world_data
@@ -170,7 +171,7 @@ def test_broken_reference_logps_are_rebuilt_by_the_next_run(
     printed = [line for line in capsys.readouterr().out.splitlines() if "cache:" in line]
     assert len(printed) == 1 and "logps.npz" in printed[0] and "rebuilding" in printed[0], printed
     runs = MlflowClient(uri).search_runs(["1"], order_by=["attributes.start_time DESC"])
-    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["reference_cache"] == "miss"
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags[tag.REFERENCE_CACHE] == "miss"
     record_property("fault", f"reference_logps: logps.npz {damage.__name__} between two runs")
     record_property("seen", printed[0].split(" is broken ")[1])
     record_property("kept", "second run FINISHED, its reference log-probs recomputed (tag miss)")
