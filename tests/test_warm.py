@@ -55,3 +55,12 @@ def test_warm_cache_drops_the_least_recently_used_beyond_its_budget():
     off = WarmCache(max_bytes=2**30)
     off.get(("x",), lambda: array("x"))
     assert not off.entries  # a disabled cache builds every time and keeps nothing
+
+
+def test_the_worker_budget_is_read_when_the_worker_turns_the_cache_on(monkeypatch):
+    monkeypatch.setenv("HARNESS_WARM_GB", "0.5")
+    with warm_cache():
+        assert warm.max_bytes == 2**29
+    monkeypatch.setenv("HARNESS_WARM_GB", "2")  # a later worker in the same process
+    with warm_cache():
+        assert warm.max_bytes == 2**31

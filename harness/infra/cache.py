@@ -247,14 +247,20 @@ def _nbytes(value) -> int:
     return getattr(value, "nbytes", 0)
 
 
-# 4 GiB by default: a few small references, or one 1B-parameter model in fp32.
-warm = WarmCache(int(float(os.environ.get("HARNESS_WARM_GB", "4")) * 2**30))
+def warm_limit() -> int:
+    """$HARNESS_WARM_GB in bytes, read when a worker turns the cache on; 4 GiB by default: a
+    few small references, or one 1B-parameter model in fp32."""
+    return int(float(os.environ.get("HARNESS_WARM_GB", "4")) * 2**30)
+
+
+warm = WarmCache(0)  # off until a worker turns it on (warm_cache), sized then
 
 
 @contextlib.contextmanager
 def warm_cache(enabled: bool = True):
     """Keep what trials share in memory for the block (a sweep worker's life), then drop it."""
     previous, warm.enabled = warm.enabled, enabled
+    warm.max_bytes = warm_limit()
     try:
         yield warm
     finally:
