@@ -37,12 +37,13 @@ screenshots: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m experiments.paper $(PAPER_ARGS)
 
-# The full suite, what CI runs; the layer contract (import-linter) is checked first. SLURM's
+# The full suite, what CI runs, on two workers (a file's tests stay on one: module fixtures
+# and the SLURM cluster are per file); the layer contract (import-linter) is checked first. SLURM's
 # daemons for the cluster tests come from the system's packages when missing (needs root).
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	sh tests/setup/install_slurm.sh
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # Day-to-day: everything not marked slow (no world building, no training), under a minute.
 test-fast: $(STAMP)

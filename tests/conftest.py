@@ -20,10 +20,14 @@ os.environ.setdefault("HARNESS_CACHE", str(ROOT / "results/cache"))
 
 @pytest.fixture(autouse=True)
 def no_exported_mlflow_experiment():
-    """mlflow.set_experiment exports the experiment's id (MLFLOW_EXPERIMENT_ID); a later test's
-    subprocess would inherit an id that means another experiment in its own store."""
+    """mlflow.set_experiment exports the experiment's id (MLFLOW_EXPERIMENT_ID), which runs are
+    created in; a test that chose another leaves it as it found it (a later test's subprocess
+    would inherit an id that means another experiment in its own store)."""
+    before = os.environ.get("MLFLOW_EXPERIMENT_ID")
     yield
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    if before is not None:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = before
 
 
 @pytest.fixture
@@ -33,6 +37,7 @@ def tracking(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # its Default experiment
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run():
@@ -52,3 +57,4 @@ def module_tracking(tmp_path_factory, request):
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -52,8 +52,9 @@ def tiny_dpo(**train):
 
 @pytest.mark.slow
 def test_dpo_run_logs_every_metric_param_tag_and_artifact(tracking):
-    use_tracking(tracking, "integration")
+    experiment_id = use_tracking(tracking, "integration")
     result = run_experiment(tiny_dpo(), log=lambda _: None)
+    assert mlflow.active_run() is None  # written by id: no MLflow active run is left behind
     history = metric_history(result.run_id)
     assert not EVAL_METRICS - set(history), EVAL_METRICS - set(history)
     assert not TRAIN_METRICS - set(history), TRAIN_METRICS - set(history)
@@ -62,7 +63,8 @@ def test_dpo_run_logs_every_metric_param_tag_and_artifact(tracking):
     assert [step for step, _ in history["train/loss"]] == [1, 2, 3, 4]
 
     run = MlflowClient().get_run(result.run_id)
-    assert run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.info.experiment_id == experiment_id
+    assert run.info.run_name == "tiny" and run.data.tags["mlflow.user"]  # as the UI lists runs
     assert run.data.params["method"] == "dpo" and run.data.params["train.steps"] == "4"
     assert run.data.params["eval.n_prompts"] == "16"
     assert {
