@@ -117,11 +117,28 @@ def front_leads(
     data: RunData, method: str, baseline: str, kl: str, protocol: Protocol
 ) -> pd.DataFrame:
     """Per common seed: matched_front_lead of `method`'s runs over `baseline`'s."""
+    return _leads_by_seed(data, (method, baseline), kl, protocol, stats.matched_front_lead)
+
+
+def point_leads(
+    data: RunData, method: str, baseline: str, kl: str, protocol: Protocol
+) -> pd.DataFrame:
+    """Per common seed: the lead of `method`'s points (one evaluation per run, as best-of-n
+    logs) over `baseline`'s training paths at the points' KL (stats.lead_over_paths)."""
+
+    def lead(ours, theirs):
+        return stats.lead_over_paths(*stats.pool_runs(ours), theirs)
+
+    return _leads_by_seed(data, (method, baseline), kl, protocol, lead)
+
+
+def _leads_by_seed(data: RunData, pair, kl: str, protocol: Protocol, lead) -> pd.DataFrame:
     points = data.curves([kl, protocol.metric]).dropna(subset=[kl, protocol.metric])
-    ours = _runs_by_seed(points[points["method"] == method], kl, protocol.metric)
-    theirs = _runs_by_seed(points[points["method"] == baseline], kl, protocol.metric)
+    ours, theirs = (
+        _runs_by_seed(points[points["method"] == name], kl, protocol.metric) for name in pair
+    )
     rows = [
-        {"seed": seed, "lead": stats.matched_front_lead(ours[seed], theirs[seed])}
+        {"seed": seed, "lead": lead(ours[seed], theirs[seed])}
         for seed in sorted(set(ours) & set(theirs))
     ]
     return pd.DataFrame(rows, columns=["seed", "lead"]).dropna()

@@ -207,13 +207,13 @@ def matched_front_lead(runs_a, runs_b, max_draws: int = 64, seed: int = 0) -> fl
     if not runs_a or not runs_b:
         return np.nan
     if len(runs_a) == len(runs_b):
-        return front_advantage(*_pool(runs_a), *_pool(runs_b))
+        return front_advantage(*pool_runs(runs_a), *pool_runs(runs_b))
     flip = len(runs_a) < len(runs_b)
     big, small = (runs_b, runs_a) if flip else (runs_a, runs_b)
-    other = _pool(small)
+    other = pool_runs(small)
     leads = np.array(
         [
-            front_advantage(*_pool([big[i] for i in pick]), *other)
+            front_advantage(*pool_runs([big[i] for i in pick]), *other)
             for pick in _subsets(len(big), len(small), max_draws, seed)
         ]
     )
@@ -222,7 +222,7 @@ def matched_front_lead(runs_a, runs_b, max_draws: int = 64, seed: int = 0) -> fl
     return float(-np.nanmean(leads) if flip else np.nanmean(leads))
 
 
-def _pool(runs) -> tuple[np.ndarray, np.ndarray]:
+def pool_runs(runs) -> tuple[np.ndarray, np.ndarray]:
     kl = np.concatenate([np.asarray(k, dtype=float) for k, _ in runs])
     reward = np.concatenate([np.asarray(r, dtype=float) for _, r in runs])
     return kl, reward
@@ -234,3 +234,29 @@ def _subsets(n: int, k: int, max_draws: int, seed: int) -> list[tuple[int, ...]]
         return list(itertools.combinations(range(n), k))
     rng = np.random.default_rng(seed)
     return [tuple(rng.choice(n, size=k, replace=False)) for _ in range(max_draws)]
+
+
+def lead_over_paths(kl, reward, runs) -> float:
+    """The mean lead of single points (kl, reward) over runs' reward-KL paths at the points' KL.
+
+    For a method evaluated once per run (best-of-n: one point per n) against one evaluated along
+    its training (one path per run). Each path is read at a point's KL by linear interpolation
+    along the path sorted by KL, where the path covers that KL; the paths covering it are
+    averaged. No running maximum on either side: a side with more noisy points gains nothing.
+    Points no path covers are left out; NaN when none is covered.
+    """
+    paths = [_sorted_path(k, r) for k, r in runs]
+    leads = []
+    for point_kl, point_reward in zip(
+        np.asarray(kl, float), np.asarray(reward, float), strict=True
+    ):
+        at_kl = [np.interp(point_kl, k, r) for k, r in paths if k[0] <= point_kl <= k[-1]]
+        if at_kl:
+            leads.append(point_reward - float(np.mean(at_kl)))
+    return float(np.mean(leads)) if leads else np.nan
+
+
+def _sorted_path(kl, reward) -> tuple[np.ndarray, np.ndarray]:
+    kl, reward = np.asarray(kl, float), np.asarray(reward, float)
+    order = np.argsort(kl)
+    return kl[order], reward[order]

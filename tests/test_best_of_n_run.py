@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,52 @@ def test_bon_picks_by_a_reward_model_trained_on_the_pairs(module_tracking):
     assert run.info.run_name == "bon-n2" and run.data.tags[tag.BEST_OF_N] == "2"
     assert run.data.metrics[EVAL_KL] == pytest.approx(kl_bound(2))
     assert 0.5 < run.data.metrics[RM_ACCURACY] <= 1  # the picker's held-out pair accuracy
+
+
+BON_STUDY = """
+from harness import EvalSpec, Experiment, TrainSpec
+BON = Experiment(method="bon_gold", beta=0.1, dataset="sentiment", method_args={"n": 2},
+                 train=TrainSpec(save_policy=False),
+                 eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8, n_table_rows=2))
+"""
+
+
+@pytest.mark.slow
+def test_bon_on_two_processes_logs_one_run_with_one_process_numbers(tmp_path):
+    """Best-of-n trains nothing: under --processes 2 the main process samples and scores
+    alone (the other waits), so the numbers are one process's, in one run."""
+    study = tmp_path / "study.py"
+    study.write_text(BON_STUDY)
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {}
+    for processes in ("1", "2"):
+        command = [sys.executable, "-m", "harness", "run", str(study), "--tracking-uri", store]
+        command += ["--mlflow-experiment", f"p{processes}", "--processes", processes]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        client = MlflowClient(store)
+        found = client.search_runs([client.get_experiment_by_name(f"p{processes}").experiment_id])
+        assert len(found) == 1 and found[0].info.status == "FINISHED"
+        runs[processes] = found[0]
+    assert runs["2"].data.params["processes"] == "2"
+    one, two = (runs[p].data.metrics for p in ("1", "2"))
+    assert one.keys() == two.keys() and EVAL_GOLD_REWARD in one
+    for name in one:
+        assert two[name] == pytest.approx(one[name], abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_bon_with_lora_samples_the_base_model(module_tracking):
+    """A LoRA setting on best-of-n changes nothing (no adapter trains): the same samples and
+    numbers as without it."""
+    use_tracking(module_tracking, "test_best_of_n_run")
+    exp = bon("sentiment", EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))
+    exp = exp.replace({"method_args.n": 2})
+    plain = run_experiment(exp.replace({"name": "bon-plain"}), log=lambda _: None)
+    lora = run_experiment(
+        exp.replace({"name": "bon-lora", "model.lora.r": 8}), log=lambda _: None
+    )
+    client = MlflowClient(module_tracking)
+    a, b = (client.get_run(r.run_id).data for r in (plain, lora))
+    assert b.params["model.lora.r"] == "8"
+    assert a.metrics == b.metrics

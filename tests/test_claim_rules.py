@@ -155,6 +155,51 @@ def test_online_rule_sees_both_leads():
     assert share(claims_sentiment.online_vs_offline, world, REPRODUCED) >= 0.8
 
 
+def bon_world(gain: float):
+    """bon_gold at n = 1..16 (one point each, at the KL bound) against rloo_gold (3 runs of 7
+    evaluations), both on one reward-KL curve, best-of-n shifted up by `gain`."""
+
+    def world(rng):
+        rows, history = [], []
+        for seed in range(3):
+            for n in (1, 2, 4, 8, 16):
+                row = run("bon_gold", 0.1, seed)
+                kl = np.log(n) - (n - 1) / n
+                reward = 0.6 * (1 - np.exp(-kl / 2)) + gain + rng.normal(0, NOISE)
+                history += [
+                    (row["run_id"], EVAL_KL, 0, kl),
+                    (row["run_id"], EVAL_GOLD_REWARD, 0, reward),
+                ]
+                rows.append(row)
+            for i in range(3):
+                row = run("rloo_gold", float(i), seed)
+                end = np.exp(rng.uniform(np.log(0.5), np.log(3.0)))
+                for step in range(7):
+                    kl = end * step / 6 + rng.normal(0, 0.05)
+                    reward = 0.6 * (1 - np.exp(-max(kl, 0) / 2)) + rng.normal(0, NOISE)
+                    history += [(row["run_id"], EVAL_KL, step, kl)]
+                    history += [(row["run_id"], EVAL_GOLD_REWARD, step, reward)]
+                rows.append(row)
+        return run_data(rows, history)
+
+    return world
+
+
+def test_best_of_n_rule_gives_methods_on_one_curve_no_lead():
+    world = bon_world(0.0)
+    assert share(claims_sentiment.best_of_n_vs_rl, world, NOT_REPRODUCED) >= 0.95
+
+
+def test_best_of_n_rule_sees_a_lead():
+    world = bon_world(0.1)
+    assert share(claims_sentiment.best_of_n_vs_rl, world, REPRODUCED) >= 0.8
+
+
+def test_best_of_n_rule_below_rl_is_not_reproduced():
+    world = bon_world(-0.1)
+    assert share(claims_sentiment.best_of_n_vs_rl, world, NOT_REPRODUCED) >= 0.95
+
+
 def test_online_rule_without_one_pair_is_not_measured():
     data = online_world({})(np.random.default_rng(0))
     runs = data.runs[data.runs["method"] != "online_dpo_gold"]

@@ -86,7 +86,7 @@ def test_matched_fronts_give_identical_methods_no_lead():
 
 def test_unmatched_fronts_favour_the_side_with_more_runs():
     def pooled(a, b):
-        return stats.front_advantage(*stats._pool(a), *stats._pool(b))
+        return stats.front_advantage(*stats.pool_runs(a), *stats.pool_runs(b))
 
     assert null_coverage(pooled) < 0.93  # the protocol's test above can fail
 
@@ -151,3 +151,31 @@ def test_an_unknown_baseline_or_experiment_is_one_line_exit_2(tracking, tmp_path
     assert "baseline 'simpo' has no finished run" in capsys.readouterr().err
     assert main(["compare", "--experiment", "nope", *common]) == 2
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
+
+
+def test_lead_over_paths_reads_each_covering_path_at_the_points_kl():
+    # Paths r = kl on [0, 2] (given out of order) and r = 2 kl on [0, 1].
+    paths = [
+        (np.array([2.0, 0.0, 1.0]), np.array([2.0, 0.0, 1.0])),
+        (np.array([0, 1.0]), np.array([0, 2.0])),
+    ]
+    # (0.5, 1.0): paths read 0.5 and 1.0, lead 1 - 0.75; (1.5, 2.0): only the first, 2 - 1.5;
+    # (3.0, 9.0): no path reaches KL 3, left out.
+    lead = stats.lead_over_paths([0.5, 1.5, 3.0], [1.0, 2.0, 9.0], paths)
+    assert lead == pytest.approx((0.25 + 0.5) / 2)
+    assert np.isnan(stats.lead_over_paths([5.0], [1.0], paths))
+
+
+def test_points_on_the_paths_curve_get_no_lead_however_many_evaluations_the_paths_have():
+    """Best-of-n's one point per n against RL's 7 evaluations per run, on one curve."""
+    rng = np.random.default_rng(5)
+    covered, simulations = 0, 300
+    for _ in range(simulations):
+        leads = []
+        for _seed in range(3):
+            kl = np.log([1, 2, 4, 8, 16]) - (np.array([1, 2, 4, 8, 16]) - 1) / [1, 2, 4, 8, 16]
+            reward = 0.6 * (1 - np.exp(-kl / 2)) + rng.normal(0, NOISE, kl.size)
+            leads.append(stats.lead_over_paths(kl, reward, method_runs(rng, 3)))
+        out = stats.t_test(leads)
+        covered += out["ci_low"] <= 0 <= out["ci_high"]
+    assert covered / simulations >= 0.93

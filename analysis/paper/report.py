@@ -36,6 +36,7 @@ FINDERS = {
     "beta_sensitivity": None,  # needs the sweep's importances too: see measure()
     "kto_unpaired": claims_sentiment.kto_unpaired,
     "online_vs_offline": claims_sentiment.online_vs_offline,
+    "best_of_n_vs_rl": claims_sentiment.best_of_n_vs_rl,
 }
 
 

@@ -2,10 +2,11 @@
 
 Each study reuses a study module's settings:
 
-- paper-sentiment (claims 1, 2, 5, 7, 8): experiments/sentiment_frontier.py's methods and
+- paper-sentiment (claims 1, 2, 5, 7, 8, 9): experiments/sentiment_frontier.py's methods and
   strengths at 150 steps (DPO at five betas, for the over-optimisation fit) plus KTO at beta
-  0.1 (at twice DPO's batch: the same completions per step) and online DPO (reward model and
-  gold reward) at two betas, every run scored by the gold judge at five temperatures on 64 prompts.
+  0.1 (at twice DPO's batch: the same completions per step), online DPO (reward model and
+  gold reward) at two betas and best-of-n picked by the gold reward at n = 1, 2, 4, 8, 16
+  (nothing trains), every run scored by the gold judge at five temperatures on 64 prompts.
 - paper-exact (claim 4): experiments/exact_frontier.py (300 steps), six methods at its
   smallest and largest beta.
 - paper-deterministic (claim 3): experiments/ipo_overfitting.py as it is (800 steps).
@@ -42,6 +43,8 @@ SENTIMENT_RUNS = {  # method -> betas, on one scale (see experiments/sentiment_f
     "online_dpo": (0.1, 0.3),
     "online_dpo_gold": (0.1, 0.3),
 }
+# Best-of-n with the gold reward picking (nothing trains): claim 1's reference curve and claim 9.
+SENTIMENT_BEST_OF_N = (1, 2, 4, 8, 16)
 
 # ---- paper-exact ----------------------------------------------------------------------------
 EXACT_METHODS = ("dpo", "ipo", "cdpo", "slic", "kto", "orpo")
@@ -75,6 +78,17 @@ def sentiment() -> list[Experiment]:
         )
         for method, betas in SENTIMENT_RUNS.items()
         for beta in betas
+    ] + [
+        Experiment(
+            method="bon_gold",
+            beta=0.1,  # unused by best-of-n
+            dataset="sentiment",
+            name=f"bon_gold-n{n}",  # the n, not the unused beta, tells the runs apart
+            method_args={"n": n},
+            train=SENTIMENT_TRAIN,
+            eval=SENTIMENT_EVAL,
+        )
+        for n in SENTIMENT_BEST_OF_N
     ]
 
 
