@@ -8,6 +8,7 @@ against a hand-computed Student-t interval.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import mlflow
@@ -55,7 +56,8 @@ def log_run(method, beta, seed, dataset, steps, final, params=None, tags=None):
 
 def sentiment_runs(baseline_scale: float) -> None:
     """DPO's path reaches reward sqrt(kl); rloo's and rloo_gold's baseline_scale * sqrt(kl);
-    online DPO's (both rewards) ONLINE_SCALE * sqrt(kl), above DPO's and rloo_gold's."""
+    online DPO's (both rewards) ONLINE_SCALE * sqrt(kl), above DPO's and rloo_gold's;
+    best-of-n's points (n = 1..16, at the KL bound) sqrt(kl)."""
     use_tracking(mlflow.get_tracking_uri(), SENTIMENT)
     betas = {"dpo": (0.03, 0.1, 0.3, 1.0), "rloo": (0.1, 1.0), "rloo_gold": (0.01, 0.1)}
     betas |= {"sft": (0.1,), "kto": (0.1,)}
@@ -83,6 +85,10 @@ def sentiment_runs(baseline_scale: float) -> None:
                 for t in TEMPERATURES:
                     final[winrate("gold", "reference", t)] = head + (0 if flat else 0.2 * (1 - t))
                 log_run(method, beta, seed, "sentiment", steps, final)
+    for n, seed in itertools.product((1, 2, 4, 8, 16), SEEDS):  # one point each: nothing trains
+        kl = math.log(n) - (n - 1) / n
+        point = {0: {EVAL_KL: kl, EVAL_GOLD_REWARD: math.sqrt(kl) + 0.01 * seed}}
+        log_run("bon_gold", n, seed, "sentiment", point, {}, {"method_args.n": n})
 
 
 def dpo_headline(seed: int) -> float:
@@ -182,7 +188,7 @@ def test_every_claim_has_a_row_with_its_figure_and_verdict(good):
     rows = report_rows(folder)
     claims = read_claims()
     assert [r[1] for r in rows] == [c["title"] for c in claims]
-    assert len(rows) == len(FINDERS) == 8
+    assert len(rows) == len(FINDERS) == 9
     verdicts = {c["key"]: findings[c["key"]].verdict for c in claims}
     assert verdicts == dict.fromkeys(verdicts, "reproduced"), {
         k: findings[k].why for k, v in verdicts.items() if v != "reproduced"

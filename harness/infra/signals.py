@@ -64,3 +64,30 @@ def signals_ignored(*signums: int):
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold SIGINT and SIGTERM for the block, then deliver them as they came.
+
+    For a store write: an interrupt inside SQLAlchemy can leave its SQLite connection holding
+    the write lock, and every later write of the process (the run's KILLED ending) waits out
+    the busy timeout and fails, leaving the run RUNNING (measured: 3 of 12 interrupted
+    log_batch loops). The main thread only; a signal ignored stays ignored."""
+    if threading.current_thread() is not threading.main_thread() or _state.get("deferring"):
+        yield
+        return
+    held: list[int] = []
+    handlers = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            handlers[signum] = signal.signal(signum, lambda s, _frame: held.append(s))
+    _state["deferring"] = True
+    try:
+        yield
+    finally:
+        _state["deferring"] = False
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)  # its own handler now: KeyboardInterrupt, as it would be
