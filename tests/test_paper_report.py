@@ -246,7 +246,7 @@ def test_claim_numbers_follow_the_logged_laws(good):
 def test_report_states_the_time_and_the_study_sizes(good):
     _, folder = good
     text = (folder / "REPORT.md").read_text()
-    # 30 + 18 online sentiment + 18 deterministic + 12 exact runs + 36 sweep trial runs (the
+    # 30 + 18 online + 15 best-of-n sentiment + 18 deterministic + 12 exact runs + 36 sweep trial runs (the
     # parent is not a run)
-    assert text.splitlines()[2].startswith("**Time:** 114 finished runs")
+    assert text.splitlines()[2].startswith("**Time:** 129 finished runs")
     assert "| paper-deterministic | 18 | dpo, ipo | 3 |" in text
