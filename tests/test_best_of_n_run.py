@@ -211,9 +211,7 @@ def test_bon_with_lora_samples_the_base_model(module_tracking):
     exp = bon("sentiment", EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8))
     exp = exp.replace({"method_args.n": 2})
     plain = run_experiment(exp.replace({"name": "bon-plain"}), log=lambda _: None)
-    lora = run_experiment(
-        exp.replace({"name": "bon-lora", "model.lora.r": 8}), log=lambda _: None
-    )
+    lora = run_experiment(exp.replace({"name": "bon-lora", "model.lora.r": 8}), log=lambda _: None)
     client = MlflowClient(module_tracking)
     a, b = (client.get_run(r.run_id).data for r in (plain, lora))
     assert b.params["model.lora.r"] == "8"
