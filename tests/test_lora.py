@@ -8,6 +8,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from harness import EvalSpec, Experiment, LoraSpec, ModelSpec, SpecError, TrainSpec
+from harness.config.spec import ScoringRequest
 from harness.data.lora import AdapterDisabled, check_lora_targets, lora_config
 from harness.data.models import build_tiny_gpt2
 from harness.infra.stores import use_tracking
@@ -137,9 +138,8 @@ def test_lora_dpo_on_the_sentiment_world_trains_an_adapter_against_the_disabled_
     assert params["model.lora.r"] == "8" and params["effective_batch"] == "4"
 
     # `harness eval` puts the adapter back on the base: its samples are the trained policy's.
-    scores = score_run(
-        result.run_id, judges=("gold",), temperatures=(1.0,), tasks=(), log=lambda _: None
-    )
+    request = ScoringRequest(judges=("gold",), temperatures=(1.0,), tasks=())
+    scores = score_run(result.run_id, request, log=lambda _: None)
     assert 0.0 <= scores["winrate/gold/vs_reference"] <= 1.0
     mlflow.flush_async_logging()
 

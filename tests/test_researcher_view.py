@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import Experiment
 from harness.commands.fields import fields_text
-from harness.config.spec import SpecError, field_paths
+from harness.config.spec import ScoringRequest, SpecError, field_paths
 from harness.evaluate.scoring import completions_table
 from harness.infra.console import VERBOSE_ENV, library_output
 from harness.infra.locations import mlflow_ui_hint, runs_page_url
@@ -210,7 +210,8 @@ def test_harness_eval_loads_the_model_and_older_plain_policy_files(terminal_run,
     from harness.run.rescore import load_run_policy, score_run
 
     uri, run_id, _ = terminal_run
-    metrics = score_run(run_id, tracking_uri=uri, judges=("gold",), temperatures=(0.0,), tasks=())
+    request = ScoringRequest(judges=("gold",), temperatures=(0.0,), tasks=())
+    metrics = score_run(run_id, request, tracking_uri=uri)
     assert "winrate/gold/vs_reference/t0" in metrics
 
     # A run logged before the policy became an MLflow model: plain files under `policy/`.

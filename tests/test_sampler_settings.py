@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from harness.data.models import load_causal_lm, load_tokenizer
-from harness.data.sequences import sample_completions, sequence_logps
+from harness.data.sequences import Sampling, sample_completions, sequence_logps
 from harness.data.worlds import get_world
 from harness.data.worlds.exact import PROMPTS
 from harness.evaluate.stats import kl_estimate
@@ -29,7 +29,9 @@ def test_sampled_kl_matches_the_exact_kl_despite_a_repetition_penalty():
     policy.generation_config.no_repeat_ngram_size = 2
     prompts = list(PROMPTS) * 64  # every prompt equally: the exact KL is their mean
     max_new = world.defaults()["eval.max_new_tokens"]
-    samples = sample_completions(policy, tokenizer, prompts, max_new_tokens=max_new, seed=1)
+    samples = sample_completions(
+        policy, tokenizer, prompts, Sampling(max_new_tokens=max_new, seed=1)
+    )
     pad = tokenizer.pad_token_id
     kl, stderr = kl_estimate(
         sequence_logps(policy, samples.prompt_ids, samples.completion_ids, pad),

@@ -372,8 +372,8 @@ def test_pruned_trial_stops_training_at_the_eval(tmp_path, tracking):
     study.pruner = optuna.pruners.ThresholdPruner(
         upper=-1.0
     )  # any KL >= 0 is over: prune at the first eval
-    trial = claim_trial(study, open_storage(settings), sweep, settings).trial
-    assert run_trial(sweep, study, trial, settings, parent, log=lambda _: None) == TrialState.PRUNED
+    claim = claim_trial(study, open_storage(settings), sweep, settings)
+    assert run_trial(sweep, study, claim, settings, parent, log=lambda _: None) == TrialState.PRUNED
     (run,) = child_runs(tracking, "prune")[1]
     client = MlflowClient(tracking)
     assert run.info.status == "FINISHED" and run.data.tags["pruned"].startswith("true (step 2)")

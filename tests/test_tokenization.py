@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from trl.experimental.online_dpo import OnlineDPOTrainer
 
-from harness.data.sequences import encode, sample_completions, tokenize_completion
+from harness.data.sequences import Sampling, encode, sample_completions, tokenize_completion
 from harness.methods.catalog import METHODS
 from tests import tiny
 
@@ -73,5 +73,5 @@ def test_every_method_and_the_harness_see_the_same_token_ids(bos_rule, tmp_path)
     assert sum(c is not None for _, c in seen.values()) >= 9  # every offline method compared
 
     model = tiny.tiny_model(tokenizer, seed=0)
-    sampled = sample_completions(model, tokenizer, [row["prompt"]], max_new_tokens=2)
+    sampled = sample_completions(model, tokenizer, [row["prompt"]], Sampling(max_new_tokens=2))
     assert sampled.prompt_ids == [expected[0]] == [encode(tokenizer, row["prompt"])]

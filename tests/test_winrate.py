@@ -11,6 +11,8 @@ from harness import Experiment
 from harness.commands.evaluate import parse_temperatures
 from harness.config.spec import SpecError
 from harness.evaluate.winrate import (
+    Contestants,
+    SamplingPlan,
     WinRate,
     headline_temperature,
     metric_names,
@@ -67,15 +69,11 @@ def test_a_policy_against_itself_is_even_with_an_honest_interval():
     model = tiny.tiny_model(tokenizer, seed=0)
     prompts = [row["prompt"] for row in tiny.pairs(64)]
     metrics, table = win_rates(
-        model,
-        model,
-        tokenizer,
+        Contestants(model, model, tokenizer),
+        SamplingPlan(temperatures=(1.0,), max_new_tokens=8, seed=0),
         prompts=prompts,
         chosen={},
         judges={"length": lambda prompts, texts: [len(t) for t in texts]},
-        temperatures=(1.0,),
-        max_new_tokens=8,
-        seed=0,
     )
     names = metric_names("length", "reference", None)
     value, low, high = (metrics[names[k]] for k in ("value", "ci_low", "ci_high"))

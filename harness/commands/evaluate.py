@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.commands.common import add_tracking_args, quiet_libraries
-from harness.config.spec import JUDGES, SpecError
+from harness.config.spec import JUDGES, ScoringRequest, SpecError
 from harness.infra.databases import mask
 from harness.infra.locations import mlflow_ui_hint, resolve_tracking_uri
 
@@ -54,14 +54,10 @@ def cmd_eval(args) -> int:
     from harness.run.rescore import score_run  # deferred: torch and TRL take seconds
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    score_run(
-        args.run_id,
-        tracking_uri=uri,
-        temperatures=temperatures,
-        judges=judges,
-        tasks=tasks,
-        include_path=args.include_path,
+    request = ScoringRequest(
+        temperatures=temperatures, judges=judges, tasks=tasks, include_path=args.include_path
     )
+    score_run(args.run_id, request, tracking_uri=uri)
     experiment_id = run_experiment_id(uri, args.run_id)
     print(
         f"\nScores logged into run {args.run_id} at {mask(uri)} (winrate/, bench/ metrics; "

@@ -363,6 +363,21 @@ def validate_scoring(temperatures, judges, prefix: str = "") -> None:
             )
 
 
+@dataclass(frozen=True, kw_only=True)
+class ScoringRequest:
+    """What to score in place of an experiment's eval settings (`harness eval`'s options);
+    None keeps the experiment's own setting."""
+
+    winrate: bool | None = None
+    temperatures: tuple[float, ...] | None = None
+    judges: tuple[str, ...] | None = None
+    tasks: tuple[str, ...] | None = None
+    include_path: str | None = None
+
+
+AS_CONFIGURED = ScoringRequest()  # every eval setting the experiment's own
+
+
 def _nested_dataclass(hint):
     """The dataclass a field holds (`ModelSpec`, or `LoraSpec` for `LoraSpec | None`), else None."""
     options = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.data.sequences import Samples, sample_completions
+from harness.data.sequences import Samples, Sampling, sample_completions
 from harness.methods.best_of_n import Picker
 
 
@@ -43,23 +43,14 @@ class BestOfN:
     picker: Picker
     n: int
 
-    def sample(
-        self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, seed: int = 0
-    ) -> Samples:
+    def sample(self, prompts: list[str], sampling: Sampling) -> Samples:
         """One best-of-n completion per prompt.
 
         The n candidates are drawn in rounds (round j holds the j-th candidate of every prompt)
         from one seeded stream, so at n = 1 the answers are the reference's own samples.
         """
         k = len(prompts)
-        drawn = sample_completions(
-            self.reference,
-            self.tokenizer,
-            prompts * self.n,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-        )
+        drawn = sample_completions(self.reference, self.tokenizer, prompts * self.n, sampling)
         scores = self.picker(prompts * self.n, drawn.continuations(self.tokenizer))
         best = [i + k * first_best(scores[i::k]) for i in range(k)]
         return Samples(

@@ -23,6 +23,7 @@ from harness.config.metrics import (
 )
 from harness.data.preference import PreferenceData, prompt_text
 from harness.data.sequences import (
+    Sampling,
     context_length,
     prompt_budget,
     sample_completions,
@@ -118,13 +119,8 @@ class Evaluator:
     def _reference_samples(self, model):
         """Samples of `model` at temperature 1 and their log-probs under the reference."""
         exp = self.exp
-        samples = sample_completions(
-            model,
-            self.tokenizer,
-            self.prompts,
-            max_new_tokens=exp.eval.max_new_tokens,
-            seed=exp.train.seed,
-        )
+        sampling = Sampling(max_new_tokens=exp.eval.max_new_tokens, seed=exp.train.seed)
+        samples = sample_completions(model, self.tokenizer, self.prompts, sampling)
         ids = (samples.prompt_ids, samples.completion_ids)
         return samples, sequence_logps(self.reference, *ids, self.pad)
 
@@ -171,9 +167,8 @@ class Evaluator:
         reward, eval/kl = the analytic bound (stderr 0: no sampling enters it), the world's
         exact metrics where it has them. No held-out pair metrics: they need log pi_bon of a
         given response, which depends on the reference's whole reward distribution."""
-        samples = policy.sample(
-            self.prompts, max_new_tokens=self.exp.eval.max_new_tokens, seed=self.exp.train.seed
-        )
+        sampling = Sampling(max_new_tokens=self.exp.eval.max_new_tokens, seed=self.exp.train.seed)
+        samples = policy.sample(self.prompts, sampling)
         metrics = {EVAL_KL: kl_bound(policy.n), EVAL_KL_STDERR: 0.0}
         sample_metrics, table = self._sample_metrics(samples)
         metrics |= sample_metrics

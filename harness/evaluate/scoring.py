@@ -10,7 +10,7 @@ so scoring a finished run later (`harness eval`) never changes its status or end
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -18,7 +18,13 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from harness.config.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
-from harness.config.spec import Experiment, SpecError, validate_scoring
+from harness.config.spec import (
+    AS_CONFIGURED,
+    Experiment,
+    ScoringRequest,
+    SpecError,
+    validate_scoring,
+)
 from harness.data.preference import DataError, PreferenceData
 from harness.evaluate import bench, winrate
 from harness.methods.checks import ResolvedExperiment
@@ -52,52 +58,14 @@ class Scoring:
         return "; ".join(parts) or "nothing"
 
     def score(
-        self,
-        client: MlflowClient,
-        run_id: str,
-        policy,
-        reference,
-        tokenizer,
-        *,
-        step: int,
-        sample_policy=None,
+        self, client: MlflowClient, run_id: str, contestants: winrate.Contestants, *, step: int
     ) -> dict[str, float]:
         """Compute win rates and benchmarks, then log them through `client` into run `run_id`
-        at `step`.
-
-        `sample_policy` (best-of-n's sampler) draws the policy's answers for the win rates in
-        place of `policy`, which lm-eval then scores (best-of-n: the model it samples from)."""
+        at `step`."""
         started = time.perf_counter()
-        metrics: dict[str, float] = {}
-        table, results = None, {}
-        if self.judges:
-            judges = {}
-            if "rm" in self.judges:
-                judges["rm"] = self.reward_model.score
-                metrics[RM_ACCURACY] = self.reward_model.accuracy
-            if "gold" in self.judges:
-                judges["gold"] = self.data.gold
-            prompts = self.data.eval_prompts[: self.exp.eval.n_prompts]
-            rates, table = winrate.win_rates(
-                policy,
-                reference,
-                tokenizer,
-                prompts=prompts,
-                chosen=winrate.chosen_responses(self.data, prompts),
-                judges=judges,
-                temperatures=self.temperatures,
-                max_new_tokens=self.exp.eval.max_new_tokens,
-                seed=self.exp.train.seed,
-                sample_policy=sample_policy,
-            )
-            metrics |= rates
-        if self.plan and self.plan.tasks:
-            results["policy"] = bench.run_bench(self.plan, policy, tokenizer)
-            results["reference"] = bench.reference_results(
-                self.plan, reference, tokenizer, self.reference_source, log=self.log
-            )
-            metrics |= bench.bench_metrics(results["policy"])
-            metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
+        metrics, table = self._win_rates(contestants) if self.judges else ({}, None)
+        bench_metrics, results = self._bench(contestants)
+        metrics |= bench_metrics
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
@@ -114,6 +82,43 @@ class Scoring:
         seconds = time.perf_counter() - started
         self.log(f"[{self.exp.name}] scored in {seconds:.1f}s: " + summarize(metrics))
         return metrics
+
+    def _win_rates(self, contestants: winrate.Contestants) -> tuple[dict[str, float], dict]:
+        """The win rates by every judge (and the reward model's accuracy), and their table."""
+        metrics: dict[str, float] = {}
+        judges = {}
+        if "rm" in self.judges:
+            judges["rm"] = self.reward_model.score
+            metrics[RM_ACCURACY] = self.reward_model.accuracy
+        if "gold" in self.judges:
+            judges["gold"] = self.data.gold
+        prompts = self.data.eval_prompts[: self.exp.eval.n_prompts]
+        plan = winrate.SamplingPlan(
+            self.temperatures, self.exp.eval.max_new_tokens, seed=self.exp.train.seed
+        )
+        rates, table = winrate.win_rates(
+            contestants,
+            plan,
+            prompts=prompts,
+            chosen=winrate.chosen_responses(self.data, prompts),
+            judges=judges,
+        )
+        return metrics | rates, table
+
+    def _bench(self, contestants: winrate.Contestants) -> tuple[dict[str, float], dict]:
+        """The lm-eval metrics of the policy and the reference, and their results by who."""
+        if not (self.plan and self.plan.tasks):
+            return {}, {}
+        tokenizer = contestants.tokenizer
+        results = {
+            "policy": bench.run_bench(self.plan, contestants.policy, tokenizer),
+            "reference": bench.reference_results(
+                self.plan, contestants.reference, tokenizer, self.reference_source, log=self.log
+            ),
+        }
+        metrics = bench.bench_metrics(results["policy"])
+        metrics |= bench.bench_metrics(results["reference"], suffix="_reference")
+        return metrics, results
 
 
 def completions_table(table: dict[str, list]) -> dict[str, list]:
@@ -149,20 +154,17 @@ def summarize(metrics: dict[str, float]) -> str:
 def prepare_scoring(
     resolved: ResolvedExperiment,
     data: PreferenceData,
+    request: ScoringRequest = AS_CONFIGURED,
     *,
-    winrate_on: bool | None = None,
-    temperatures: Sequence[float] | None = None,
-    judges: Sequence[str] | None = None,
-    tasks: Sequence[str] | None = None,
-    include_path: str | None = None,
     log=print,
 ) -> Scoring:
-    """What to score for `exp` (arguments override its eval settings), checked up front."""
+    """What to score for `exp` (`request` overrides its eval settings), checked up front."""
     exp = resolved.experiment
     ev = exp.eval
-    winrate_on = ev.winrate if winrate_on is None else winrate_on
-    temperatures = tuple(ev.temperatures if temperatures is None else temperatures)
-    asked = tuple(ev.judges if judges is None else judges) if winrate_on else ()
+    winrate_on = ev.winrate if request.winrate is None else request.winrate
+    temperatures = tuple(ev.temperatures if request.temperatures is None else request.temperatures)
+    judges = ev.judges if request.judges is None else request.judges
+    asked = tuple(judges) if winrate_on else ()
     validate_scoring(temperatures, asked)
     usable = tuple(j for j in asked if j != "gold" or data.gold is not None)
     notes = [f"{data.source} has no gold reward: judge 'gold' skipped"] if usable != asked else []
@@ -173,8 +175,8 @@ def prepare_scoring(
             f"{data.source}: win rates on conversational prompts are not supported yet; "
             "set eval.winrate=False (the eval/... metrics work on them)"
         )
-    tasks = tuple(ev.tasks if tasks is None else tasks)
-    include_path = ev.include_path if include_path is None else include_path
+    tasks = tuple(ev.tasks if request.tasks is None else request.tasks)
+    include_path = ev.include_path if request.include_path is None else request.include_path
     plan = None
     if tasks:
         world = getattr(data.world, "name", None)

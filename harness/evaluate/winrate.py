@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from harness.config import metrics
 from harness.data.preference import PreferenceData
-from harness.data.sequences import Samples, sample_completions
+from harness.data.sequences import Samples, Sampling, sample_completions
 
 Judge = Callable[[list[str], list[str]], list[float]]  # (prompts, completions) -> scores
 
@@ -86,6 +87,44 @@ def wilson_interval(share: float, n: int, confidence: float = 0.95) -> tuple[flo
 
 SIDES = ("policy", "reference")  # who samples; `chosen` is fixed text, not sampled
 
+Sampler = Callable[[list[str], Sampling], Samples]  # (prompts, how) -> one sample per prompt
+
+
+@dataclass(frozen=True)
+class Contestants:
+    """The policy being scored and the reference it is compared with, on one tokenizer.
+
+    `sample_policy` draws the policy's answers where the policy is not a model of its own
+    (best-of-n: `BestOfN.sample`); lm-eval then scores `policy` (the model it samples from).
+    """
+
+    policy: Any
+    reference: Any
+    tokenizer: Any
+    sample_policy: Sampler | None = None
+
+    def sampler(self, side: str) -> Sampler:
+        if side == "policy" and self.sample_policy is not None:
+            return self.sample_policy
+        model = self.policy if side == "policy" else self.reference
+        return partial(sample_completions, model, self.tokenizer)
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """The temperatures both sides answer at, the answers' length, and the run's seed."""
+
+    temperatures: Sequence[float]
+    max_new_tokens: int
+    seed: int = 0
+
+    def sampling(self, temperature_index: int, side: str) -> Sampling:
+        return Sampling(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperatures[temperature_index],
+            seed=sampling_seed(self.seed, temperature_index, side),
+        )
+
 
 def sampling_seed(seed: int, temperature_index: int, side: str) -> int:
     """A seed per (run seed, temperature, side) from numpy's SeedSequence: independent streams
@@ -116,29 +155,18 @@ def chosen_responses(data: PreferenceData, prompts: list[str]) -> dict[str, str]
 
 
 def win_rates(
-    policy,
-    reference,
-    tokenizer,
+    contestants: Contestants,
+    plan: SamplingPlan,
     *,
     prompts: list[str],
     chosen: Mapping[str, str],
     judges: Mapping[str, Judge],
-    temperatures: Sequence[float],
-    max_new_tokens: int,
-    seed: int = 0,
-    sample_policy: Callable[..., Samples] | None = None,
 ) -> tuple[dict[str, float], dict[str, list]]:
     """(metrics, table): every judge x baseline x temperature, and the judged completions.
 
     Baselines: `reference` (the reference model sampled at the same temperature) and
     `chosen` (the dataset's chosen response, where held-out prompts have one).
-    `sample_policy(prompts, max_new_tokens=, temperature=, seed=)` draws the policy's answers
-    where the policy is not a model of its own (best-of-n: `BestOfN.sample`).
     """
-    samplers = {
-        "policy": sample_policy or partial(sample_completions, policy, tokenizer),
-        "reference": partial(sample_completions, reference, tokenizer),
-    }
     chosen_prompts = [p for p in prompts if p in chosen]
     chosen_scores = {
         name: judge(chosen_prompts, [chosen[p] for p in chosen_prompts])
@@ -148,38 +176,60 @@ def win_rates(
     table: dict[str, list] = {"temperature": [], "prompt": [], "policy": [], "reference": []}
     table |= {"chosen": []} if chosen_prompts else {}
     table |= {f"{side}_seed": [] for side in SIDES}
-    top = headline_temperature(temperatures)
-    for i, temperature in enumerate(temperatures):
-        seeds = {side: sampling_seed(seed, i, side) for side in SIDES}
+    top, tokenizer = headline_temperature(plan.temperatures), contestants.tokenizer
+    for i, temperature in enumerate(plan.temperatures):
+        draws = {side: plan.sampling(i, side) for side in SIDES}
         answers = {
-            side: samplers[side](
-                prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seeds[side]
-            ).continuations(tokenizer)
+            side: contestants.sampler(side)(prompts, draws[side]).continuations(tokenizer)
             for side in SIDES
         }
-        for side in SIDES:
-            table[f"{side}_seed"] += [seeds[side]] * len(prompts)
-        table["temperature"] += [temperature] * len(prompts)
-        table["prompt"] += prompts
-        table["policy"] += answers["policy"]
-        table["reference"] += answers["reference"]
-        if chosen_prompts:
-            table["chosen"] += [chosen.get(p) for p in prompts]
+        add_answers(table, prompts, chosen if chosen_prompts else None, draws, answers)
         for name, judge in judges.items():
             scores = {side: judge(prompts, texts) for side, texts in answers.items()}
-            on_chosen = [s for p, s in zip(prompts, scores["policy"], strict=True) if p in chosen]
             contests = {"reference": (scores["policy"], scores["reference"])}
             if chosen_prompts:
+                on_chosen = [
+                    s for p, s in zip(prompts, scores["policy"], strict=True) if p in chosen
+                ]
                 contests["chosen"] = (on_chosen, chosen_scores[name])
-            for baseline, (ours, theirs) in contests.items():
-                result = win_rate(ours, theirs, seed=seed)
-                at = [temperature] + ([None] if temperature == top else [])
-                for t in at:
-                    for field, name_ in metric_names(name, baseline, t).items():
-                        metrics[name_] = getattr(result, field)
+            headline = temperature == top
+            metrics |= contest_metrics(name, contests, temperature, headline, seed=plan.seed)
             for side in scores:
                 table.setdefault(f"{side}_{name}", []).extend(scores[side])
             if chosen_prompts:
                 by_prompt = dict(zip(chosen_prompts, chosen_scores[name], strict=True))
                 table.setdefault(f"chosen_{name}", []).extend(by_prompt.get(p) for p in prompts)
     return metrics, table
+
+
+def add_answers(
+    table: dict[str, list],
+    prompts: list[str],
+    chosen: Mapping[str, str] | None,
+    draws: Mapping[str, Sampling],
+    answers: Mapping[str, list[str]],
+) -> None:
+    """One temperature's rows of the completions table: the seeds, prompts and answers, and
+    the chosen response of each prompt (None where it has none) unless `chosen` is None."""
+    for side in SIDES:
+        table[f"{side}_seed"] += [draws[side].seed] * len(prompts)
+    table["temperature"] += [draws["policy"].temperature] * len(prompts)
+    table["prompt"] += prompts
+    table["policy"] += answers["policy"]
+    table["reference"] += answers["reference"]
+    if chosen is not None:
+        table["chosen"] += [chosen.get(p) for p in prompts]
+
+
+def contest_metrics(
+    judge: str, contests: Mapping, temperature: float, headline: bool, *, seed: int
+) -> dict[str, float]:
+    """Win rate and CI of each (policy scores, baseline scores) contest by `judge` at
+    `temperature`, under the headline name too where `headline`."""
+    metrics: dict[str, float] = {}
+    for baseline, (ours, theirs) in contests.items():
+        result = win_rate(ours, theirs, seed=seed)
+        for t in [temperature] + ([None] if headline else []):
+            for field, name in metric_names(judge, baseline, t).items():
+                metrics[name] = getattr(result, field)
+    return metrics

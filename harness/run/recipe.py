@@ -49,6 +49,7 @@ from harness.data.sequences import context_length
 from harness.evaluate import Evaluator
 from harness.evaluate.best_of_n import BestOfN
 from harness.evaluate.scoring import Scoring, prepare_scoring
+from harness.evaluate.winrate import Contestants
 from harness.infra import distributed, stores
 from harness.infra.cache import content_digest, warm
 from harness.infra.console import library_output
@@ -192,11 +193,9 @@ def train_and_score(run: RunContext, scoring: Scoring, listeners) -> dict[str, f
     run.tracked.log_table(evaluation.sample_table(), artifact_file="samples.json")
     if scoring.wanted:
         run.log(f"[{exp.name}] scoring: {scoring.describe()}")
-        policies = (run.policy, run.reference, run.tokenizer)
-        sampler = best_of_n and best_of_n.sample
-        scoring.score(
-            run.client, run.run_id, *policies, step=evaluation.last_step, sample_policy=sampler
-        )
+        sampler = best_of_n.sample if best_of_n else None
+        contestants = Contestants(run.policy, run.reference, run.tokenizer, sampler)
+        scoring.score(run.client, run.run_id, contestants, step=evaluation.last_step)
     return evaluation.metrics
 
 

@@ -6,6 +6,7 @@ whose policy was saved before scoring failed can be scored, and stays FAILED).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,11 +18,12 @@ from safetensors import SafetensorError
 from harness.config import tags
 from harness.config.errors import UserError, disk_error
 from harness.config.metrics import EVAL_KL
-from harness.config.spec import Experiment
+from harness.config.spec import AS_CONFIGURED, Experiment, ScoringRequest
 from harness.data.lora import AdapterDisabled, is_adapter
 from harness.data.models import load_causal_lm, load_policy, load_tokenizer, weights_dtype
 from harness.data.preference import load_preference_data
 from harness.evaluate.scoring import prepare_scoring
+from harness.evaluate.winrate import Contestants
 from harness.infra.console import library_output
 from harness.infra.databases import mask
 from harness.infra.devices import default_device
@@ -37,18 +39,29 @@ class RunError(UserError, ValueError):
 
 def score_run(
     run_id: str,
+    request: ScoringRequest = AS_CONFIGURED,
     *,
     tracking_uri: str | None = None,
-    temperatures=None,
-    judges=None,
-    tasks=None,
-    include_path=None,
     log=print,
 ) -> dict[str, float]:
     """Load the run's experiment and policy, check the settings, score, log into the run (at
-    `tracking_uri`; None: MLflow's default)."""
+    `tracking_uri`; None: MLflow's default). Win rates are always asked for (`request.judges`
+    () for none); `request.tasks` None: the experiment's eval.tasks, else the world's."""
     tracking_uri = tracking_uri or mlflow.get_tracking_uri()
     client = open_store(tracking_uri, log=log)
+    run, resolved = scorable_run(client, run_id, tracking_uri)
+    exp = resolved.experiment
+    tasks = request.tasks if request.tasks is not None else exp.eval.tasks or ("world",)
+    request = dataclasses.replace(request, winrate=True, tasks=tasks)
+    scoring = prepare_scoring(resolved, load_preference_data(exp), request, log=log)
+    contestants = load_contestants(client, run, exp, scoring.reference_source)
+    step = final_step(client, run)
+    log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
+    return scoring.score(client, run_id, contestants, step=step)
+
+
+def scorable_run(client: MlflowClient, run_id: str, tracking_uri: str):
+    """(run, its resolved experiment) of a run with a saved policy and its experiment.json."""
     try:
         run = client.get_run(run_id)
     except MlflowException:
@@ -62,38 +75,23 @@ def score_run(
     if "experiment.json" not in names:
         raise RunError(f"run {run_id} has no experiment.json: it was not made by `harness run`")
     saved = Path(client.download_artifacts(run_id, "experiment.json")).read_text()
-    resolved = resolve(Experiment.from_dict(json.loads(saved)))
-    exp = resolved.experiment
-    if tasks is None:
-        tasks = exp.eval.tasks or ("world",)
-    data = load_preference_data(exp)
-    scoring = prepare_scoring(
-        resolved,
-        data,
-        winrate_on=True,
-        temperatures=temperatures,
-        judges=judges,
-        tasks=tasks,
-        include_path=include_path,
-        log=log,
-    )
-    remote, dtype, base = (
-        exp.model.trust_remote_code,
-        weights_dtype(exp.model),
-        scoring.reference_source,
-    )
+    return run, resolve(Experiment.from_dict(json.loads(saved)))
+
+
+def load_contestants(client: MlflowClient, run, exp: Experiment, base: str) -> Contestants:
+    """The run's policy on the device, and its reference: the base model `base`, or for a
+    LoRA run the policy with its adapter off."""
+    remote, dtype = exp.model.trust_remote_code, weights_dtype(exp.model)
     policy, tokenizer, adapter = load_run_policy(
         client, run, base, dtype=dtype, trust_remote_code=remote
     )
     policy = policy.to(default_device())
-    if adapter:  # a LoRA run: the base with the adapter off is the reference
+    if adapter:
         reference = AdapterDisabled(policy)
     else:
         reference = load_causal_lm(base, dtype=dtype, trust_remote_code=remote)
         reference = reference.to(default_device()).eval()
-    step = final_step(client, run)
-    log(f"[{exp.name}] scoring run {run_id} at step {step}: {scoring.describe()}")
-    return scoring.score(client, run_id, policy, reference, tokenizer, step=step)
+    return Contestants(policy, reference, tokenizer)
 
 
 def load_run_policy(client: MlflowClient, run, base: str, *, dtype, trust_remote_code: bool):

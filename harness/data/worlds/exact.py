@@ -47,7 +47,7 @@ from harness.data.models import load_causal_lm, load_tokenizer
 from harness.data.sequences import encode
 from harness.data.worlds import exact_math as exact
 from harness.data.worlds.base import SPLITS, CachedWorld, label_pairs
-from harness.data.worlds.sft import sft_tiny_model
+from harness.data.worlds.sft import SFTSchedule, sft_tiny_model
 
 COLOURS = ("red", "blue", "green", "gold")
 ANIMALS = ("cat", "dog", "fox", "owl")
@@ -269,9 +269,7 @@ class ExactWorld(CachedWorld):
         model = sft_tiny_model(
             tokenizer,
             texts,
-            steps=s.sft_steps,
-            lr=s.sft_lr,
-            seed=s.seed,
+            SFTSchedule(steps=s.sft_steps, lr=s.sft_lr, seed=s.seed),
             out=out / "sft_run",
             n_embd=s.n_embd,
             n_layer=s.n_layer,

@@ -20,9 +20,9 @@ from tokenizers.trainers import WordLevelTrainer
 from transformers import PreTrainedTokenizerFast
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from harness.data.sequences import sample_completions
+from harness.data.sequences import Sampling, sample_completions
 from harness.data.worlds.base import SPLITS, CachedWorld
-from harness.data.worlds.sft import sft_tiny_model
+from harness.data.worlds.sft import SFTSchedule, sft_tiny_model
 
 SUBJECTS = [
     "movie",
@@ -190,7 +190,10 @@ class SentimentWorld(CachedWorld):
         tokenizer = train_word_tokenizer(reviews)
         print(f"  sentiment: {len(reviews)} reviews, vocabulary {len(tokenizer)} words; SFT ...")
         model = sft_tiny_model(
-            tokenizer, reviews, steps=s.sft_steps, lr=s.sft_lr, seed=s.seed, out=out / "sft_run"
+            tokenizer,
+            reviews,
+            SFTSchedule(steps=s.sft_steps, lr=s.sft_lr, seed=s.seed),
+            out=out / "sft_run",
         )
         model.save_pretrained(out / "reference")
         tokenizer.save_pretrained(out / "reference")
@@ -223,9 +226,8 @@ def sample_and_score(model, tokenizer, prompts, settings: SentimentSettings, see
     """`samples_per_prompt` reference completions of each prompt with their VADER rewards."""
     k = settings.samples_per_prompt
     repeated = [p for p in prompts for _ in range(k)]
-    samples = sample_completions(
-        model, tokenizer, repeated, max_new_tokens=settings.max_new_tokens, seed=seed
-    )
+    sampling = Sampling(max_new_tokens=settings.max_new_tokens, seed=seed)
+    samples = sample_completions(model, tokenizer, repeated, sampling)
     texts = [" " + t for t in samples.texts]  # completions continue the prompt after a space
     rewards = vader_scores(texts)
     return [

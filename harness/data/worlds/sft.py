@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
@@ -13,16 +14,25 @@ from harness.infra.devices import training_arguments
 from harness.infra.stage_progress import StageProgress
 
 
-def sft_tiny_model(
-    tokenizer, texts: list[str], *, steps: int, lr: float, seed: int, out: Path, **model_size
-):
+@dataclass(frozen=True, kw_only=True)
+class SFTSchedule:
+    """How long and how fast the reference is fine-tuned (cosine decay from `lr`), and the seed
+    of its initial weights and of the data order."""
+
+    steps: int
+    lr: float
+    seed: int
+
+
+def sft_tiny_model(tokenizer, texts: list[str], schedule: SFTSchedule, *, out: Path, **model_size):
     """Train a tiny GPT-2 (`model_size`: build_tiny_gpt2's sizes) on `texts` with TRL's SFTTrainer."""
+    steps, seed = schedule.steps, schedule.seed
     config = SFTConfig(
         **training_arguments(
             str(out),
             max_steps=steps,
             per_device_train_batch_size=32,
-            learning_rate=lr,
+            learning_rate=schedule.lr,
             lr_scheduler_type="cosine",
             warmup_steps=20,
             seed=seed,

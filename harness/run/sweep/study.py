@@ -36,6 +36,7 @@ from harness.run.sweep.journal import JournalHeartbeatStorage
 from harness.run.sweep.params import choose_params, grid_points, make_sampler
 from harness.run.sweep.trial import (
     RETRY,
+    Claim,
     StorageLost,
     fail_for_retry,
     run_trial,
@@ -181,13 +182,6 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
     return run.info.run_id
 
 
-@dataclass(frozen=True)
-class Claim:
-    trial: optuna.Trial
-    trial_id: int  # the storage's id of the trial (its heartbeat is recorded under it)
-    retry_of: int | None  # for a retry of a dead worker's trial, that trial's number
-
-
 def claim_trial(
     study: optuna.Study, storage: RDBStorage, sweep: Sweep, settings: StudySettings
 ) -> Claim | None:
@@ -269,20 +263,13 @@ def work(
                     return done
                 time.sleep(min(settings.heartbeat_interval, 5))  # others may still die
                 continue
-            trial, retry_of = claimed.trial, claimed.retry_of
             beat = functools.partial(storage.record_heartbeat, claimed.trial_id)
             with (
-                storage_lost(settings, f"during trial {trial.number}"),
+                storage_lost(settings, f"during trial {claimed.trial.number}"),
                 stores.Heartbeat(beat, settings.heartbeat_interval),
             ):
                 run_trial(
-                    sweep,
-                    study,
-                    trial,
-                    settings,
-                    parent,
-                    retry_of,
-                    log=lambda line: log(f"{worker}{line}"),
+                    sweep, study, claimed, settings, parent, log=lambda line: log(f"{worker}{line}")
                 )
             done += 1
 

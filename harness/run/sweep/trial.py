@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+from dataclasses import dataclass
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -24,6 +25,13 @@ RETRY = RetryFailedTrialCallback(max_retry=1)  # a failed trial of a dead or sto
 # What Optuna's RDB storage raises when its database goes away (StorageInternalError wraps
 # SQLAlchemy's error in a message about "invalid data ... exceeding max length").
 STORAGE_ERRORS = (StorageInternalError, SQLAlchemyError)
+
+
+@dataclass(frozen=True)
+class Claim:
+    trial: optuna.Trial
+    trial_id: int  # the storage's id of the trial (its heartbeat is recorded under it)
+    retry_of: int | None  # for a retry of a dead worker's trial, that trial's number
 
 
 class StorageLost(SweepError):
@@ -80,21 +88,19 @@ class PruningListener:
 def run_trial(
     sweep: Sweep,
     study: optuna.Study,
-    trial: optuna.Trial,
+    claim: Claim,
     settings,
     parent: str,
-    retry_of: int | None = None,
     log=print,
 ) -> TrialState:
     """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
+    trial, retry_of = claim.trial, claim.retry_of
     params = sample_params(sweep, trial)
     tags = trial_tags(settings, trial, params, retry_of)
-    log(
-        f"trial {trial.number}: {params}"
-        + (f" (retry of trial {retry_of})" if retry_of is not None else "")
-    )
+    retry = f" (retry of trial {retry_of})" if retry_of is not None else ""
+    log(f"trial {trial.number}: {params}{retry}")
     client = MlflowClient(settings.tracking_uri)
-    values, run_ids, state, error = [], [], TrialState.COMPLETE, None
+    values, run_ids, state = [], [], TrialState.COMPLETE
     try:
         for index, seed in enumerate(sweep.seeds):
             name = f"{settings.study_name}-t{trial.number}-{{label}}-s{seed}"
@@ -124,27 +130,33 @@ def run_trial(
     except (StorageLost, stores.StoreLost, *STORAGE_ERRORS):  # a store is gone: the worker stops
         raise
     except Exception as err:  # the trial fails, the sweep goes on
-        if stores.unreachable(err):  # the tracking server is gone: so would every next trial
-            raise stores.StoreLost(stores.server_gone()) from None
-        error = databases.redact(
-            f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
-        )
-        state, error = TrialState.FAIL, error[:2000]
-        trial.set_user_attr("error", error)
-        log(f"trial {trial.number} failed: {error}")
-
+        state = fail_trial(trial, settings, err, log)
     for run_id in run_ids:
         client.set_tag(run_id, tag.TRIAL_STATE, state.name)
     if state == TrialState.COMPLETE:
         mean, spread = log_objective(trial, settings, parent, values, run_ids)
         study.tell(trial, mean)
+        seeds = list(sweep.seeds)
         log(
-            f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {list(sweep.seeds)}"
+            f"trial {trial.number}: {sweep.objective} = {mean:.4f} ± {spread:.4f} over seeds {seeds}"
         )
     else:
         study.tell(trial, state=state)
         log(f"trial {trial.number}: {state.name.lower()}")
     return state
+
+
+def fail_trial(trial: optuna.Trial, settings, err: Exception, log) -> TrialState:
+    """FAIL: the error (passwords redacted) on the trial and in the log; a tracking server that
+    went away stops the worker instead (every next trial would fail the same way)."""
+    if stores.unreachable(err):
+        raise stores.StoreLost(stores.server_gone()) from None
+    error = databases.redact(
+        f"{type(err).__name__}: {err}", settings.storage, settings.tracking_uri
+    )[:2000]
+    trial.set_user_attr("error", error)
+    log(f"trial {trial.number} failed: {error}")
+    return TrialState.FAIL
 
 
 def trial_tags(settings, trial: optuna.Trial, params: dict, retry_of: int | None) -> dict:
