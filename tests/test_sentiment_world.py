@@ -50,6 +50,18 @@ def test_split_prompts_are_distinct_and_disjoint():
     assert not set(train) & set(held_out)
 
 
+def test_a_world_lives_in_the_cache_folder_of_the_moment(tmp_path, monkeypatch):
+    """One world object per $HARNESS_CACHE: a later change of it is followed, not frozen at
+    the first use (nothing is built: the folder is found only when first read)."""
+    first = get_world("sentiment")
+    assert get_world("sentiment") is first
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    elsewhere = get_world("sentiment")
+    assert elsewhere is not first and get_world("sentiment") is elsewhere
+    monkeypatch.undo()
+    assert get_world("sentiment") is first
+
+
 @pytest.mark.slow  # builds the sentiment world
 def test_held_out_prompts_are_never_trained_on(world):
     """Pairs, KL and gold-reward prompts: none appears in the train split (version 1 shared

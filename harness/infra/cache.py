@@ -38,9 +38,14 @@ class CacheError(UserError, ValueError):
     """A cache location that cannot be used ($HARNESS_CACHE naming a file)."""
 
 
+def cache_location() -> Path:
+    """results/cache under the working directory, or $HARNESS_CACHE, unchecked."""
+    return Path(os.environ.get("HARNESS_CACHE", "results/cache")).resolve()
+
+
 def cache_root() -> Path:
-    """results/cache under the working directory, or $HARNESS_CACHE (a folder, or none yet)."""
-    root = Path(os.environ.get("HARNESS_CACHE", "results/cache")).resolve()
+    """`cache_location()`, checked to be a folder (or none yet)."""
+    root = cache_location()
     for folder in (root, *root.parents):
         if folder.exists():
             if not folder.is_dir():

@@ -15,9 +15,10 @@ from harness.config import tags as tag
 from harness.config.spec import DataSpec
 from harness.data.models import load_causal_lm, load_tokenizer
 from harness.data.preference import world_data
+from harness.data.worlds import get_world
 from harness.data.worlds.sentiment import SentimentSettings, SentimentWorld
 from harness.evaluate.bench import plan_bench, reference_results
-from harness.infra.cache import MANIFEST, problem
+from harness.infra.cache import MANIFEST, cache_root, problem
 from harness.methods.reward_model import reward_model_for
 from tests.faults.helpers import experiment_file
 
@@ -154,11 +155,9 @@ def test_broken_reference_logps_are_rebuilt_by_the_next_run(
 
     from harness.commands.cli import main
 
-    cache = tmp_path / "cache"  # the shared worlds, and a reference_logps of its own
-    cache.mkdir()
-    shared_worlds = Path(os.environ["HARNESS_CACHE"]).resolve() / "worlds"
-    shared_worlds.mkdir(parents=True, exist_ok=True)  # a fresh clone has none built yet
-    (cache / "worlds").symlink_to(shared_worlds)
+    cache = tmp_path / "cache"  # a copy of the built world, and a reference_logps of its own
+    world = get_world("sentiment").folder  # built once for the session's cache
+    shutil.copytree(world, cache / world.relative_to(cache_root()))
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
 
     exp = experiment_file(tmp_path, "refcache", max_pairs=64)

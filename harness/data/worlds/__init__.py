@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 from harness.config.registry import Registry
 from harness.data.worlds.base import World
 from harness.data.worlds.exact import ExactWorld
 from harness.data.worlds.sentiment import SentimentWorld
+from harness.infra.cache import cache_location
 
 # name -> factory: a world builds (or loads) its cache only when first used.
 WORLDS: Registry[Callable[[], World]] = Registry("world")
@@ -16,6 +18,13 @@ WORLDS.register("sentiment", SentimentWorld)
 WORLDS.register("exact", ExactWorld)
 
 
-@cache
 def get_world(name: str) -> World:
+    """The world `name`, one object per cache folder ($HARNESS_CACHE may change within a
+    process): a world keeps what it computed in memory (the exact world: its rewards table,
+    its reference's outcome log-probs)."""
+    return _world(name, cache_location())
+
+
+@cache
+def _world(name: str, cache: Path) -> World:
     return WORLDS.get(name)()
