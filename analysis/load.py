@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from harness.config import tags as tag
 from harness.config.errors import UserError
 from harness.config.metrics import (
     EVAL_GOLD_REWARD,
@@ -93,13 +94,15 @@ class RunData:
 
     def studies(self) -> RunData:
         """Every run but a sweep's trials (tag role=trial): those get their sweep's figures."""
-        return self.select(self.runs.get("tags.role", pd.Series(index=self.runs.index)) != "trial")
+        roles = self.runs.get(f"tags.{tag.ROLE}", pd.Series(index=self.runs.index))
+        return self.select(roles != tag.ROLE_TRIAL)
 
     def sweep_trials(self, sweep: str) -> RunData:
         """The trial runs of one sweep (tags role=trial, sweep=<name>)."""
-        if "tags.sweep" not in self.runs:
+        sweeps, roles = f"tags.{tag.SWEEP}", f"tags.{tag.ROLE}"
+        if sweeps not in self.runs:
             return self.select(pd.Series(False, index=self.runs.index))
-        return self.select((self.runs["tags.sweep"] == sweep) & (self.runs["tags.role"] == "trial"))
+        return self.select((self.runs[sweeps] == sweep) & (self.runs[roles] == tag.ROLE_TRIAL))
 
     def has_metric(self, key: str) -> bool:
         column = f"metrics.{key}"
@@ -150,14 +153,14 @@ def load_runs(
     for name, experiment_id in chosen:
         for run in all_runs(client, [experiment_id]):
             tags = run.data.tags
-            if tags.get("role") == "sweep_parent":
+            if tags.get(tag.ROLE) == tag.ROLE_SWEEP_PARENT:
                 space = {
                     k: v for k, v in run.data.params.items() if k.startswith(SPACE_PARAM_PREFIX)
                 }
                 parents.append(
                     {
-                        "sweep": tags.get("sweep"),
-                        "storage": tags.get("optuna_storage"),
+                        "sweep": tags.get(tag.SWEEP),
+                        "storage": tags.get(tag.OPTUNA_STORAGE),
                         "experiment": name,
                         "direction": run.data.params.get("direction", "maximize"),
                         "space": json.dumps(space, sort_keys=True),
@@ -219,8 +222,8 @@ def _run_frame(runs) -> pd.DataFrame:
             "run_name": run.info.run_name,
             "start_time": run.info.start_time,
             "seconds": (run.info.end_time - run.info.start_time) / 1000,
-            "method": tags.get("method") or params.get("method") or "unknown",
-            "dataset": tags.get("dataset") or params.get("dataset") or "unknown",
+            "method": tags.get(tag.METHOD) or params.get("method") or "unknown",
+            "dataset": tags.get(tag.DATASET) or params.get("dataset") or "unknown",
             "beta": _float(params.get("beta")),
             "seed": _float(params.get("train.seed")),
         }

@@ -21,6 +21,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from analysis.figures import Plot, Skip
 from analysis.style import COLUMN_WIDTH
+from harness.config import tags as tag
 from harness.config.space import (
     IntUniform,
     LogUniform,
@@ -36,12 +37,13 @@ IMPORTANCE_SEED = 0  # fANOVA fits a random forest: a fixed seed gives the same 
 
 def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
     """The sweep's completed and pruned trials as an in-memory study, numbered as they ran."""
-    if "tags.role" not in runs or "tags.trial" not in runs:
+    role, trial = f"tags.{tag.ROLE}", f"tags.{tag.TRIAL}"
+    if role not in runs or trial not in runs:
         raise Skip("no finished trial runs in MLflow")
     mine = runs[
         (runs["experiment"] == sweep["experiment"])
-        & (runs["tags.sweep"] == sweep["sweep"])
-        & (runs["tags.role"] == "trial")
+        & (runs[f"tags.{tag.SWEEP}"] == sweep["sweep"])
+        & (runs[role] == tag.ROLE_TRIAL)
     ]
     if mine.empty:
         raise Skip("no finished trial runs in MLflow")
@@ -49,16 +51,16 @@ def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
         space = space_from_params(json.loads(sweep["space"] or "{}"))
     except SweepError as err:  # e.g. a parent run logged by a harness older than the JSON format
         raise Skip(f"the parent run's space cannot be read: {err}") from None
-    firsts = mine.assign(number=mine["tags.trial"].astype(int)).groupby("number").first()
+    firsts = mine.assign(number=mine[trial].astype(int)).groupby("number").first()
     params = {n: trial_params(row, space) for n, row in firsts.iterrows()}
     distributions = infer_distributions(space, params.values())
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory"
     study = optuna.create_study(study_name=str(sweep["sweep"]), direction=sweep["direction"])
     for number, row in firsts.iterrows():
-        state = optuna.trial.TrialState[row.get("tags.trial_state", "COMPLETE")]
+        state = optuna.trial.TrialState[row.get(f"tags.{tag.TRIAL_STATE}", "COMPLETE")]
         if state not in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
             continue
-        value = float(row["tags.trial_value"]) if state.name == "COMPLETE" else None
+        value = float(row[f"tags.{tag.TRIAL_VALUE}"]) if state.name == "COMPLETE" else None
         trial_distributions = {k: distributions[k] for k in params[number]}
         study.add_trial(
             optuna.trial.create_trial(
@@ -75,7 +77,7 @@ def study_from_runs(sweep: pd.Series, runs: pd.DataFrame) -> optuna.Study:
 def trial_params(row: pd.Series, space: dict) -> dict:
     """The trial's sampled values: its trial_params tag, or (runs of older harness versions)
     the space keys' run params, numbers parsed."""
-    tagged = row.get("tags.trial_params")
+    tagged = row.get(f"tags.{tag.TRIAL_PARAMS}")
     if isinstance(tagged, str):
         return json.loads(tagged)
     out = {}

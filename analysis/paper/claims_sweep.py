@@ -19,17 +19,19 @@ from analysis.paper.verdicts import (
     over_seeds,
     separated,
 )
+from harness.config import tags as tag
 
 COMPLETE = "COMPLETE"
+TRIAL_STATE = f"tags.{tag.TRIAL_STATE}"
 
 
 def beta_sensitivity(data: RunData, importances: pd.DataFrame | None) -> Finding:
     """Per method: the best beta, and whether beta matters (best cell above the worst)."""
     column = f"metrics.{SWEEP_OBJECTIVE}"
     runs = data.runs
-    if column not in runs or "tags.trial_state" not in runs:
+    if column not in runs or TRIAL_STATE not in runs:
         return not_measured(f"no completed sweep trial logs {SWEEP_OBJECTIVE}")
-    done = runs[runs["tags.trial_state"] == COMPLETE].dropna(subset=[column, "beta"])
+    done = runs[runs[TRIAL_STATE] == COMPLETE].dropna(subset=[column, "beta"])
     cells = over_seeds(done.rename(columns={column: "objective"}), ["method", "beta"], "objective")
     if cells.empty:
         return not_measured(f"no completed sweep trial logs {SWEEP_OBJECTIVE}")

@@ -19,6 +19,7 @@ BEST_OF_N = "best_of_n"  # a best-of-n run's n (no training: the base model samp
 EVAL_KL_KIND = "eval_kl"
 KL_BOUND = "bound: log n - (n-1)/n (Beirami et al. 2024, arXiv:2401.01879)"
 REFERENCE_CACHE = "reference_cache"  # DPO family: "hit" or "miss" of the reference log-probs
+SCORING = "scoring"  # what the run's scoring computed (win rate judges, lm-eval tasks)
 PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a sweep's trial runs under its parent
 
 # Sweeps.
@@ -31,6 +32,10 @@ RETRY_OF = "retry_of"
 PRUNED = "pruned"
 ROLE_TRIAL = "trial"
 ROLE_SWEEP_PARENT = "sweep_parent"
+OPTUNA_STORAGE = "optuna_storage"  # on the parent run: the study's storage, password masked
+BEST_TRIAL = "best_trial"  # on the parent run at the end: the best trial's number, or "none"
+BEST_VALUE = "best_value"
+BEST_PARAMS = "best_params"
 
 # Provenance: logged on every run, to say what produced it.
 GIT_SHA = "git_sha"  # the checkout's commit, or "not a checkout"

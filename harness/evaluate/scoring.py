@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from harness.config import tags as tag
 from harness.config.metrics import BENCH_PREFIX, CI_HIGH, CI_LOW, RM_ACCURACY, WINRATE_PREFIX
 from harness.config.spec import (
     AS_CONFIGURED,
@@ -70,7 +71,7 @@ class Scoring:
         client.log_batch(
             run_id,
             metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
-            tags=[RunTag("scoring", self.describe())],
+            tags=[RunTag(tag.SCORING, self.describe())],
         )
         if table is not None:
             client.log_table(

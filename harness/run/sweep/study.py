@@ -161,11 +161,11 @@ def create_parent_run(sweep: Sweep, settings: StudySettings) -> str:
         experiment_id,
         run_name=settings.study_name,
         tags={
-            "sweep": settings.study_name,
-            "optuna_storage": databases.mask(settings.storage),
-            "role": "sweep_parent",
-            "git_sha": stores.git_sha(),
-            "dataset": sweep.base.dataset,
+            tag.SWEEP: settings.study_name,
+            tag.OPTUNA_STORAGE: databases.mask(settings.storage),
+            tag.ROLE: tag.ROLE_SWEEP_PARENT,
+            tag.GIT_SHA: stores.git_sha(),
+            tag.DATASET: sweep.base.dataset,
         },
     )
     params = {
@@ -227,14 +227,14 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     runs = client.search_runs(
         [experiment.experiment_id],
-        f"tags.mlflow.parentRunId = '{parent}' and attributes.status != 'FINISHED'",
+        f"tags.{tag.PARENT_RUN} = '{parent}' and attributes.status != 'FINISHED'",
     )
     now = time.time()
     for run in runs:
         tags = run.data.tags
-        if tags.get("trial") not in failed or "trial_state" in tags:
+        if tags.get(tag.TRIAL) not in failed or tag.TRIAL_STATE in tags:
             continue
-        client.set_tag(run.info.run_id, "trial_state", "FAIL")
+        client.set_tag(run.info.run_id, tag.TRIAL_STATE, TrialState.FAIL.name)
         if run.info.status == "RUNNING":
             stores.kill_if_dead(client, run, now, verdict="its worker died (no trial heartbeat)")
 
@@ -326,11 +326,11 @@ def finish(study: optuna.Study, settings: StudySettings, parent: str) -> dict:
         if counts["COMPLETE"]:
             best = study.best_trial
             summary["best"] = best
-            client.set_tag(parent, "best_trial", str(best.number))
-            client.set_tag(parent, "best_value", repr(best.value))
-            client.set_tag(parent, "best_params", json.dumps(best.params, sort_keys=True))
+            client.set_tag(parent, tag.BEST_TRIAL, str(best.number))
+            client.set_tag(parent, tag.BEST_VALUE, repr(best.value))
+            client.set_tag(parent, tag.BEST_PARAMS, json.dumps(best.params, sort_keys=True))
             client.log_metric(parent, SWEEP_BEST_VALUE, best.value, step=best.number)
         else:
-            client.set_tag(parent, "best_trial", "none")
+            client.set_tag(parent, tag.BEST_TRIAL, "none")
         client.set_terminated(parent, status="FINISHED")
     return summary
