@@ -192,8 +192,10 @@ class RunsSince:
         self.client, self.experiment_id, self.since_ms = MlflowClient(uri), experiment_id, since_ms
 
     def runs(self):
+        from harness.infra.stores import all_runs  # deferred with MLflow
+
         query = f"attributes.start_time >= {self.since_ms}"
-        return self.client.search_runs([self.experiment_id], query, order_by=["start_time ASC"])
+        return list(all_runs(self.client, [self.experiment_id], query, ["start_time ASC"]))
 
     def count(self, status: str) -> int:
         return sum(run.info.status == status for run in self.runs())

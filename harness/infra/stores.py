@@ -437,12 +437,19 @@ def reap_dead_runs(client: MlflowClient, log=print) -> list[str]:
     return reaped
 
 
-def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = ""):
-    """Every run of `experiment_ids` matching `filter_string`, page by page (MLflow returns at
-    most 1000 runs per request)."""
+def all_runs(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+):
+    """Every run of `experiment_ids` matching `filter_string` (in `order_by`'s order), page by
+    page (MLflow returns at most 1000 runs per request)."""
     token = None
     while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        page = client.search_runs(
+            experiment_ids, filter_string, max_results=1000, order_by=order_by, page_token=token
+        )
         yield from page
         token = page.token
         if not token:

@@ -66,6 +66,11 @@ class DrawTrial:
         return self.sampler.sample_independent(self.study, self.frozen, name, distribution)
 
 
+# The system attribute where Optuna's enqueue_trial keeps a trial's fixed values; a Trial made
+# for that trial suggests them (tests/test_optuna_pins.py holds Optuna to it).
+FIXED_PARAMS = "fixed_params"
+
+
 def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=repr)
 
@@ -75,7 +80,7 @@ def taken_params(study: optuna.Study, number: int) -> set[str]:
     trial's are carried by its retry)."""
     taken = set()
     for t in study.get_trials(deepcopy=False):
-        params = {**t.system_attrs.get("fixed_params", {}), **t.params}
+        params = {**t.system_attrs.get(FIXED_PARAMS, {}), **t.params}
         if t.number != number and t.state != TrialState.FAIL and params:
             taken.add(params_key(params))
     return taken

@@ -33,7 +33,7 @@ from harness.config.space import Grid, Sweep, SweepError
 from harness.infra import databases, stores
 from harness.infra.cache import warm_cache
 from harness.run.sweep.journal import JournalHeartbeatStorage
-from harness.run.sweep.params import choose_params, grid_points, make_sampler
+from harness.run.sweep.params import FIXED_PARAMS, choose_params, grid_points, make_sampler
 from harness.run.sweep.trial import (
     RETRY,
     Claim,
@@ -203,16 +203,24 @@ def claim_trial(
         storage.set_trial_system_attr(trial_id, WORKER_ATTR, stores.this_process())
         frozen = study.get_trials(deepcopy=False)[trial.number]
         retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
-        if "fixed_params" not in frozen.system_attrs and retry_of is None:
+        if FIXED_PARAMS not in frozen.system_attrs and retry_of is None:
             # ask() made a trial of its own: another worker popped the last waiting one
             # without the lock (a database `databases.exclusive` cannot lock); not in the budget.
             study.tell(trial, state=TrialState.FAIL)
             return None
-        if not (frozen.params or frozen.system_attrs.get("fixed_params")):  # not a retry, not grid
-            params = choose_params(sweep, study, frozen)
-            storage.set_trial_system_attr(trial_id, "fixed_params", params)
-            trial = optuna.Trial(study, trial_id)  # a Trial reads its fixed parameters once
+        if not (frozen.params or frozen.system_attrs.get(FIXED_PARAMS)):  # not a retry, not grid
+            trial = with_fixed_params(study, storage, trial_id, choose_params(sweep, study, frozen))
     return Claim(trial, trial_id, retry_of)
+
+
+def with_fixed_params(study: optuna.Study, storage, trial_id: int, params: dict) -> optuna.Trial:
+    """The claimed trial `trial_id`, made to suggest `params`: stored where enqueue_trial keeps
+    fixed values, then a new Trial, since a Trial reads its fixed values once when made. Public
+    storage methods and the public Trial constructor; tests/test_optuna_pins.py holds the
+    pinned Optuna to this behaviour, and to RetryFailedTrialCallback's (experimental)
+    retried_trial_number."""
+    storage.set_trial_system_attr(trial_id, FIXED_PARAMS, params)
+    return optuna.Trial(study, trial_id)
 
 
 def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str) -> None:
@@ -225,7 +233,8 @@ def close_killed_runs(study: optuna.Study, settings: StudySettings, parent: str)
         return
     client = MlflowClient(settings.tracking_uri)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
-    runs = client.search_runs(
+    runs = stores.all_runs(
+        client,
         [experiment.experiment_id],
         f"tags.{tag.PARENT_RUN} = '{parent}' and attributes.status != 'FINISHED'",
     )
