@@ -14,6 +14,10 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(ROOT / "results/cache/hf"))
 os.environ.setdefault("MPLCONFIGDIR", str(ROOT / "results/cache/matplotlib"))
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+# One thread per process: `make test` runs two workers on two cores, and each torch's own thread
+# pool over-subscribed the cores (the suite took twice as long; SLURM jobs and subprocesses of the
+# tests inherit it too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Built worlds are reused across test sessions (and with `make demo`): building one is the slow part.
 os.environ.setdefault("HARNESS_CACHE", str(ROOT / "results/cache"))
 

@@ -139,6 +139,17 @@ def trial_training(url: str, experiment: str) -> int:
     return sum("train/loss" in r.data.metrics for r in runs)
 
 
+def pending_reason(job: str) -> str:
+    """Why SLURM keeps `job` pending ("" once it runs or is gone)."""
+    out = subprocess.run(
+        [shutil.which("squeue", path=SYSTEM_PATH), "--noheader", "--states=PENDING"]
+        + ["--jobs", job, "--format", "%r"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
 def wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -186,6 +197,10 @@ def test_a_preempted_worker_is_requeued_and_its_trial_retried_once(cluster, tmp_
     ).rstrip(":")
     wait_for(lambda: trial_training(cluster.url, "preempt") == 2, 300, "two trials training")
     subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True)
+    wait_for(lambda: pending_reason(f"{array}_0") == "BeginTime", 120, "the job was not requeued")
+    # SLURM holds a requeued job for about two minutes (its begin time) before it may start
+    # again; a researcher waits, the test lets it start at once.
+    subprocess.run(["scontrol", "update", f"JobId={array}_0", "StartTime=now"], check=True)
     wait_for(lambda: not squeue(), 600, "the workers did not finish the budget")
 
     # A requeued job keeps its id: both attempts write to the same log files.
