@@ -43,7 +43,7 @@ paper: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	sh tests/setup/install_slurm.sh
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # Day-to-day: everything not marked slow (no world building, no training), under a minute.
 test-fast: $(STAMP)
