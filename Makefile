@@ -37,13 +37,14 @@ screenshots: $(STAMP)
 paper: $(STAMP)
 	$(PY) -m experiments.paper $(PAPER_ARGS)
 
-# The full suite, what CI runs, on two workers (a file's tests stay on one: module fixtures
-# and the SLURM cluster are per file); the layer contract (import-linter) is checked first. SLURM's
-# daemons for the cluster tests come from the system's packages when missing (needs root).
+# The full suite, what CI runs, on three workers with one torch thread each (many tests wait on
+# servers and subprocesses: three fill the two cores better than two). A file's tests stay on one
+# worker (module fixtures, the SLURM cluster); the layer contract (import-linter) is checked
+# first. SLURM's daemons come from the system's packages when missing (needs root).
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	sh tests/setup/install_slurm.sh
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder tests
 
 # Day-to-day: everything not marked slow (no world building, no training), under a minute.
 test-fast: $(STAMP)
