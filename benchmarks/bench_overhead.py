@@ -109,12 +109,37 @@ def harness(steps: int, reference_cache: bool = False) -> dict:
 
     eval_seconds = seconds_of_calls(Evaluator, "evaluate")  # evaluation apart from training
     train_seconds = seconds_of_calls(transformers.Trainer, "train")
+    # Where the harness's own time inside trainer.train() goes: its callbacks, by what they do.
+    inside = {
+        name: seconds_of_calls(owner, method)
+        for name, (owner, method) in _callback_methods().items()
+    }
     with tempfile.TemporaryDirectory() as folder:
         use_tracking(f"sqlite:///{folder}/mlflow.db", "bench")
         started = time.perf_counter()
         harness_train.run_experiment(experiment(steps, reference_cache), log=lambda _: None)
         total = time.perf_counter() - started
-    return {"total_s": total, "train_s": train_seconds[0], "eval_s": sum(eval_seconds)}
+    return {
+        "total_s": total,
+        "train_s": train_seconds[0],
+        "eval_s": sum(eval_seconds),
+        **{f"in_train_{name}_s": sum(seconds) for name, seconds in inside.items()},
+        **{f"in_train_{name}_calls": float(len(seconds)) for name, seconds in inside.items()},
+    }
+
+
+def _callback_methods() -> dict:
+    from harness.methods import callbacks
+
+    return {
+        "metrics to MLflow (MetricsCallback.on_log)": (callbacks.MetricsCallback, "on_log"),
+        "divergence guard, gradients (on_pre_optimizer_step)": (
+            callbacks.DivergenceGuard,
+            "on_pre_optimizer_step",
+        ),
+        "divergence guard, logged loss (on_log)": (callbacks.DivergenceGuard, "on_log"),
+        "evaluation schedule (EvalCallback.on_step_end)": (callbacks.EvalCallback, "on_step_end"),
+    }
 
 
 def child(mode: str, steps: int) -> None:
@@ -149,6 +174,34 @@ def paired_ratios(results: dict, mode: str, key: str) -> list[float]:
 
 def ratio_cell(ratios: list[float]) -> str:
     return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+
+
+def where_the_time_goes(h: dict) -> list[str]:
+    """The harness's callbacks' seconds inside trainer.train() (medians over the repeats)."""
+    names = [
+        k[len("in_train_") : -len("_s")]
+        for k in h
+        if k.startswith("in_train_") and k.endswith("_s")
+    ]
+    spent = sum(h[f"in_train_{n}_s"] for n in names)
+    rows = [
+        f"| {n} | {h[f'in_train_{n}_calls']:.0f} | {h[f'in_train_{n}_s']:.3f} s | "
+        f"{h[f'in_train_{n}_s'] / h['train_s']:.1%} |"
+        for n in names
+    ]
+    return [
+        "Where the harness's time inside `trainer.train()` goes (its callbacks, timed by "
+        "wrapping each method; medians over the harness runs):",
+        "",
+        "| callback | calls | seconds | share of `trainer.train()` |",
+        "|---|---:|---:|---:|",
+        *rows,
+        f"| all of them | | {spent:.3f} s | {spent / h['train_s']:.1%} |",
+        "",
+        "Everything else inside `trainer.train()` is TRL's and transformers' own work, the same "
+        "on both sides; a gap between the two sides beyond the callbacks' share is the "
+        "machine's run-to-run noise (the spread column).",
+    ]
 
 
 def main() -> None:
@@ -214,6 +267,8 @@ def main() -> None:
         f"{spec.eval.n_pairs} held-out pairs): {h['eval_s']:.2f} s, "
         f"{h['eval_s'] / h['total_s']:.0%} of the harness run; the rest of the whole-run "
         "difference is MLflow run set-up, params and artifacts.",
+        "",
+        *where_the_time_goes(h),
     ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines) + "\n")
