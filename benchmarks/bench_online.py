@@ -165,8 +165,9 @@ def spread_note(results: dict) -> str:
     if spread <= MAX_SPREAD:
         return f"Paired ratios spread at most {spread:.2f}: the ratios measure the overhead."
     return (
-        f"Paired ratios spread up to {spread:.2f} (over {MAX_SPREAD}): at this load the noise "
-        "swamps any overhead, so these ratios do not measure it; rerun on a quiet machine."
+        f"Paired ratios spread up to {spread:.2f} (over {MAX_SPREAD}): the run-to-run noise "
+        "swamps any overhead, so these ratios do not measure it; rerun with more --steps or on "
+        "a quieter machine."
     )
 
 
@@ -218,7 +219,7 @@ def main() -> None:
         f"Command: `{command}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-        "(a machine shared with other jobs: read the ratios, not the seconds).  ",
+        "(the benchmark's own training counts: it keeps the load near 1-2 on 2 cores).  ",
         f"{args.repeats} repeats; in each, every method runs bare TRL then the harness, each in "
         "its own process. Seconds per step are `trainer.train()` over the steps, medians; a "
         "ratio is the median of the paired ratios (repeat i over repeat i's bare run), min-max "

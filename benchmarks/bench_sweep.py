@@ -135,8 +135,7 @@ def report(args, results: dict, load: tuple[float, float]) -> list[str]:
         f"--repeats {args.repeats}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; load average (1 min) {load[0]:.2f} before, {load[1]:.2f} "
-        "after (the cores are shared with other work, so every figure is slower than on a quiet "
-        "machine, training most).  ",
+        "after (the benchmark's own training counts: it keeps the load near 1-2 on 2 cores).  ",
         f"One warm worker, {args.trials} DPO/IPO trials of {args.steps} steps (batch 16, "
         "16 evaluation prompts and pairs) on the sentiment world per repeat; the two variants "
         f"alternate {args.repeats} times, the same sampled trials in each. A figure is the "

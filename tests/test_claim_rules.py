@@ -19,6 +19,7 @@ from analysis.paper.verdicts import NOT_REPRODUCED, REPRODUCED
 from harness.config.metrics import (
     EVAL_FRONTIER_GAP,
     EVAL_GOLD_REWARD,
+    EVAL_GOLD_REWARD_EXACT,
     EVAL_KL,
     EVAL_KL_EXACT,
     winrate,
@@ -116,13 +117,18 @@ def test_frontier_rule_sees_a_real_lead():
 # ---- online against offline: each online method's front above its counterpart's -----------------
 
 
-def online_world(gains: dict[str, float]):
-    """dpo (5 runs per seed) and rloo_gold (3) against online_dpo and online_dpo_gold (2 each),
-    every path on one reward-KL curve, each online method shifted up by its gain."""
+SENTIMENT_ONLINE_RUNS = {"dpo": 5, "rloo_gold": 3, "online_dpo": 2, "online_dpo_gold": 2}
+
+
+def online_world(
+    gains: dict[str, float], runs=SENTIMENT_ONLINE_RUNS, kl_key=EVAL_KL, reward_key=EVAL_GOLD_REWARD
+):
+    """By default dpo (5 runs per seed) and rloo_gold (3) against online_dpo and
+    online_dpo_gold (2 each), every path on one reward-KL curve (`kl_key`, `reward_key`), each
+    online method shifted up by its gain."""
 
     def world(rng):
         rows, history = [], []
-        runs = {"dpo": 5, "rloo_gold": 3, "online_dpo": 2, "online_dpo_gold": 2}
         for method, n_runs in runs.items():
             for seed, i in itertools.product(range(3), range(n_runs)):
                 row = run(method, float(i), seed)
@@ -130,10 +136,8 @@ def online_world(gains: dict[str, float]):
                 for step in range(7):
                     kl = end * step / 6 + rng.normal(0, 0.05)
                     reward = 0.6 * (1 - np.exp(-max(kl, 0) / 2)) + gains.get(method, 0.0)
-                    history += [(row["run_id"], EVAL_KL, step, kl)]
-                    history += [
-                        (row["run_id"], EVAL_GOLD_REWARD, step, reward + rng.normal(0, NOISE))
-                    ]
+                    history += [(row["run_id"], kl_key, step, kl)]
+                    history += [(row["run_id"], reward_key, step, reward + rng.normal(0, NOISE))]
                 rows.append(row)
         return run_data(rows, history)
 
@@ -153,6 +157,31 @@ def test_online_rule_needs_both_online_methods_ahead():
 def test_online_rule_sees_both_leads():
     world = online_world({"online_dpo": 0.1, "online_dpo_gold": 0.1})
     assert share(claims_sentiment.online_vs_offline, world, REPRODUCED) >= 0.8
+
+
+# Claim 10: online DPO against DPO on the exact world, two betas each, exact KL and reward.
+EXACT_ONLINE_RUNS = {"dpo": 2, "online_dpo": 2}
+
+
+def exact_online_world(gain: float, kl_key=EVAL_KL_EXACT, reward_key=EVAL_GOLD_REWARD_EXACT):
+    return online_world({"online_dpo": gain}, EXACT_ONLINE_RUNS, kl_key, reward_key)
+
+
+def test_exact_online_rule_gives_methods_on_one_curve_no_lead():
+    world = exact_online_world(0.0)
+    assert share(claims_exact.online_vs_offline_exact, world, NOT_REPRODUCED) >= 0.95
+
+
+def test_exact_online_rule_sees_a_lead():
+    world = exact_online_world(0.1)
+    assert share(claims_exact.online_vs_offline_exact, world, REPRODUCED) >= 0.8
+
+
+def test_exact_online_rule_reads_the_exact_metrics_only():
+    """Sampled estimates (eval/kl, eval/gold/reward) are not the claim's yardstick."""
+    data = exact_online_world(0.1, EVAL_KL, EVAL_GOLD_REWARD)(np.random.default_rng(0))
+    finding = claims_exact.online_vs_offline_exact(data)
+    assert finding.verdict == "not measured" and EVAL_KL_EXACT in finding.why
 
 
 def bon_world(gain: float):

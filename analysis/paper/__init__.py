@@ -13,7 +13,7 @@ from harness.config.metrics import EVAL_GOLD_REWARD
 SENTIMENT = (
     "paper-sentiment"  # claims 1, 2, 5, 7, 8: reward-KL paths and win rates, sentiment world
 )
-EXACT = "paper-exact"  # claim 4: every method against the optimal frontier, exact world
+EXACT = "paper-exact"  # claims 4, 10: the optimal frontier, online DPO; exact world
 DETERMINISTIC = "paper-deterministic"  # claim 3: DPO vs IPO on few deterministic pairs
 SWEEP = "paper-sweep"  # claim 6: method x beta grid, an Optuna study
 STUDIES = (SENTIMENT, EXACT, DETERMINISTIC, SWEEP)

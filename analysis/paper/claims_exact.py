@@ -1,4 +1,4 @@
-"""Claims 3 and 4, decided on the exact world's studies: exact KL and the optimal frontier.
+"""Claims 3, 4 and 10, decided on the exact world's studies: exact KL and the optimal frontier.
 
 Every number is a final (or mid-training) value of one run, summarised over seeds by its mean
 and 95% Student-t interval (analysis.paper.verdicts.over_seeds).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.load import RunData
+from analysis.paper.fronts import every_front_ahead
 from analysis.paper.verdicts import (
     Finding,
     above,
@@ -18,7 +19,11 @@ from analysis.paper.verdicts import (
     not_measured,
     over_seeds,
 )
-from harness.config.metrics import EVAL_FRONTIER_GAP, EVAL_KL_EXACT
+from harness.config.metrics import EVAL_FRONTIER_GAP, EVAL_GOLD_REWARD_EXACT, EVAL_KL_EXACT
+
+# Claim 10: online DPO against DPO, both learning from the same pairs (online DPO through a
+# reward model trained on them), with exact KL and exact expected gold reward.
+EXACT_ONLINE_PAIRS = (("online_dpo", "dpo"),)
 
 # Relative growth of the exact KL over the second half of training: above this it "keeps
 # growing", below it it "has settled" (a 5% change over as many steps as it took to get there).
@@ -131,3 +136,11 @@ def frontier_gap(data: RunData) -> Finding:
         ignore_index=True,
     )
     return Finding(verdict, "Our own measurement. " + why, "final gap: " + measured, table)
+
+
+def online_vs_offline_exact(data: RunData) -> Finding:
+    """Claim 10: claim 8's front lead of online DPO over DPO, measured with the exact world's
+    exact KL and exact expected gold reward instead of sampled estimates."""
+    return every_front_ahead(
+        data, EXACT_ONLINE_PAIRS, kl=EVAL_KL_EXACT, metric=EVAL_GOLD_REWARD_EXACT
+    )

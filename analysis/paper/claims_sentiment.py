@@ -13,9 +13,10 @@ import re
 import pandas as pd
 
 from analysis import stats
-from analysis.compare import Protocol, front_leads, point_leads
+from analysis.compare import point_leads
 from analysis.figures import overopt
 from analysis.load import RunData
+from analysis.paper.fronts import every_front_ahead, front_lead_table
 from analysis.paper.verdicts import (
     HOLDS,
     NOT_REPRODUCED,
@@ -31,7 +32,6 @@ from analysis.stats import holm, t_test
 from harness.config.metrics import (
     DATA_TRAIN_ROWS,
     EVAL_GOLD_REWARD,
-    EVAL_KL,
     TRAIN_COMPLETIONS,
     TRAIN_TOKENS,
     winrate,
@@ -53,29 +53,10 @@ KTO_BETA = DPO_BETA = 0.1  # both papers' default strength
 KTO_MARGIN = 0.05
 
 
-def _front_leads(data: RunData, pairs, leads=front_leads) -> pd.DataFrame:
-    """Per (method, baseline) pair and common seed: the gold-reward lead of the method's front
-    over the baseline's at matched KL, both fronts from the same number of runs
-    (analysis.compare, the comparison protocol; `leads`: how a seed's lead is measured)."""
-    return pd.concat(
-        [
-            leads(
-                data,
-                method,
-                baseline,
-                EVAL_KL,
-                Protocol(baseline=method, metric=EVAL_GOLD_REWARD, kl=EVAL_KL),
-            ).assign(method=method, baseline=baseline)
-            for method, baseline in pairs
-        ],
-        ignore_index=True,
-    )[["method", "baseline", "seed", "lead"]]
-
-
 def frontier(data: RunData) -> Finding:
     """Claim 1: per seed, the gold-reward lead of DPO's front over each baseline's at matched
     KL, both fronts from the same number of runs (analysis.compare, the comparison protocol)."""
-    per_seed = _front_leads(data, [(DPO, baseline) for baseline in FRONTIER_BASELINES])
+    per_seed = front_lead_table(data, [(DPO, baseline) for baseline in FRONTIER_BASELINES])
     per_seed = per_seed[["baseline", "seed", "lead"]]
     if per_seed.empty:
         return not_measured(f"no seed with both {DPO} and a baseline logging eval/kl, gold reward")
@@ -94,7 +75,7 @@ def frontier(data: RunData) -> Finding:
 def online_vs_offline(data: RunData) -> Finding:
     """Online beats offline at matched KL: per seed, the gold-reward lead of each online
     method's front over its counterpart's (ONLINE_PAIRS), as claim 1 measures DPO's lead."""
-    return _every_front_ahead(data, ONLINE_PAIRS)
+    return every_front_ahead(data, ONLINE_PAIRS)
 
 
 def best_of_n_vs_rl(data: RunData) -> Finding:
@@ -103,32 +84,7 @@ def best_of_n_vs_rl(data: RunData) -> Finding:
     (compare.point_leads: no running maximum, so RL's many evaluations gain nothing by chance).
     Best-of-n's eval/kl is the analytic bound, at least its true KL: the lead measured there
     understates best-of-n's."""
-    return _every_front_ahead(data, BEST_OF_N_PAIRS, point_leads)
-
-
-def _every_front_ahead(data: RunData, pairs, leads=front_leads) -> Finding:
-    """Reproduced when each (method, baseline) pair's lead interval lies above zero."""
-    per_seed = _front_leads(data, pairs, leads)
-    missing = [f"{m} and {b}" for m, b in pairs if not _has_pair(per_seed, m, b)]
-    if missing:
-        return not_measured(
-            f"no seed with both {' or '.join(missing)} logging eval/kl, gold reward"
-        )
-    summary = over_seeds(per_seed, ["method", "baseline"], "lead")
-    checks = {
-        f"{r['method']}'s front above {r['baseline']}'s ({ci_text(r, signed=True)})": above(r)
-        for _, r in summary.iterrows()
-    }
-    verdict, why = decide(checks)
-    measured = "; ".join(
-        f"{r['method']} over {r['baseline']}: {ci_text(r, signed=True)}"
-        for _, r in summary.iterrows()
-    )
-    return Finding(verdict, why, measured, summary.assign(quantity="front lead (gold reward)"))
-
-
-def _has_pair(per_seed: pd.DataFrame, method: str, baseline: str) -> bool:
-    return bool(((per_seed["method"] == method) & (per_seed["baseline"] == baseline)).any())
+    return every_front_ahead(data, BEST_OF_N_PAIRS, point_leads)
 
 
 def temperature(data: RunData) -> Finding:

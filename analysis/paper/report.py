@@ -37,6 +37,7 @@ FINDERS = {
     "kto_unpaired": claims_sentiment.kto_unpaired,
     "online_vs_offline": claims_sentiment.online_vs_offline,
     "best_of_n_vs_rl": claims_sentiment.best_of_n_vs_rl,
+    "online_vs_offline_exact": claims_exact.online_vs_offline_exact,
 }
 
 

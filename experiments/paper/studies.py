@@ -7,8 +7,8 @@ Each study reuses a study module's settings:
   0.1 (at twice DPO's batch: the same completions per step), online DPO (reward model and
   gold reward) at two betas and best-of-n picked by the gold reward at n = 1, 2, 4, 8, 16
   (nothing trains), every run scored by the gold judge at five temperatures on 64 prompts.
-- paper-exact (claim 4): experiments/exact_frontier.py (300 steps), six methods at its
-  smallest and largest beta.
+- paper-exact (claims 4, 10): experiments/exact_frontier.py (300 steps), six methods at its
+  smallest and largest beta, and online DPO at the same two betas.
 - paper-deterministic (claim 3): experiments/ipo_overfitting.py as it is (800 steps).
 - paper-sweep (claim 6): a method x beta grid (4 x 3) of 100-step trials, as
   experiments/beta_sweep.py's space but with every cell and seed trained.
@@ -50,6 +50,9 @@ SENTIMENT_BEST_OF_N = (1, 2, 4, 8, 16)
 EXACT_METHODS = ("dpo", "ipo", "cdpo", "slic", "kto", "orpo")
 EXACT_BETAS = (0.1, 1.0)  # the ends of exact_frontier.BETAS: claim 4 compares them
 EXACT_TRAIN = dataclasses.replace(exact_frontier.TRAIN, save_policy=False)
+# Claim 10, online against offline with exact KL: online DPO (ranked by a reward model trained
+# on the same pairs) beside the study's DPO, sampling the world's whole outcome (L + 1 tokens).
+EXACT_ONLINE = {"online_dpo": {"max_completion_length": exact_frontier.EVAL.max_new_tokens}}
 
 # ---- paper-deterministic --------------------------------------------------------------------
 DETERMINISTIC_TRAIN = dataclasses.replace(ipo_overfitting.TRAIN, save_policy=False)
@@ -93,11 +96,22 @@ def sentiment() -> list[Experiment]:
 
 
 def exact() -> list[Experiment]:
-    return [
+    offline = [
         dataclasses.replace(exp, train=EXACT_TRAIN)
         for exp in exact_frontier.EXPERIMENTS
         if exp.method in EXACT_METHODS and exp.beta in EXACT_BETAS
     ]
+    online = [
+        exp.replace(
+            {f"method_args.{key}": value for key, value in method_args.items()},
+            method=method,
+            name=f"{method}-b{exp.beta:g}",
+        )
+        for method, method_args in EXACT_ONLINE.items()
+        for exp in offline
+        if exp.method == "dpo"
+    ]
+    return offline + online
 
 
 def deterministic() -> list[Experiment]:

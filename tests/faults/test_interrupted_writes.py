@@ -18,17 +18,25 @@ SCRIPT = textwrap.dedent(
     """
     import os, random, signal, sys, threading, time
     from mlflow.tracking import MlflowClient
+    from harness.infra.signals import stop_on_signals
     from harness.infra.tracked import TrackedRun
 
+    # As every harness command does (cli.main): without it, a Ctrl-C landing in a finalizer
+    # (SQLAlchemy's weakref callbacks) is swallowed and the loop below never ends.
+    stop_on_signals()
     folder, rounds = sys.argv[1], int(sys.argv[2])
     for n in range(rounds):
         client = MlflowClient(f"sqlite:///{folder}/round{n}.db")
         run = TrackedRun(client, client.create_run("0").info.run_id)
         delay = random.Random(n).uniform(0.2, 0.8)
         threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()
+        deadline, step = time.monotonic() + 30, 0
         try:
-            for step in range(10**9):
+            while time.monotonic() < deadline:
                 run.log_metrics({f"m{j}": 1.0 for j in range(20)}, step=step)
+                step += 1
+            print(n, "NOT-INTERRUPTED", 30, flush=True)
+            continue
         except KeyboardInterrupt:
             pass
         started = time.monotonic()
