@@ -1,6 +1,6 @@
 """A sweep trial's fixed cost: seconds in training against seconds in everything else.
 
-One warm worker (what `harness sweep` runs) on a DPO/IPO sweep of the sentiment world. Every
+One sweep worker (what `harness sweep` runs) on a DPO/IPO sweep of the sentiment world. Every
 trial's wall time (the worker's, over its trials) is split by timing the calls where each stage
 happens: `trainer.train()`, the trainer's set-up (TRL tokenizes the data), the harness's
 step-0 and final evaluations (with the reference's held-out scores), the run's creation, its
@@ -104,7 +104,7 @@ def run_variant(sweep, clocks) -> dict:
             mlflow_experiment="bench",
         )
         study, parent = prepare_study(sweep, settings)
-        work(sweep, settings, log=lambda _: None, warm=True)
+        work(sweep, settings, log=lambda _: None)
         finish(study, settings, parent)
         params = [t.params for t in sorted(study.trials, key=lambda t: t.number)]
     return {"stages": per_trial(clocks, start, sweep.n_trials), "params": params}
@@ -136,7 +136,7 @@ def report(args, results: dict, load: tuple[float, float]) -> list[str]:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; load average (1 min) {load[0]:.2f} before, {load[1]:.2f} "
         "after (the benchmark's own training counts: it keeps the load near 1-2 on 2 cores).  ",
-        f"One warm worker, {args.trials} DPO/IPO trials of {args.steps} steps (batch 16, "
+        f"One worker, {args.trials} DPO/IPO trials of {args.steps} steps (batch 16, "
         "16 evaluation prompts and pairs) on the sentiment world per repeat; the two variants "
         f"alternate {args.repeats} times, the same sampled trials in each. A figure is the "
         "median over repeats of the repeat's mean per trial, min-max of the repeats in brackets.",

@@ -6,6 +6,7 @@ DPO run and an ORPO run are compared on the same quantity.
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections import Counter
@@ -33,7 +34,6 @@ from harness.data.sequences import (
 )
 from harness.evaluate.best_of_n import BestOfN, kl_bound
 from harness.evaluate.stats import implicit_rewards, kl_estimate, pair_reward_metrics
-from harness.infra.cache import warm
 from harness.methods.checks import ResolvedExperiment
 
 
@@ -46,10 +46,7 @@ class Evaluator:
         data: PreferenceData,
         tokenizer,
         reference,
-        reference_key: tuple | None = None,
     ):
-        """`reference_key` (what determines the reference, see recipe.reference_key) lets a
-        warm worker keep the reference's side of the evaluation in memory across trials."""
         exp = resolved.experiment
         self.exp, self.data, self.tokenizer, self.reference = exp, data, tokenizer, reference
         self.pad = tokenizer.pad_token_id
@@ -61,30 +58,15 @@ class Evaluator:
                 len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in self.prompts
             ]
             self.counts[data_truncated("eval_prompts")] = sum(n > budget for n in lengths)
-        # Everything the reference's evaluation depends on besides the reference itself.
-        self.key = reference_key and (
-            *reference_key,
-            exp.dataset,
-            repr(exp.data),
-            exp.eval.n_pairs,
-            exp.train.max_length,
-        )
         # The reference is frozen: score the held-out pairs under it once.
-        self.pairs, self.reference_logps, fitted = self._cached(
-            "pairs", lambda: self._score_pairs(data.eval_pairs, "eval_pairs")
-        )
+        self.pairs, self.reference_logps, fitted = self._score_pairs(data.eval_pairs, "eval_pairs")
         self.counts.update(fitted)
         # (tokenized, reference log-probs) of pairs whose responses were never trained on
         self.new_pairs: tuple[dict, dict] | None = None
         if data.new_pairs:
-            tokenized, logps, fitted = self._cached(
-                "new_pairs", lambda: self._score_pairs(data.new_pairs, "eval_new_pairs")
-            )
+            tokenized, logps, fitted = self._score_pairs(data.new_pairs, "eval_new_pairs")
             self.new_pairs = tokenized, logps
             self.counts.update(fitted)
-
-    def _cached(self, kind: str, build, *extra):
-        return build() if self.key is None else warm.get((kind, *self.key, *extra), build)
 
     def _score_pairs(self, pairs: list[dict], what: str):
         """(tokenized pairs, their reference log-probs, what was cut or left out), counted as
@@ -128,7 +110,7 @@ class Evaluator:
         """(metrics by eval/... name, a table of sample completions for the run's artifacts).
 
         `untrained`: the policy still has the reference's weights (the step-0 evaluation), so
-        its log-probs and samples are the reference's, computed once per warm worker. The
+        its log-probs and samples are the reference's, computed once per run. The
         numbers are the same as from the policy itself: same weights, same seeded sampling.
         """
         metrics: dict[str, float] = {}
@@ -139,7 +121,7 @@ class Evaluator:
             metrics |= {new_pair_metric(name): value for name, value in new.items()}
 
         if untrained:
-            samples, reference_logps = self._reference_samples_cached()
+            samples, reference_logps = self._reference_samples_once
             policy_logps = reference_logps
         else:
             samples, reference_logps = self._reference_samples(policy)
@@ -180,12 +162,13 @@ class Evaluator:
 
     def reference_table(self) -> dict[str, list]:
         """The table `evaluate(untrained=True)` returns: the reference's own samples."""
-        return self._sample_metrics(self._reference_samples_cached()[0])[1]
+        return self._sample_metrics(self._reference_samples_once[0])[1]
 
-    def _reference_samples_cached(self):
-        exp = self.exp
-        key = (exp.eval.n_prompts, exp.eval.max_new_tokens, exp.train.seed)
-        return self._cached("samples", lambda: self._reference_samples(self.reference), *key)
+    @functools.cached_property
+    def _reference_samples_once(self):
+        """The reference's samples and their log-probs: the step-0 evaluation and the
+        reference's sample table share them."""
+        return self._reference_samples(self.reference)
 
     def _pair_metrics(self, policy, pairs: dict, reference_logps: dict, untrained: bool) -> dict:
         """eval/rewards/... and eval/logps/... of `policy` on tokenized pairs."""

@@ -10,13 +10,11 @@ entry is named in one line and rebuilt under the lock, never used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -215,59 +213,3 @@ def _discard(folder: Path) -> None:
     aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-broken-"))
     os.replace(folder, aside / folder.name)
     shutil.rmtree(aside, ignore_errors=True)
-
-
-class WarmCache:
-    """What a sweep worker's trials share, kept in memory from one trial to the next: the
-    reference model and tokenizer, reference log-probs, the reference's evaluation samples,
-    judges. Keys are the settings that determine a value, as for the disk caches; least recently
-    used entries are dropped once their tensors and arrays pass `max_bytes`. Off (every call
-    builds afresh) until a worker turns it on with `warm_cache()`."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes, self.enabled = max_bytes, False
-        self.entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
-
-    def get(self, key: tuple, build: Callable[[], Any]) -> Any:
-        if not self.enabled:
-            return build()
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            return self.entries[key][0]
-        value = build()
-        self.entries[key] = (value, _nbytes(value))
-        while len(self.entries) > 1 and sum(n for _, n in self.entries.values()) > self.max_bytes:
-            self.entries.popitem(last=False)
-        return value
-
-
-def _nbytes(value) -> int:
-    """Memory held by tensors and arrays in `value` (models, tuples, lists, dicts of them)."""
-    if hasattr(value, "parameters") and hasattr(value, "buffers"):  # a torch module
-        return sum(t.nbytes for t in (*value.parameters(), *value.buffers()))
-    if isinstance(value, tuple | list):
-        return sum(_nbytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_nbytes(v) for v in value.values())
-    return getattr(value, "nbytes", 0)
-
-
-def warm_limit() -> int:
-    """$HARNESS_WARM_GB in bytes, read when a worker turns the cache on; 4 GiB by default: a
-    few small references, or one 1B-parameter model in fp32."""
-    return int(float(os.environ.get("HARNESS_WARM_GB", "4")) * 2**30)
-
-
-warm = WarmCache(0)  # off until a worker turns it on (warm_cache), sized then
-
-
-@contextlib.contextmanager
-def warm_cache(enabled: bool = True):
-    """Keep what trials share in memory for the block (a sweep worker's life), then drop it."""
-    previous, warm.enabled = warm.enabled, enabled
-    warm.max_bytes = warm_limit()
-    try:
-        yield warm
-    finally:
-        warm.enabled = previous
-        warm.entries.clear()

@@ -19,7 +19,7 @@ import torch
 from peft import PeftModel
 
 from harness.config.tags import REFERENCE_CACHE
-from harness.infra.cache import cached_dir, warm
+from harness.infra.cache import cached_dir
 from harness.infra.tracked import TrackedRun
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -93,8 +93,7 @@ def with_reference_cache(trainer_class, tracked: TrackedRun | None = None):
             if computed:
                 _tag("miss")
                 return computed[0]
-            # A warm sweep worker reads the file once and keeps the arrays (harness.infra.cache.warm).
-            cached = warm.get(("reference_logps", folder.name), lambda: _read_logps(folder))
+            cached = _read_logps(folder)
             for column in COLUMNS:
                 dataset = dataset.add_column(column, cached[column].tolist())
             _tag("hit")

@@ -51,7 +51,7 @@ from harness.evaluate.best_of_n import BestOfN
 from harness.evaluate.scoring import Scoring, prepare_scoring
 from harness.evaluate.winrate import Contestants
 from harness.infra import distributed, stores
-from harness.infra.cache import content_digest, warm
+from harness.infra.cache import content_digest
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
 from harness.infra.signals import signals_ignored
@@ -241,27 +241,21 @@ def load_models(resolved: ResolvedExperiment, data: PreferenceData, log=print) -
 
     Full fine-tune: the reference is a second, frozen copy. LoRA: it is the policy's own base
     model with the adapter switched off (`AdapterDisabled`), so the weights are held once.
-    Both start from a pristine model kept on the CPU, which a sweep worker keeps in memory
-    across trials (`warm`). A model that went through a trainer is never copied again: the
-    trainer's wrappers (accelerate replaces `forward`) would still call the original's weights.
+    The reference is copied before any trainer sees the model: a model that went through a
+    trainer is never copied, as the trainer's wrappers (accelerate replaces `forward`) would
+    still call the original's weights.
     """
     exp = resolved.experiment
-    key = reference_key(exp, data)
-    _, source, remote, _, device = key
-    dtype = weights_dtype(exp.model)
-
-    def load():
-        tokenizer = load_tokenizer(source, trust_remote_code=remote)
-        model = load_causal_lm(source, dtype=dtype, trust_remote_code=remote)
-        return tokenizer, model.eval().requires_grad_(False)
-
-    tokenizer, pristine = warm.get(key, load)
-    policy = copy.deepcopy(pristine).to(device).requires_grad_(True)
-    if exp.model.lora is not None:
+    source, remote = model_source(exp, data), exp.model.trust_remote_code
+    device = default_device()
+    tokenizer = load_tokenizer(source, trust_remote_code=remote)
+    model = load_causal_lm(source, dtype=weights_dtype(exp.model), trust_remote_code=remote)
+    model.eval().requires_grad_(False)
+    reference = None if exp.model.lora is not None else copy.deepcopy(model).to(device)
+    policy = model.to(device).requires_grad_(True)
+    if reference is None:
         check_lora_targets(policy, exp.model.lora)
         reference = AdapterDisabled(policy)
-    else:
-        reference = copy.deepcopy(pristine).to(device)
     context = context_length(policy)
     if context is not None and exp.train.max_length > context:
         raise SpecError(
@@ -269,7 +263,7 @@ def load_models(resolved: ResolvedExperiment, data: PreferenceData, log=print) -
             f"got {exp.train.max_length}"
         )
     check_chat_template(exp, data, tokenizer)
-    return RunContext(resolved, data, copy.deepcopy(tokenizer), policy, reference, log)
+    return RunContext(resolved, data, tokenizer, policy, reference, log)
 
 
 def model_source(exp: Experiment, data: PreferenceData) -> str:
@@ -282,13 +276,6 @@ def model_source(exp: Experiment, data: PreferenceData) -> str:
             "is a file or hub dataset: set model.name_or_path to a hub id or local path"
         )
     return str(data.world.reference_path)
-
-
-def reference_key(exp: Experiment, data: PreferenceData) -> tuple:
-    """What determines the reference model: its source, remote code, dtype and device (the warm
-    cache's key for it and for everything computed from it)."""
-    source, remote = model_source(exp, data), exp.model.trust_remote_code
-    return ("reference", source, remote, str(weights_dtype(exp.model)), str(default_device()))
 
 
 # ---- the run: open, described, ended ---------------------------------------------------------
@@ -408,8 +395,7 @@ class RunEvaluation:
         exp, data = run.exp, run.data
         self.exp, self.listeners, self.log = exp, listeners, run.log
         self.tracked = run.tracked
-        key = reference_key(exp, data)
-        self.evaluator = Evaluator(run.resolved, data, run.tokenizer, run.reference, key)
+        self.evaluator = Evaluator(run.resolved, data, run.tokenizer, run.reference)
         self.metrics: dict[str, float] = {}
         self.loss: float | None = None  # the latest training loss, shown with each evaluation
         self.last_step = -1
