@@ -21,6 +21,7 @@ from analysis.paper.report import FINDERS, generate, read_claims
 from harness.config.metrics import (
     EVAL_FRONTIER_GAP,
     EVAL_GOLD_REWARD,
+    EVAL_GOLD_REWARD_EXACT,
     EVAL_KL,
     EVAL_KL_EXACT,
     winrate,
@@ -115,15 +116,24 @@ def exact_kl(method, beta, seed, step):
     return (1 + 0.01 * seed) / beta * (1 - math.exp(-step / 50))
 
 
-def exact_runs() -> None:
-    """Gaps to the optimal frontier shrink from beta 0.1 to 1."""
+def exact_runs(baseline_scale: float) -> None:
+    """Gaps to the optimal frontier shrink from beta 0.1 to 1; exact paths: DPO's reaches
+    baseline_scale * sqrt(kl), online DPO's ONLINE_SCALE * sqrt(kl) (claim 10)."""
     use_tracking(mlflow.get_tracking_uri(), EXACT)
-    for method in ("dpo", "ipo"):
+    for method in ("dpo", "ipo", "online_dpo"):
+        scale = ONLINE_SCALE if method == "online_dpo" else baseline_scale
         for beta, gap in ((0.1, 0.5), (1.0, 0.1)):
             for seed in SEEDS:
-                log_run(
-                    method, beta, seed, "exact", {0: {}}, {EVAL_FRONTIER_GAP: gap + 0.01 * seed}
-                )
+                kl_end = 0.5 / beta * (1 + 0.05 * seed)
+                steps = {
+                    s: {
+                        EVAL_KL_EXACT: kl_end * s / 20,
+                        EVAL_GOLD_REWARD_EXACT: scale * math.sqrt(kl_end * s / 20),
+                    }
+                    for s in (0, 10, 20)
+                }
+                final = {EVAL_FRONTIER_GAP: gap + 0.01 * seed}
+                log_run(method, beta, seed, "exact", steps, final)
 
 
 def sweep_runs() -> None:
@@ -148,7 +158,7 @@ def build(folder, baseline_scale: float) -> str:
     mlflow.set_tracking_uri(uri)
     sentiment_runs(baseline_scale)
     deterministic_runs()
-    exact_runs()
+    exact_runs(baseline_scale)
     sweep_runs()
     mlflow.flush_async_logging()
     return uri
@@ -188,7 +198,7 @@ def test_every_claim_has_a_row_with_its_figure_and_verdict(good):
     rows = report_rows(folder)
     claims = read_claims()
     assert [r[1] for r in rows] == [c["title"] for c in claims]
-    assert len(rows) == len(FINDERS) == 9
+    assert len(rows) == len(FINDERS) == 10
     verdicts = {c["key"]: findings[c["key"]].verdict for c in claims}
     assert verdicts == dict.fromkeys(verdicts, "reproduced"), {
         k: findings[k].why for k, v in verdicts.items() if v != "reproduced"
@@ -217,6 +227,10 @@ def test_a_claim_the_numbers_contradict_is_not_reproduced(bad):
     assert online.verdict == "not reproduced"
     assert "contradicted: online_dpo_gold's front above rloo_gold's" in online.why.lower()
     assert "holds: online_dpo's front above dpo's" in online.why.lower()
+    # exact world: online DPO at 1.2 sqrt(exact kl) below DPO's 1.5
+    exact = findings["online_vs_offline_exact"]
+    assert exact.verdict == "not reproduced"
+    assert "contradicted: online_dpo's front above dpo's" in exact.why.lower()
 
 
 def test_the_interval_over_seeds_is_the_student_t_interval(good):
@@ -238,7 +252,7 @@ def test_claim_numbers_follow_the_logged_laws(good):
     assert fit.loc[("dpo", "bon"), "beta"] == pytest.approx(0.1, abs=0.005)
     gaps = findings["frontier_gap"].table
     shrink = gaps[gaps["quantity"].str.startswith("gap shrink")].set_index("method")
-    assert_allclose(shrink["mean"], [0.4, 0.4])
+    assert_allclose(shrink["mean"], [0.4, 0.4, 0.4])  # dpo, ipo, online_dpo
     best = findings["beta_sensitivity"].table
     assert set(best.loc[best.groupby("method")["mean"].idxmax(), "beta"]) == {0.1}
 
@@ -246,7 +260,7 @@ def test_claim_numbers_follow_the_logged_laws(good):
 def test_report_states_the_time_and_the_study_sizes(good):
     _, folder = good
     text = (folder / "REPORT.md").read_text()
-    # 30 + 18 online + 15 best-of-n sentiment + 18 deterministic + 12 exact runs + 36 sweep trial runs (the
-    # parent is not a run)
-    assert text.splitlines()[2].startswith("**Time:** 129 finished runs")
+    # 30 + 18 online + 15 best-of-n sentiment + 18 deterministic + 18 exact runs + 36 sweep
+    # trial runs (the parent is not a run)
+    assert text.splitlines()[2].startswith("**Time:** 135 finished runs")
     assert "| paper-deterministic | 18 | dpo, ipo | 3 |" in text
