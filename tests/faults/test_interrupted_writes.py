@@ -36,6 +36,9 @@ SCRIPT = textwrap.dedent(
                 run.log_metrics({f"m{j}": 1.0 for j in range(20)}, step=step)
                 step += 1
             print(n, "NOT-INTERRUPTED", 30, flush=True)
+            from harness.infra import signals  # what was in place when the interrupt got lost
+
+            print("SIGINT handler", signal.getsignal(signal.SIGINT), signals._state, file=sys.stderr)
             continue
         except KeyboardInterrupt:
             pass
@@ -60,4 +63,4 @@ def test_a_write_cut_by_ctrl_c_leaves_the_store_writable(tmp_path):
     rounds = [line.split() for line in done.stdout.splitlines()]
     assert len(rounds) == ROUNDS, done.stdout
     for n, status, seconds in rounds:
-        assert status == "KILLED" and float(seconds) < 5, (n, status, seconds)
+        assert status == "KILLED" and float(seconds) < 5, (n, status, seconds, done.stderr[-2000:])
