@@ -20,7 +20,6 @@ _state: dict = {
     "signal": None,
     "once": False,
     "raised": False,
-    "in_hook": False,
     "previous": sys.unraisablehook,
 }
 
@@ -44,7 +43,7 @@ def stop_on_signals(once: bool = False) -> None:
 def _raise(signum, frame):
     if _state["once"] and _state["raised"]:
         return
-    if _state["in_hook"]:  # raised inside _raise_again, it would be swallowed once more
+    if _inside_hook(frame):  # raised here, it would be swallowed once more
         _interrupt_later(signum)
         return
     _state.update(signal=signum, raised=True)
@@ -57,25 +56,30 @@ def _raise_again(unraisable) -> None:
     Not from here: the handler would run inside this hook, and its KeyboardInterrupt be
     swallowed as "Exception ignored in sys.unraisablehook" (measured: 2 of 8 `harness run`s
     interrupted 0.7-1 s into training trained on until killed)."""
-    if threading.current_thread() is threading.main_thread():
-        _state["in_hook"] = True
-    try:
-        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _state["signal"] is not None:
-            _state["raised"] = False
-            _interrupt_later(_state["signal"])
-            return
-        _state["previous"](unraisable)
-    finally:
-        _state["in_hook"] = False
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _state["signal"] is not None:
+        _state["raised"] = False
+        _interrupt_later(_state["signal"])
+        return
+    _state["previous"](unraisable)
+
+
+def _inside_hook(frame) -> bool:
+    """Whether the main thread is running this module's unraisable hook (or the hook it wraps).
+    Read from the stack, not from a flag the hook clears: a flag is cleared a few bytecodes
+    before the hook returns, and a signal landing in between would be lost."""
+    while frame is not None:
+        if frame.f_code is _raise_again.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _interrupt_later(signum: int) -> None:
-    """Signal the main thread from another thread once the hook has returned: the handler
-    then runs in the code the main thread runs next."""
+    """Signal the main thread from another thread: the handler runs in the code the main thread
+    runs next, and defers once more while that is still the hook."""
 
     def interrupt() -> None:
-        while _state["in_hook"]:
-            time.sleep(0.001)
+        time.sleep(0.001)  # lets the hook return first, most times
         _thread.interrupt_main(signum)
 
     threading.Thread(target=interrupt, daemon=True).start()
