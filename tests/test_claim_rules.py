@@ -83,6 +83,13 @@ def test_overoptimisation_rule_sees_a_rise_and_fall():
     assert share(claims_sentiment.overoptimization, world, REPRODUCED) >= 0.8
 
 
+def test_overoptimisation_rule_sees_a_fall_that_stays_above_the_start():
+    # peak d = 3, the largest d 0.10 below it but 0.2 above the smallest: the small-d strengths
+    # lie significantly below the largest d's, which says nothing against the fall
+    world = overopt_world(lambda d: 0.5 + d * (0.3 - 0.05 * d), seeds=5)
+    assert share(claims_sentiment.overoptimization, world, REPRODUCED) >= 0.8
+
+
 # ---- claim 1: DPO's front above the RLHF baselines' --------------------------------------------
 
 

@@ -163,21 +163,18 @@ def overoptimization(data: RunData) -> Finding:
     falls = _falls_to_largest_d(dpo)
     rise = t_test(dpo[dpo["beta"] == falls.attrs["peak"]]["winrate"], 0.5)
     rose = rise["ci_low"] > 0.5
-    fell = bool(
-        (falls["p_holm"] < 0.05).any() and (falls.loc[falls["p_holm"] < 0.05, "mean"] > 0).all()
-    )
+    # a fall is some strength significantly above the largest d's; strengths below it (the
+    # rising side, at small d) say nothing against one
+    above = falls[(falls["p_holm"] < 0.05) & (falls["mean"] > 0)]
+    fell = not above.empty
     if any(math.isnan(p) for p in falls["p"]) or math.isnan(rise["ci_low"]):
         verdict, why = decide({"one seed": None})
     else:
         verdict = REPRODUCED if rose and fell else NOT_REPRODUCED
-        best = falls.sort_values("p").iloc[0]
         why = (
             f"At its peak (beta {falls.attrs['peak']:g}) DPO's win rate is {rise['mean']:.3f} "
             f"[{rise['ci_low']:.3f}, {rise['ci_high']:.3f}] ({'above' if rose else 'not clearly above'} "
-            f"0.5); the largest fall to the largest d (beta {falls.attrs['last']:g}, d = "
-            f"{falls.attrs['d_last']:.2f}) is from beta {best['beta']:g}: {best['mean']:+.3f} "
-            f"[{best['ci_low']:+.3f}, {best['ci_high']:+.3f}], p {best['p']:.3g} (Holm "
-            f"{best['p_holm']:.3g}): {'a significant fall' if fell else 'no significant fall'}."
+            f"0.5); {_fall_sentence(falls, above)}"
         )
     measured = "DPO's fall to the largest d: " + "; ".join(
         f"beta {r['beta']:g} minus beta {falls.attrs['last']:g}: {r['mean']:+.3f} "
@@ -189,6 +186,18 @@ def overoptimization(data: RunData) -> Finding:
         measured += f"; best-of-n fit alpha {_coef(bon, 'alpha')}, beta {_coef(bon, 'beta')}"
     table = pd.concat([fits, falls.assign(quantity="win rate minus the largest d's")])
     return Finding(verdict, why, measured, table.reset_index(drop=True))
+
+
+def _fall_sentence(falls: pd.DataFrame, above: pd.DataFrame) -> str:
+    last = f"the largest d (beta {falls.attrs['last']:g}, d = {falls.attrs['d_last']:.2f})"
+    if falls.attrs["peak"] == falls.attrs["last"]:
+        return f"the peak is at {last}: nothing falls within the data."
+    top = (above if len(above) else falls).sort_values("mean").iloc[-1]
+    return (
+        f"beta {top['beta']:g} lies above {last} by {top['mean']:+.3f} [{top['ci_low']:+.3f}, "
+        f"{top['ci_high']:+.3f}], p {top['p']:.3g} (Holm {top['p_holm']:.3g}): "
+        + ("a significant fall." if len(above) else "no significant fall.")
+    )
 
 
 def _falls_to_largest_d(dpo: pd.DataFrame) -> pd.DataFrame:
