@@ -109,6 +109,13 @@ def test_the_make_paper_times_are_kept_when_the_report_is_regenerated(tmp_path):
     assert "`make paper` took 12.0 min wall-clock on this machine: 10.0 min (finished" in first
     assert "2026-01-01 11:00 UTC: trained 1 run(s), skipped 4 already finished)" in first
 
+    other = f"sqlite:///{tmp_path / 'other.db'}"  # the same folder, another store's runs
+    generate(other, out, Invocation(60.0, 2, 0, "2026-01-02 10:00 UTC"), log=lines.append)
+    first = (out / "REPORT.md").read_text().splitlines()[2]
+    assert "`make paper` took 1.0 min wall-clock on this machine: 1.0 min (finished" in first
+    generate(uri, out, log=lines.append)
+    assert "took 12.0 min wall-clock" in (out / "REPORT.md").read_text().splitlines()[2]
+
     (out / "make_paper.json").write_text("{not json")  # a broken record: no time, said once
     lines.clear()
     generate(uri, out, log=lines.append)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,16 +56,18 @@ def utc_now() -> str:
 
 @dataclass
 class Invocation:
-    """What one `make paper` did: its wall-clock time, runs trained and runs skipped."""
+    """What one `make paper` did: its wall-clock time, runs trained and runs skipped, and the
+    store (masked) it trained into."""
 
     seconds: float
     trained: int
     skipped: int
     finished: str = field(default_factory=utc_now)
+    store: str = ""
 
 
 def recorded_invocations(out: Path, log=print) -> list[Invocation]:
-    """The `make paper` invocations recorded in `out`; none when the record is absent or broken
+    """Every `make paper` invocation recorded in `out`; none when the record is absent or broken
     (said in one line: the report then states no wall-clock time rather than a wrong one)."""
     path = out / INVOCATIONS_FILE
     if not path.exists():
@@ -85,6 +87,12 @@ def record_invocation(out: Path, invocation: Invocation, log=print) -> list[Invo
     tmp.write_text(json.dumps([asdict(i) for i in invocations], indent=1) + "\n")
     tmp.replace(path)
     return invocations
+
+
+def invocations_of(store: str, invocations: list[Invocation]) -> list[Invocation]:
+    """Those that trained into `store`: a report folder regenerated from another store (or
+    recorded before stores were) must not add that store's wall-clock time to this one's."""
+    return [i for i in invocations if i.store == store]
 
 
 def read_claims(path: Path = CLAIMS_FILE) -> list[dict]:
@@ -120,9 +128,11 @@ def generate(
     report = Report(Path(out), log)
     report.out.mkdir(parents=True, exist_ok=True)
     if invocation is not None:
+        invocation = replace(invocation, store=mask(uri))
         invocations = record_invocation(report.out, invocation, log)
     else:  # regenerating: the times of the `make paper` runs that trained these runs
         invocations = recorded_invocations(report.out, log)
+    invocations = invocations_of(mask(uri), invocations)
     studies = draw_studies(report, data)
     findings = {c["key"]: measure(c, studies[c["study"]], report) for c in claims}
     changes = changed_verdicts(report.out, claims, findings)
