@@ -10,8 +10,9 @@ import pandas as pd
 
 COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper (NeurIPS/ICML ~3.25-3.4)
 
-# Okabe & Ito's colour-blind-safe palette first, then tab10's remaining hues. Known methods keep
-# their colour whichever runs are plotted; black is kept for the analytic optimal frontier.
+# Okabe & Ito's colour-blind-safe palette first, then tab10's and Tol's remaining hues. Every
+# registered method keeps its colour whichever runs are plotted; black is kept for the analytic
+# optimal frontier, the extras for methods a user registers.
 METHOD_COLORS = {
     "dpo": "#0072B2",
     "ipo": "#D55E00",
@@ -23,6 +24,14 @@ METHOD_COLORS = {
     "simpo": "#8C564B",
     "sft": "#7F7F7F",
     "rloo": "#9467BD",
+    # chosen to stay at least 26 CIELAB units from every colour above (tests/test_analysis.py)
+    "rloo_gold": "#DDCC77",
+    "online_dpo": "#E7298A",
+    "online_dpo_gold": "#332288",
+    "grpo": "#882255",
+    "grpo_gold": "#661100",
+    "bon": "#D62728",
+    "bon_gold": "#BCBD22",
 }
 EXTRA_COLORS = ("#17BECF", "#F0E442", "#D62728", "#1F77B4", "#FF7F0E", "#E377C2")
 LINESTYLES = ("-", "--", ":", "-.")

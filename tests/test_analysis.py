@@ -60,8 +60,27 @@ def test_method_colours_are_fixed_for_known_methods_and_stable_for_others():
     assert [many[n] for n in names] == [extras[i % len(extras)] for i in range(len(names))]
 
 
-def test_every_fixed_colour_belongs_to_a_registered_method():
-    assert set(style.METHOD_COLORS) <= set(METHODS.names())
+def test_every_registered_method_has_its_own_colour():
+    assert set(style.METHOD_COLORS) == set(METHODS.names())
+    # CIE76 distance in CIELAB (D65): two lines on one figure must not read as one colour
+    # (dpo and rloo_gold once drew in two blues 3 units apart)
+    lab = {m: _cielab(c) for m, c in style.METHOD_COLORS.items()}
+    lab[style.OPTIMAL_COLOR] = _cielab(style.OPTIMAL_COLOR)
+    closest = min((float(np.linalg.norm(lab[a] - lab[b])), a, b) for a in lab for b in lab if a < b)
+    assert closest[0] > 25, closest
+
+
+def _cielab(colour: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    rgb = np.array(to_rgb(colour))
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    srgb_to_xyz = np.array(
+        [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]
+    )
+    xyz = srgb_to_xyz @ linear / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
 
 
 def test_markdown_and_latex_render_mean_and_half_width():
