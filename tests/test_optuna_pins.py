@@ -3,7 +3,7 @@ version: each test fails naming the installed version when Optuna changes it."""
 
 import optuna
 import pytest
-from optuna.storages import InMemoryStorage, RetryFailedTrialCallback
+from optuna.storages import InMemoryStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from harness.run.sweep.params import FIXED_PARAMS
@@ -62,8 +62,10 @@ def test_a_retry_carries_the_failed_trials_values_and_number(study, storage):
     study.tell(trial.number, state=TrialState.FAIL)
     RETRY(study, study.get_trials(deepcopy=False)[trial.number])
     retry = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    assert len(retry) == 1, f"{CHANGED}: RetryFailedTrialCallback enqueued {len(retry)} trials"
-    assert RetryFailedTrialCallback.retried_trial_number(retry[0]) == trial.number, CHANGED
+    assert len(retry) == 1, (
+        f"{CHANGED}: RetryHeartbeatStaleTrialCallback enqueued {len(retry)} trials"
+    )
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry[0]) == trial.number, CHANGED
     assert retry[0].params == {"beta": 0.25}, (
         f"{CHANGED}: a retry no longer carries the failed trial's values in its params "
         f"(got {retry[0].params})"

@@ -4,7 +4,7 @@ The budget is enqueued once, as `n_trials` WAITING trials, when the study is cre
 claim waiting trials with Optuna's `study.ask()` (an atomic WAITING -> RUNNING change in the
 storage) under a claim lock, so K workers on one storage, here or on other machines, run each
 trial exactly once. A worker killed mid-trial stops sending heartbeats; after the grace period any worker
-fails that trial, closes its MLflow run as KILLED, and Optuna's RetryFailedTrialCallback
+fails that trial, closes its MLflow run as KILLED, and Optuna's RetryHeartbeatStaleTrialCallback
 enqueues it once more.
 
 Workers may start at the same instant on a fresh database: schema creation and the study's
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import optuna
 from mlflow.tracking import MlflowClient
-from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from harness.config import tags as tag
@@ -72,7 +72,7 @@ def open_storage(settings: StudySettings) -> RDBStorage | JournalHeartbeatStorag
                 engine_kwargs=engine,
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
-                failed_trial_callback=RETRY,
+                heartbeat_stale_trial_callback=RETRY,
             )
     except Exception as err:  # SQLAlchemy raises many types; all mean the same to the user
         reason = databases.redact(f"{type(err).__name__}: {err}".splitlines()[0], url)
@@ -201,7 +201,7 @@ def claim_trial(
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         storage.set_trial_system_attr(trial_id, WORKER_ATTR, stores.this_process())
         frozen = study.get_trials(deepcopy=False)[trial.number]
-        retry_of = RetryFailedTrialCallback.retried_trial_number(frozen)
+        retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         if FIXED_PARAMS not in frozen.system_attrs and retry_of is None:
             # ask() made a trial of its own: another worker popped the last waiting one
             # without the lock (a database `databases.exclusive` cannot lock); not in the budget.
@@ -216,7 +216,7 @@ def with_fixed_params(study: optuna.Study, storage, trial_id: int, params: dict)
     """The claimed trial `trial_id`, made to suggest `params`: stored where enqueue_trial keeps
     fixed values, then a new Trial, since a Trial reads its fixed values once when made. Public
     storage methods and the public Trial constructor; tests/test_optuna_pins.py holds the
-    pinned Optuna to this behaviour, and to RetryFailedTrialCallback's (experimental)
+    pinned Optuna to this behaviour, and to RetryHeartbeatStaleTrialCallback's (experimental)
     retried_trial_number."""
     storage.set_trial_system_attr(trial_id, FIXED_PARAMS, params)
     return optuna.Trial(study, trial_id)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import optuna
 from mlflow.tracking import MlflowClient
 from optuna.exceptions import StorageInternalError
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,7 +21,7 @@ from harness.infra import databases, stores
 from harness.methods.checks import resolve
 from harness.run.recipe import run_experiment
 
-RETRY = RetryFailedTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
+RETRY = RetryHeartbeatStaleTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
 # What Optuna's RDB storage raises when its database goes away (StorageInternalError wraps
 # SQLAlchemy's error in a message about "invalid data ... exceeding max length").
 STORAGE_ERRORS = (StorageInternalError, SQLAlchemyError)
