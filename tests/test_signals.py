@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from tests.faults.helpers import ctrl_c_as_in_a_terminal
+
 FINALIZER_INTERRUPTED = """
 import signal, sys
 from harness.infra.signals import stop_on_signals
@@ -56,7 +58,11 @@ SCRIPT = textwrap.dedent(
 def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_program(setup):
     script = setup + SCRIPT
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script],
+        preexec_fn=ctrl_c_as_in_a_terminal,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.stdout.strip() == "stopped: stopped by signal SIGINT", (done.stdout, done.stderr)
     assert "Exception ignored in sys.unraisablehook" not in done.stderr

@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+from tests.faults.helpers import ctrl_c_as_in_a_terminal
+
 ROUNDS = 8
 
 SCRIPT = textwrap.dedent(
@@ -55,6 +57,7 @@ SCRIPT = textwrap.dedent(
 def test_a_write_cut_by_ctrl_c_leaves_the_store_writable(tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path), str(ROUNDS)],
+        preexec_fn=ctrl_c_as_in_a_terminal,
         capture_output=True,
         text=True,
         timeout=600,
