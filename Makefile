@@ -12,12 +12,14 @@ export MPLCONFIGDIR         := $(CURDIR)/results/cache/matplotlib
 .PHONY: demo paper test test-fast lint format bench setup screenshots
 setup: $(STAMP)
 
-# torch first, pinned: a looser requirement would pull a multi-GB CUDA build.
+# torch first, pinned and through pip, which takes the CPU wheel on this machine's disk (uv does
+# not look there, and a looser requirement would pull a multi-GB CUDA build). The rest through uv:
+# the same versions as pip resolves, in 36 s against pip's 107 s here. --compile-bytecode because
+# the machine sets PYTHONDONTWRITEBYTECODE: without .pyc files each import of the stack takes 2x.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q uv==0.13.9 torch==2.13.0
+	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
