@@ -28,6 +28,8 @@ from harness.config.metrics import (
 NOISE = 0.03
 WINRATE = winrate("gold", "reference")
 SIMULATIONS = 100
+# 100 simulated stores per rule and outcome, 4-6 s a test: a simulation study, not a unit test.
+pytestmark = pytest.mark.slow
 _ids = itertools.count()
 
 
