@@ -16,10 +16,12 @@ setup: $(STAMP)
 # not look there, and a looser requirement would pull a multi-GB CUDA build). The rest through uv:
 # the same versions as pip resolves, in 36 s against pip's 107 s here. --compile-bytecode because
 # the machine sets PYTHONDONTWRITEBYTECODE: without .pyc files each import of the stack takes 2x.
+# pip again if uv cannot reach the registry (uv has its own network settings and TLS roots).
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q uv==0.13.9 torch==2.13.0
-	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -e '.[dev]'
+	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -e '.[dev]' \
+		|| $(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
