@@ -65,6 +65,7 @@ from harness.infra.databases import (
     without_credentials,
 )
 from harness.infra.locations import DEFAULT_TRACKING_URI, UI_VIEW_ID, sqlite_path
+from harness.infra.store_template import seed_new_store
 
 POLICY_ARTIFACT = "policy"  # the trained policy's folder among a run's artifacts
 HEARTBEAT_TAG = tags.HEARTBEAT
@@ -101,7 +102,8 @@ UI_COLUMNS = (
 
 def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
     """A client on `uri` after checking that it can be written (and its driver installed),
-    creating its tables once, and marking KILLED the runs whose process died.
+    creating its tables once (a new SQLite store starts as a copy of a verified empty one:
+    `harness.infra.store_template`), and marking KILLED the runs whose process died.
 
     Two processes creating a new store at once race in MLflow's migrations: the first connect
     holds a lock (a file lock beside a SQLite file; the database's own lock for a server)."""
@@ -114,6 +116,8 @@ def open_store(uri: str, *, writable: bool = True, log=print) -> MlflowClient:
             check_mlflow_tables(uri, sqlite_tables(uri, db, "tracking URI", writable=writable))
             lock = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
             with FileLock(Path(tempfile.gettempdir()) / f"harness-store-{lock}.lock"):
+                if writable:
+                    seed_new_store(db, log)
                 MlflowClient(uri).search_experiments(max_results=1)
         elif is_database_url(uri):
             check_driver(uri, "MLflow tracking URI")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from harness.data.worlds import get_world
 from harness.data.worlds.sentiment import SentimentSettings, SentimentWorld
 from harness.evaluate.bench import plan_bench, reference_results
 from harness.infra.cache import MANIFEST, cache_root, problem
+from harness.infra.stores import open_store
 from harness.methods.reward_model import reward_model_for
 from tests.faults.helpers import experiment_file
 
@@ -53,7 +55,18 @@ def load_bench_reference(log):
     return None, sorted(results["results"])
 
 
+def load_empty_store(log):
+    """A new tracking store, made from the empty store's copy: its tables and indexes."""
+    from tests.test_store_template import schema
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = Path(folder) / "mlflow.db"
+        open_store(f"sqlite:///{store}", log=log)
+        return None, schema(store)
+
+
 LOADERS = {
+    "mlflow-schema": load_empty_store,
     "worlds": load_world,
     "reward_models": load_reward_model,
     "bench_reference": load_bench_reference,
@@ -95,6 +108,8 @@ def delete(path: Path) -> None:
 
 
 CASES = [
+    ("mlflow-schema", "mlflow.db", truncate, "bytes, manifest says"),
+    ("mlflow-schema", "mlflow.db", garbage, "does not match its checksum"),
     ("worlds", "samples_train.jsonl", truncate, "has 4 rows, manifest says 24"),
     ("worlds", "reference/model.safetensors", truncate, "bytes, manifest says"),
     ("worlds", "reference/model.safetensors", garbage, "does not match its checksum"),
@@ -143,7 +158,7 @@ def test_copied_cache_is_reused(built, tmp_path, capsys, monkeypatch, record_pro
     assert not [line for line in lines + capsys.readouterr().out.splitlines() if "cache:" in line]
     record_property("fault", "the cache copied to another folder (keys hold no paths)")
     record_property("seen", "nothing: every entry reused")
-    record_property("kept", "world, reward model and lm-eval reference results reused")
+    record_property("kept", "empty store, world, reward model and lm-eval reference results reused")
 
 
 @pytest.mark.parametrize("damage", [truncate, garbage])
