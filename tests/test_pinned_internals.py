@@ -134,3 +134,20 @@ def test_mlflow_still_turns_a_dataset_into_its_entity_with_to_mlflow_entity():
     assert made_as in inspect.getsource(fluent.log_inputs) + inspect.getsource(
         fluent._create_dataset_input
     ), f"mlflow.log_inputs no longer logs {made_as}; see {ours}"
+
+
+def test_lm_eval_still_reports_the_environment_through_add_env_info():
+    """harness/evaluate/bench.py replaces lm_eval.evaluator.add_env_info for the length of an
+    evaluation (its `pip list`, `nvidia-smi` ... subprocesses cost about a second a call, and
+    their report is not kept): when lm-eval stops calling it by that name, the replacement
+    would silently do nothing."""
+    import lm_eval
+    import lm_eval.evaluator
+
+    where = f"lm-eval {lm_eval.__version__}: lm_eval.evaluator.add_env_info"
+    ours = "harness/evaluate/bench.py (without_environment_report)"
+    hook = getattr(lm_eval.evaluator, "add_env_info", None)
+    assert hook is not None, f"{where} is gone; {ours} replaces it"
+    assert list(inspect.signature(hook).parameters) == ["storage"], f"{where} changed; see {ours}"
+    source = inspect.getsource(lm_eval.evaluator.simple_evaluate)
+    assert "add_env_info(results)" in source, f"{where} is no longer called; see {ours}"

@@ -7,6 +7,7 @@ per (reference, tasks) and cached, as `bench/{task}/{metric}_reference`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -127,9 +128,23 @@ def check_task_folder(path: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def without_environment_report(evaluator):
+    """lm-eval ends every evaluation with torch's environment report (`add_env_info`: `pip
+    list`, `nvidia-smi`, `lscpu`... as subprocesses, 0.8-1.0 s here) in results the harness
+    does not keep (run_bench keeps results, versions, n-samples, higher_is_better)."""
+    report = evaluator.add_env_info
+    evaluator.add_env_info = lambda storage: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = report
+
+
 def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dict:
     """lm_eval.simple_evaluate on an already-loaded model; returns lm-eval's results dict."""
     import lm_eval  # ~2 s to import: only when tasks are scored
+    import lm_eval.evaluator
     from lm_eval.models.huggingface import HFLM
 
     was_training = model.training
@@ -143,7 +158,7 @@ def run_bench(plan: BenchPlan, model, tokenizer, *, batch_size: int = 16) -> dic
     # lm-eval's progress bars ignore TQDM_DISABLE and its environment report runs `git`, which
     # complains outside a checkout: what it writes to stderr is shown only if it fails.
     try:
-        with library_output():
+        with library_output(), without_environment_report(lm_eval.evaluator):
             lm = HFLM(
                 pretrained=model,
                 tokenizer=tokenizer,
