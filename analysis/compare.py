@@ -145,11 +145,15 @@ def _leads_by_seed(data: RunData, pair, kl: str, protocol: Protocol, lead) -> pd
 
 
 def _runs_by_seed(points: pd.DataFrame, kl: str, metric: str) -> dict[float, list]:
-    """seed -> one (kl, reward) pair of arrays per run of that seed."""
-    return {
-        seed: [(run[kl].to_numpy(), run[metric].to_numpy()) for _, run in group.groupby("run_id")]
-        for seed, group in points.groupby("seed", sort=True)
-    }
+    """seed -> one (kl, reward) pair of arrays per run of that seed (seeds and runs in order,
+    a run's points in their order in `points`)."""
+    x, y = points[kl].to_numpy(), points[metric].to_numpy()
+    runs: dict[float, list] = {}
+    positions = points.groupby(["seed", "run_id"], sort=True).indices  # not sub-frames: 8x faster
+    for seed, run in sorted(positions):
+        rows = positions[(seed, run)]
+        runs.setdefault(seed, []).append((x[rows], y[rows]))
+    return runs
 
 
 @dataclass(frozen=True)
