@@ -23,6 +23,7 @@ from harness.config.space import Sweep, SweepError
 from harness.infra.databases import mask
 from harness.infra.loader import load_module, load_objects
 from harness.infra.locations import DEFAULT_OPTUNA_STORAGE, mlflow_ui_hint, resolve_tracking_uri
+from harness.infra.signals import release_cut_statements, stop_on_signals
 
 STOP_SECONDS = 30  # how long stopped workers may take to end their trials before SIGKILL
 # What every trial skips unless `--set` says otherwise: a study compares trials by their
@@ -159,6 +160,7 @@ def run_here(args, settings, sweep: Sweep, study, parent: str) -> dict:
         except StorageLost as err:
             raise end_storage_lost(settings, parent, err) from None
         except KeyboardInterrupt as err:  # this process's trial (one worker) is already ended
+            release_cut_statements(err)
             ended = end_interrupted(study, settings, parent, workers)
             raise KeyboardInterrupt(f"{err}; {ended}" if str(err) else ended) from None
 
@@ -265,8 +267,6 @@ def _worker_main(
     target: str, overrides: list[str], trials: int | None, settings, prefix: str
 ) -> None:
     """A worker process: one line and exit 130 when stopped (no traceback per worker)."""
-    from harness.infra.signals import stop_on_signals
-
     stop_on_signals(once=True)  # the parent kills a worker that takes too long to end
     try:
         from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)

@@ -54,7 +54,7 @@ from harness.infra import distributed, stores
 from harness.infra.cache import content_digest
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
-from harness.infra.signals import signals_ignored
+from harness.infra.signals import release_cut_statements, signals_ignored
 from harness.infra.tracked import TrackedRun, current_experiment_id
 from harness.methods.callbacks import (
     DivergenceGuard,
@@ -376,6 +376,7 @@ def end_run_after(err: BaseException, tracked: TrackedRun, status: str) -> None:
     written (a full disk, a gone server) leaves the run RUNNING: the next command marks it
     KILLED (stores.Heartbeat)."""
     with signals_ignored(signal.SIGINT, signal.SIGTERM):
+        release_cut_statements(err)
         if stores.unreachable(err):  # a gone server: each write would wait out its retries
             return
         with contextlib.suppress(Exception):
@@ -541,6 +542,7 @@ def save_policy(run: RunContext, best_of_n: BestOfN | None = None) -> None:
                 run_id=run.run_id,  # Model.log's own argument: no active run needed
             )
     except BaseException as err:  # a full disk (its own error types) or a signal mid-save
+        release_cut_statements(err)
         stores.discard_unsaved_policy(run.client, run.run_id)  # whole or absent
         if not isinstance(err, Exception):
             raise

@@ -18,6 +18,7 @@ from harness.config import tags as tag
 from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.config.space import Sweep, SweepError, sample_params
 from harness.infra import databases, stores
+from harness.infra.signals import release_cut_statements
 from harness.methods.checks import resolve
 from harness.run.recipe import run_experiment
 
@@ -191,6 +192,7 @@ def log_objective(trial, settings, parent: str, values: list[float], run_ids: li
 def end_interrupted_trial(study, trial, run_ids, client, err) -> KeyboardInterrupt:
     """Ctrl-C or SIGTERM in a trial (its run already KILLED by the recipe): FAIL with its one
     retry, the runs tagged FAIL; the interrupt to raise, saying so."""
+    release_cut_statements(err)
     for run_id in run_ids:
         client.set_tag(run_id, tag.TRIAL_STATE, TrialState.FAIL.name)
     trial.set_user_attr("error", f"interrupted: {err}"[:2000])
