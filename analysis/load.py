@@ -113,9 +113,10 @@ class RunData:
     def curves(self, keys: list[str]) -> pd.DataFrame:
         """History of `keys` as one row per (run, step), a column per key, with run labels (a
         copy of the table made the first time: the data is read-only once loaded)."""
-        if tuple(keys) not in self._curves:
-            self._curves[tuple(keys)] = self._wide(keys)
-        return self._curves[tuple(keys)].copy()
+        key = tuple(keys)
+        if key not in self._curves:
+            self._curves[key] = self._wide(keys)
+        return self._curves[key].copy()
 
     def _wide(self, keys: list[str]) -> pd.DataFrame:
         long = self.history[self.history["key"].isin(keys)]
