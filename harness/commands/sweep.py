@@ -183,17 +183,20 @@ def worker_target(target: str, sweep: Sweep) -> str:
 
 
 def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
-    """`args.workers` workers on the study (the first in this process when there is one);
+    """`args.workers` workers on the study (in this process when there is one, else child processes);
     each started worker's host:pid is added to `workers`. On Ctrl-C or SIGTERM, the workers
     are stopped (stop_workers) before the KeyboardInterrupt goes on."""
     from harness.infra.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
-    from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
 
     if args.workers == 1:
+        from harness.run.sweep.study import work
+
         work(sweep, settings)
         return
-    # spawn, not fork: torch and SQLite connections do not survive a fork safely.
-    context = multiprocessing.get_context("spawn")
+    gpus = round_robin(args.workers, visible_gpus())
+    if gpus[0] is not None:
+        print("GPUs: " + ", ".join(f"worker {i} -> GPU {g}" for i, g in enumerate(gpus)))
+    context = worker_context(on_gpus=gpus[0] is not None)
     target = worker_target(args.target, sweep)
     processes = [
         context.Process(
@@ -201,9 +204,6 @@ def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
         )
         for i in range(args.workers)
     ]
-    gpus = round_robin(args.workers, visible_gpus())
-    if gpus[0] is not None:
-        print("GPUs: " + ", ".join(f"worker {i} -> GPU {g}" for i, g in enumerate(gpus)))
     try:
         for process, gpu in zip(processes, gpus, strict=True):
             with only_gpu(gpu):  # a spawned worker inherits the environment at start
@@ -219,6 +219,21 @@ def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
         print(
             f"warning: {len(failed)} worker(s) exited with codes {failed}; rerun the command to resume"
         )
+
+
+def worker_context(on_gpus: bool):
+    """How worker processes start. Never fork this process: torch and SQLite connections do not
+    survive a fork safely. Without GPUs, a forkserver that imports the stack once (8-10 s of CPU
+    a process here) and forks every worker from that clean state. Workers given GPUs are spawned
+    afresh: each must see only its CUDA_VISIBLE_DEVICES before torch first looks at the devices,
+    which a server forked after importing torch cannot promise (torch caches the device count)."""
+    from harness.run.sweep.trial import TRAINING_IMPORTS
+
+    if on_gpus:
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["harness.run.sweep.study", *TRAINING_IMPORTS])
+    return context
 
 
 def stop_workers(processes, grace: float = STOP_SECONDS) -> None:
@@ -269,7 +284,7 @@ def _worker_main(
     """A worker process: one line and exit 130 when stopped (no traceback per worker)."""
     stop_on_signals(once=True)  # the parent kills a worker that takes too long to end
     try:
-        from harness.run.sweep.study import work  # deferred: torch, TRL (seconds)
+        from harness.run.sweep.study import work  # preloaded by the forkserver, else seconds
 
         os.environ.setdefault("TQDM_DISABLE", "1")
         quiet_libraries()

@@ -19,10 +19,11 @@ from harness.config.metrics import SWEEP_OBJECTIVE, SWEEP_OBJECTIVE_STD
 from harness.config.space import Sweep, SweepError, sample_params
 from harness.infra import databases, stores
 from harness.infra.signals import release_cut_statements
-from harness.methods.checks import resolve
-from harness.run.recipe import run_experiment
 
 RETRY = RetryHeartbeatStaleTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
+# What a trial imports to train (torch, transformers, TRL: 6-7 s of CPU), deferred to the first
+# trial: a sweep's parent process, which only coordinates its workers, never pays for it.
+TRAINING_IMPORTS = ("harness.methods.checks", "harness.run.recipe")
 # What Optuna's RDB storage raises when its database goes away (StorageInternalError wraps
 # SQLAlchemy's error in a message about "invalid data ... exceeding max length").
 STORAGE_ERRORS = (StorageInternalError, SQLAlchemyError)
@@ -95,6 +96,9 @@ def run_trial(
     log=print,
 ) -> TrialState:
     """Train every seed, tell Optuna the mean objective (or PRUNED / FAIL), tag the runs."""
+    from harness.methods.checks import resolve  # TRAINING_IMPORTS
+    from harness.run.recipe import run_experiment
+
     trial, retry_of = claim.trial, claim.retry_of
     params = sample_params(sweep, trial)
     tags = trial_tags(settings, trial, params, retry_of)
