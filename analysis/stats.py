@@ -6,6 +6,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 from scipy import optimize, stats
 
 
@@ -23,6 +24,25 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
         return mean, np.nan, np.nan
     half = stats.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
     return mean, float(mean - half), float(mean + half)
+
+
+def mean_ci_by_group(
+    table: pd.DataFrame, by: list[str], value: str, level: float = 0.95
+) -> pd.DataFrame:
+    """`mean_ci` of `value` within each `by` group, in one pass over the table: columns `by`,
+    then n (values that are not NaN), mean, ci_low, ci_high and sd, one row per group in key
+    order (rows with a NaN key are left out, as groupby does)."""
+    grouped = table.groupby(by, sort=True)[value]
+    count = grouped.count()  # three reductions: half the time of one agg([...]) on small tables
+    n = count.to_numpy()
+    mean, sd = grouped.mean().to_numpy(dtype=float), grouped.std().to_numpy(dtype=float)
+    half = np.full(len(n), np.nan)
+    two = n >= 2  # one value has no interval
+    half[two] = stats.t.ppf((1 + level) / 2, n[two] - 1) * sd[two] / np.sqrt(n[two])
+    keys = {name: count.index.get_level_values(i) for i, name in enumerate(by)}
+    return pd.DataFrame(
+        {**keys, "n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "sd": sd}
+    )
 
 
 def pareto_front(cost, value) -> np.ndarray:

@@ -28,6 +28,33 @@ def test_mean_ci_of_one_value_has_no_bounds_and_ignores_nan():
     assert all(math.isnan(v) for v in stats.mean_ci([]))
 
 
+def test_mean_ci_by_group_is_the_student_t_interval_of_each_group():
+    # ("a", 1): 1, 2, 3 as above; ("a", 2): 4, 6 (mean 5, s = sqrt 2, t_{0.975, 1} = 12.706205);
+    # ("b", 1): 7 and a NaN (n = 1, no bounds); a row with a NaN key is in no group.
+    table = pd.DataFrame(
+        {
+            "method": ["b", "a", "a", "a", "a", "a", "b", None],
+            "beta": [1.0, 2.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0],
+            "value": [7.0, 4.0, 1.0, 2.0, 6.0, 3.0, np.nan, 9.0],
+        }
+    )
+    got = stats.mean_ci_by_group(table, ["method", "beta"], "value")
+    assert list(got.columns) == ["method", "beta", "n", "mean", "ci_low", "ci_high", "sd"]
+    assert list(zip(got["method"], got["beta"], got["n"], strict=True)) == [
+        ("a", 1, 3),
+        ("a", 2, 2),
+        ("b", 1, 1),
+    ]
+    half_1, half_2 = 4.302653 / math.sqrt(3), 12.706205 * math.sqrt(2) / math.sqrt(2)
+    assert_allclose(got["mean"], [2.0, 5.0, 7.0])
+    assert_allclose(got["ci_low"][:2], [2 - half_1, 5 - half_2], rtol=1e-6)
+    assert_allclose(got["ci_high"][:2], [2 + half_1, 5 + half_2], rtol=1e-6)
+    assert_allclose(got["sd"][:2], [1.0, math.sqrt(2)])
+    assert (
+        math.isnan(got["ci_low"][2]) and math.isnan(got["ci_high"][2]) and math.isnan(got["sd"][2])
+    )
+
+
 def test_pareto_front_keeps_points_nothing_beats():
     #        kl:  0.0  1.0  0.5  2.0  1.0  3.0
     #    reward:  0.1  0.5  0.3  0.4  0.2  0.9

@@ -104,11 +104,11 @@ def frontier_gap(data: RunData) -> Finding:
         low, high = group["beta"].min(), group["beta"].max()
         if low == high:
             continue  # one strength (sft): nothing to compare
+        at = group.set_index(["beta", "seed"])["gap"]
         for seed in sorted(
             set(group.loc[group["beta"] == low, "seed"])
             & set(group.loc[group["beta"] == high, "seed"])
         ):
-            at = group.set_index(["beta", "seed"])["gap"]
             rows.append(
                 {"method": method, "seed": seed, "shrink": at[(low, seed)] - at[(high, seed)]}
             )

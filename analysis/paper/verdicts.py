@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from analysis.stats import mean_ci
+from analysis.stats import mean_ci_by_group
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -67,13 +67,7 @@ def decide(checks: dict[str, bool | str | None]) -> tuple[str, str]:
 
 def over_seeds(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
     """One row per `by` group: n (seeds), mean, the 95% Student-t interval and sd of `value`."""
-    rows = []
-    for key, group in table.groupby(by, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        mean, low, high = mean_ci(group[value])
-        sd = group[value].std(ddof=1)
-        rows.append([*key, int(group[value].notna().sum()), mean, low, high, sd])
-    return pd.DataFrame(rows, columns=[*by, *CI_COLUMNS])
+    return mean_ci_by_group(table, by, value)  # columns: by, then CI_COLUMNS
 
 
 def above(row, threshold: float = 0.0) -> str | None:
