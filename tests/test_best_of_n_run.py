@@ -30,6 +30,7 @@ from harness.config.metrics import (
 )
 from harness.data.worlds import get_world
 from harness.evaluate.best_of_n import kl_bound
+from harness.infra.distributed import launch_command
 from harness.infra.stores import use_tracking
 from harness.run.recipe import run_experiment
 from tests.faults.helpers import assert_one_line
@@ -181,15 +182,19 @@ BON = Experiment(method="bon_gold", beta=0.1, dataset="sentiment", method_args={
 
 @pytest.mark.slow
 def test_bon_on_two_processes_logs_one_run_with_one_process_numbers(tmp_path):
-    """Best-of-n trains nothing: under --processes 2 the main process samples and scores
-    alone (the other waits), so the numbers are one process's, in one run."""
+    """Best-of-n trains nothing: on two processes the main process samples and scores alone
+    (the other waits), so the numbers are one process's, in one run. The two are started by
+    `accelerate launch` itself, as a cluster script would (tests/test_processes.py goes through
+    --processes): the main process prepares the data and judge in a plain child."""
     study = tmp_path / "study.py"
     study.write_text(BON_STUDY)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = {}
     for processes in ("1", "2"):
-        command = [sys.executable, "-m", "harness", "run", str(study), "--tracking-uri", store]
-        command += ["--mlflow-experiment", f"p{processes}", "--processes", processes]
+        args = ["run", str(study), "--tracking-uri", store, "--mlflow-experiment", f"p{processes}"]
+        command = [sys.executable, "-m", "harness", *args]
+        if processes == "2":
+            command = launch_command(2, args)
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         client = MlflowClient(store)

@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     launch.add_launcher_args(run)
     # Internal: build what the experiments need (worlds, judges) in one plain process.
     run.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
+    # Internal: the relaunching process has prepared already; the launched ones do not again.
+    run.add_argument("--prepared", action="store_true", help=argparse.SUPPRESS)
     # Internal: the one experiment (by name) that a SLURM job of `--launcher slurm` runs.
     run.add_argument("--only", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
@@ -84,10 +86,12 @@ def cmd_run(args) -> int:
     if args.prepare_only:
         return prepare(experiments)
     if args.processes > 1 and not distributed.launched():
-        command = distributed.launch_command(args.processes, harness_args(args))
+        # This plain process has the stack imported already: it prepares, not a child of rank 0.
+        prepare(experiments)
+        command = distributed.launch_command(args.processes, [*harness_args(args), "--prepared"])
         print(f"starting {args.processes} processes: {' '.join(command)}", flush=True)
         return subprocess.run(command).returncode
-    if distributed.launched():
+    if distributed.launched() and not args.prepared:
         prepare_once(args)
     if not distributed.is_main():  # the other processes train; the main one reports
         for exp in experiments:
@@ -138,8 +142,9 @@ def prepare(experiments) -> int:
 
 
 def prepare_once(args) -> None:
-    """Under several processes: the main process prepares in a plain child process (launcher
-    variables removed) while the others wait at a barrier."""
+    """Under several processes started by `accelerate launch` or torchrun themselves: the main
+    process prepares in a plain child process (launcher variables removed) while the others wait
+    at a barrier. (`--processes N` prepares before it launches them.)"""
     from harness.infra import distributed
 
     if distributed.is_main():
