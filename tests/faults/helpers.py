@@ -3,6 +3,7 @@ check that a user sees one line naming the thing."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -43,6 +44,17 @@ def experiment_file(folder: Path, name: str = "tiny", **train) -> Path:
 
 def harness_env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def preloaded_processes(*modules: str):
+    """A multiprocessing context whose processes fork from a server that imported `modules`
+    once (as `harness sweep` starts its workers): separate processes, each with its own
+    connections, without each paying the imports (MLflow: 3 s of CPU a process here). The
+    server is this test process's, started on first use; a later call's modules are imported
+    by the children that need them."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(modules))
+    return context
 
 
 def ctrl_c_as_in_a_terminal() -> None:

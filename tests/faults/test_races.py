@@ -1,5 +1,5 @@
 """Races between processes: several runs of one experiment writing the same thing at the same
-instant, for real (spawned processes released together by a barrier), on SQLite and on
+instant, for real (separate processes released together by a barrier), on SQLite and on
 PostgreSQL behind a real `mlflow server`.
 
 MLflow looks a dataset up, then inserts it: two runs logging the same dataset together both
@@ -8,10 +8,9 @@ insert, and one breaks the datasets' primary key. Measured without the harness's
 
 from __future__ import annotations
 
-import multiprocessing
-
 import pytest
 
+from tests.faults.helpers import preloaded_processes
 from tests.servers import postgres_with_mlflow_server, skip_without_postgres
 
 ROUNDS = 12  # each round a new dataset (a new digest), logged by every process at once
@@ -58,7 +57,7 @@ def race(uri: str, tmp_path) -> tuple[list[list], str]:
 
     open_store(uri)
     experiment_id = MlflowClient(uri).create_experiment(f"race-{tmp_path.name}")
-    context = multiprocessing.get_context("spawn")
+    context = preloaded_processes("harness.infra.stores", __name__)
     barrier, results = context.Barrier(PROCESSES), context.Queue()
     source = str(tmp_path / "pairs.jsonl")
     processes = [

@@ -7,24 +7,28 @@ same MLflow experiment."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import harness_env
+from tests.faults.helpers import preloaded_processes
 
-OPEN_AT = """
-import sys, time
-from pathlib import Path
-from harness.infra.stores import use_tracking
-folder, name = Path(sys.argv[2]), sys.argv[3]
-(folder / name).touch()  # imported: ready
-while len(list(folder.iterdir())) < 3:  # a barrier: go when all three are ready
-    time.sleep(0.001)
-print(time.time())
-use_tracking(sys.argv[1], "race")  # what `harness run` does first: open, create the experiment
-"""
+
+def open_at(uri: str, barrier: Path, name: str, results) -> None:
+    """One process: ready, then at the others' instant what `harness run` does first (open the
+    store, create the experiment); the time it went, or its error."""
+    try:
+        (barrier / name).touch()
+        while len(list(barrier.iterdir())) < 3:  # a barrier: go when all three are ready
+            time.sleep(0.001)
+        went = time.time()
+        from harness.infra.stores import use_tracking
+
+        use_tracking(uri, "race")
+        results.put((name, went, None))
+    except BaseException as err:
+        results.put((name, None, f"{type(err).__name__}: {err}"))
 
 
 @pytest.mark.slow
@@ -33,20 +37,19 @@ def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path, attempt, r
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     barrier = tmp_path / "ready"
     barrier.mkdir()
+    context = preloaded_processes("harness.infra.stores", __name__)
+    results = context.Queue()
     processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_AT, uri, str(barrier), str(i)],
-            env=harness_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(3)
+        context.Process(target=open_at, args=(uri, barrier, str(i), results)) for i in range(3)
     ]
-    results = [p.communicate(timeout=600) for p in processes]
-    codes = [p.returncode for p in processes]
-    assert codes == [0, 0, 0], [err[-1500:] for _, err in results]
-    went = [float(out.split()[0]) for out, _ in results]  # (then: the cache line, if built)
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    errors = [error for _, _, error in outcomes if error]
+    assert not errors and [p.exitcode for p in processes] == [0, 0, 0], errors
+    went = [when for _, when, _ in outcomes]
     spread = max(went) - min(went)
     # MLflow's table creation takes seconds: processes starting this close together race
     assert spread < 1, f"not at once ({spread:.3f} s apart): the race was not exercised"
