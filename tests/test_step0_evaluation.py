@@ -1,5 +1,6 @@
-"""The step-0 evaluation takes the reference's samples and log-probs for the policy's (it has
-the reference's weights then): the numbers must be the ones the policy itself gives."""
+"""The step-0 evaluation takes the reference's samples, log-probs and (in the exact world) its
+enumerated outcome table for the policy's (it has the reference's weights then): the numbers
+must be the ones the policy itself gives."""
 
 import copy
 
@@ -13,13 +14,10 @@ from harness.methods.checks import resolve
 
 
 @pytest.mark.slow
-def test_step0_shortcut_gives_the_policys_own_numbers():
-    exp = Experiment(
-        method="dpo",
-        beta=0.1,
-        dataset="sentiment",
-        eval=EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8),
-    )
+@pytest.mark.parametrize("dataset", ["sentiment", "exact"])
+def test_step0_shortcut_gives_the_policys_own_numbers(dataset):
+    evals = EvalSpec(n_prompts=8, n_pairs=8, max_new_tokens=8 if dataset == "sentiment" else 5)
+    exp = Experiment(method="dpo", beta=0.1, dataset=dataset, eval=evals)
     data = load_preference_data(exp)
     path = data.world.reference_path
     tokenizer = load_tokenizer(path)
@@ -33,3 +31,6 @@ def test_step0_shortcut_gives_the_policys_own_numbers():
         assert shortcut[name] == pytest.approx(value, abs=1e-6), name
     assert shortcut_table == computed_table == evaluator.reference_table()
     assert shortcut["eval/kl"] == 0.0
+    if dataset == "exact":
+        assert computed["eval/kl_exact"] == pytest.approx(0.0, abs=1e-12)
+        assert "eval/frontier_gap" in shortcut

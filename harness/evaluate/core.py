@@ -130,8 +130,9 @@ class Evaluator:
         metrics[EVAL_KL], metrics[EVAL_KL_STDERR] = kl_estimate(policy_logps, reference_logps)
         sample_metrics, table = self._sample_metrics(samples)
         metrics |= sample_metrics
-        if self.data.world is not None:
-            metrics.update(self.data.world.extra_eval(policy, self.reference, self.tokenizer))
+        if self.data.world is not None:  # untrained: the reference's numbers, computed once
+            scored = self.reference if untrained else policy
+            metrics.update(self.data.world.extra_eval(scored, self.reference, self.tokenizer))
         return metrics, table
 
     def _sample_metrics(self, samples) -> tuple[dict[str, float], dict[str, list]]:

@@ -39,7 +39,8 @@ class World(ABC):
     def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]: ...
 
     def extra_eval(self, policy, reference, tokenizer) -> dict[str, float]:
-        """Metrics only this world can compute (e.g. exact KL); none by default."""
+        """Metrics only this world can compute (e.g. exact KL); none by default. `policy` is
+        `reference` itself for the step-0 evaluation (the same weights)."""
         return {}
 
     def best_of_n_eval(self, reference, tokenizer, picker, n: int) -> dict[str, float]:

@@ -197,9 +197,10 @@ class ExactWorld(CachedWorld):
 
     def extra_eval(self, policy, reference, tokenizer) -> dict[str, float]:
         """eval/kl_exact, eval/gold/reward_exact, eval/frontier_gap and eval/invalid_exact."""
-        return self._exact_metrics(
-            self.outcome_logps(policy, tokenizer), self._frozen_logps(reference, tokenizer)
-        )
+        ref_logps = self._frozen_logps(reference, tokenizer)
+        if policy is reference:  # the step-0 evaluation: the enumeration already made
+            return self._exact_metrics(ref_logps, ref_logps)
+        return self._exact_metrics(self.outcome_logps(policy, tokenizer), ref_logps)
 
     def best_of_n_eval(self, reference, tokenizer, picker, n: int) -> dict[str, float]:
         """The same metrics for best-of-n over `reference` (harness.evaluate.best_of_n), from its
