@@ -7,7 +7,6 @@ import json
 import math
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -185,18 +184,21 @@ def test_bon_on_two_processes_logs_one_run_with_one_process_numbers(tmp_path):
     """Best-of-n trains nothing: on two processes the main process samples and scores alone
     (the other waits), so the numbers are one process's, in one run. The two are started by
     `accelerate launch` itself, as a cluster script would (tests/test_processes.py goes through
-    --processes): the main process prepares the data and judge in a plain child."""
+    --processes): the main process prepares the data and judge in a plain child. The one
+    process runs in this one."""
     study = tmp_path / "study.py"
     study.write_text(BON_STUDY)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = {}
     for processes in ("1", "2"):
         args = ["run", str(study), "--tracking-uri", store, "--mlflow-experiment", f"p{processes}"]
-        command = [sys.executable, "-m", "harness", *args]
         if processes == "2":
-            command = launch_command(2, args)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
+            done = subprocess.run(
+                launch_command(2, args), capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+        else:
+            assert main(args) == 0
         client = MlflowClient(store)
         found = client.search_runs([client.get_experiment_by_name(f"p{processes}").experiment_id])
         assert len(found) == 1 and found[0].info.status == "FINISHED"

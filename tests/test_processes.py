@@ -6,6 +6,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from harness.commands.cli import main
 from harness.infra.distributed import check_processes, launch_command, round_robin
 from tests.readback import metric_history
 
@@ -37,28 +38,25 @@ def test_the_relaunch_goes_through_accelerate_on_a_free_port():
 
 
 def run_study(tmp_path, tracking, batch: int, *extra: str) -> str:
+    """`harness run` of the study with `batch`: in its own process with `extra` arguments (the
+    relaunch needs one), else in this one."""
     study = tmp_path / f"study{batch}.py"
     study.write_text(STUDY.format(batch=batch))
-    command = [
-        sys.executable,
-        "-m",
-        "harness.commands.cli",
-        "run",
-        str(study),
-        "--tracking-uri",
-        tracking,
-    ]
-    done = subprocess.run(
-        [*command, "--mlflow-experiment", f"b{batch}", *extra], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["run", str(study), "--tracking-uri", tracking, "--mlflow-experiment", f"b{batch}"]
+    if extra:
+        command = [sys.executable, "-m", "harness.commands.cli", *args, *extra]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        said = (done.stdout[-3000:], done.stderr[-3000:])
+    else:
+        assert main(args) == 0
+        said = ()
     client = MlflowClient(tracking)
     runs = client.search_runs([client.get_experiment_by_name(f"b{batch}").experiment_id])
     # one experiment is one MLflow run, whatever the number of processes
     assert len(runs) == 1, (
         [(r.info.run_name, r.info.status, r.data.tags.get("mlflow.source.name")) for r in runs],
-        done.stdout[-3000:],
-        done.stderr[-3000:],
+        said,
     )
     return runs[0].info.run_id
 
