@@ -4,7 +4,6 @@ backend and served artifacts, and `harness sweep` processes started at the same 
 workers on several machines would be."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from harness.commands.cli import main
 from tests.servers import postgres_with_mlflow_server, skip_without_postgres
 
 pytestmark = pytest.mark.slow
@@ -48,8 +48,7 @@ def build_world(folder: Path) -> None:
     the build takes minutes, which the workers' timeout is not meant to cover)."""
     definitions = folder / "base.py"
     definitions.write_text(textwrap.dedent(SWEEPS))
-    command = [sys.executable, "-m", "harness", "run", f"{definitions}:BASE", "--prepare-only"]
-    subprocess.run(command, check=True, capture_output=True, timeout=3600)
+    assert main(["run", f"{definitions}:BASE", "--prepare-only"]) == 0  # in this process
 
 
 def start_together(servers, tmp_path, target: str, *extra: str, n: int = 2) -> list[str]:
@@ -82,7 +81,7 @@ def runs_of(servers, sweep: str):
     return parents, [r for r in runs if r.data.tags.get("role") == "trial"]
 
 
-def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
+def test_workers_started_together_on_a_fresh_database(servers, tmp_path, capsys):
     # Trials save no policy unless told: this sweep saves them, to read one back via the server.
     outputs = start_together(servers, tmp_path, "SHARED", "--set", "train.save_policy=true")
 
@@ -111,21 +110,17 @@ def test_workers_started_together_on_a_fresh_database(servers, tmp_path):
     assert json.loads(Path(samples).read_text())["columns"][:2] == ["prompt", "policy"]
 
     figures = tmp_path / "figures"
-    drawn = subprocess.run(
-        [sys.executable, "-m", "harness.commands.cli", "figures", "--tracking-uri", servers.url]
-        + ["--experiment", "shared", "--out", str(figures)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MPLBACKEND": "Agg"},
-    )
-    assert drawn.returncode == 0, drawn.stderr
+    capsys.readouterr()
+    command = ["figures", "--tracking-uri", servers.url, "--experiment", "shared"]
+    assert main([*command, "--out", str(figures)]) == 0
+    drawn = capsys.readouterr()
     for kind in ("history", "parallel"):
-        assert (figures / f"sweep_shared_{kind}.png").exists(), drawn.stdout
+        assert (figures / f"sweep_shared_{kind}.png").exists(), drawn.out
     # 4-step trials may all score the same: then importances are skipped with that reason.
     importances = (figures / "sweep_shared_importances.png").exists()
-    assert importances or "objective values differ" in drawn.stdout, drawn.stdout
+    assert importances or "objective values differ" in drawn.out, drawn.out
 
-    seen = "".join(outputs) + drawn.stdout + drawn.stderr
+    seen = "".join(outputs) + drawn.out + drawn.err
     for r in [*parents, *children]:
         seen += json.dumps([r.data.params, r.data.tags])
     assert servers.password not in seen
