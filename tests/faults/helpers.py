@@ -46,15 +46,23 @@ def harness_env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
-def preloaded_processes(*modules: str):
-    """A multiprocessing context whose processes fork from a server that imported `modules`
-    once (as `harness sweep` starts its workers): separate processes, each with its own
-    connections, without each paying the imports (MLflow: 3 s of CPU a process here). The
-    server is this test process's, started on first use; a later call's modules are imported
-    by the children that need them."""
+def run_together(target, args: tuple, n: int, preload: tuple[str, ...]) -> tuple[list, list]:
+    """`n` separate processes of `target(*args, barrier, results)`, each with its own
+    connections, to be released together by the shared `barrier`: what each put on `results`
+    (in the order they finished) and their exit codes. They fork from a server that imported
+    `preload` once (as `harness sweep` starts its workers), so none pays the imports (MLflow:
+    3 s of CPU a process here). The server is this test process's, started on first use; a
+    later call's modules are imported by the children that need them."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(modules))
-    return context
+    context.set_forkserver_preload(list(preload))
+    barrier, results = context.Barrier(n), context.Queue()
+    processes = [context.Process(target=target, args=(*args, barrier, results)) for _ in range(n)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    return outcomes, [process.exitcode for process in processes]
 
 
 def ctrl_c_as_in_a_terminal() -> None:

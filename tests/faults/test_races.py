@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.helpers import preloaded_processes
+from tests.faults.helpers import run_together
 from tests.servers import postgres_with_mlflow_server, skip_without_postgres
 
 ROUNDS = 12  # each round a new dataset (a new digest), logged by every process at once
@@ -41,7 +41,7 @@ def log_same_dataset(uri: str, experiment_id: str, barrier, rounds: int, source:
     return errors
 
 
-def _worker(uri, experiment_id, barrier, rounds, source, results):
+def _worker(uri, experiment_id, rounds, source, barrier, results):
     try:
         results.put(log_same_dataset(uri, experiment_id, barrier, rounds, source))
     except BaseException as err:  # a broken barrier or store: the test says which
@@ -57,18 +57,9 @@ def race(uri: str, tmp_path) -> tuple[list[list], str]:
 
     open_store(uri)
     experiment_id = MlflowClient(uri).create_experiment(f"race-{tmp_path.name}")
-    context = preloaded_processes("harness.infra.stores", __name__)
-    barrier, results = context.Barrier(PROCESSES), context.Queue()
     source = str(tmp_path / "pairs.jsonl")
-    processes = [
-        context.Process(target=_worker, args=(uri, experiment_id, barrier, ROUNDS, source, results))
-        for _ in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=600) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
+    args = (uri, experiment_id, ROUNDS, source)
+    outcomes, _ = run_together(_worker, args, PROCESSES, ("harness.infra.stores", __name__))
     return outcomes, experiment_id
 
 

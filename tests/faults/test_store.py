@@ -8,48 +8,34 @@ same MLflow experiment."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import preloaded_processes
+from tests.faults.helpers import run_together
 
 
-def open_at(uri: str, barrier: Path, name: str, results) -> None:
-    """One process: ready, then at the others' instant what `harness run` does first (open the
-    store, create the experiment); the time it went, or its error."""
+def open_at(uri: str, barrier, results) -> None:
+    """One process: at the others' instant, what `harness run` does first (open the store,
+    create the experiment); the time it went, or its error."""
     try:
-        (barrier / name).touch()
-        while len(list(barrier.iterdir())) < 3:  # a barrier: go when all three are ready
-            time.sleep(0.001)
-        went = time.time()
         from harness.infra.stores import use_tracking
 
+        barrier.wait(timeout=120)
+        went = time.time()
         use_tracking(uri, "race")
-        results.put((name, went, None))
+        results.put((went, None))
     except BaseException as err:
-        results.put((name, None, f"{type(err).__name__}: {err}"))
+        results.put((None, f"{type(err).__name__}: {err}"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attempt", [1, 2])
 def test_processes_creating_a_new_store_at_once_all_succeed(tmp_path, attempt, record_property):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    barrier = tmp_path / "ready"
-    barrier.mkdir()
-    context = preloaded_processes("harness.infra.stores", __name__)
-    results = context.Queue()
-    processes = [
-        context.Process(target=open_at, args=(uri, barrier, str(i), results)) for i in range(3)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=600) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
-    errors = [error for _, _, error in outcomes if error]
-    assert not errors and [p.exitcode for p in processes] == [0, 0, 0], errors
-    went = [when for _, when, _ in outcomes]
+    outcomes, codes = run_together(open_at, (uri,), 3, ("harness.infra.stores", __name__))
+    errors = [error for _, error in outcomes if error]
+    assert not errors and codes == [0, 0, 0], errors
+    went = [when for when, _ in outcomes]
     spread = max(went) - min(went)
     # MLflow's table creation takes seconds: processes starting this close together race
     assert spread < 1, f"not at once ({spread:.3f} s apart): the race was not exercised"
