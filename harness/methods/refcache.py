@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from peft import PeftModel
 
@@ -48,10 +49,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def dataset_fingerprint(dataset, columns=("prompt_ids", "chosen_ids", "rejected_ids")) -> str:
+    """A hash of the token-id columns, row order included: each column's row lengths, then its
+    ids, read from the Arrow table as arrays (0.002 s for 4k rows; row by row in Python, 0.2-1 s
+    a run)."""
     digest = hashlib.sha256()
+    table = dataset.with_format("arrow")[:]  # the rows in the dataset's order (indices applied)
     for column in columns:
-        for row in dataset[column]:
-            digest.update(np.asarray(row, dtype=np.int64).tobytes() + b"|")
+        ids = table.column(column).combine_chunks()
+        for part in (pc.list_value_length(ids), pc.list_flatten(ids)):
+            digest.update(part.to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+        digest.update(b"|")
     return digest.hexdigest()[:16]
 
 

@@ -52,6 +52,7 @@ from harness.evaluate.scoring import Scoring, prepare_scoring
 from harness.evaluate.winrate import Contestants
 from harness.infra import distributed, stores
 from harness.infra.cache import content_digest
+from harness.infra.collector import freeze_long_lived
 from harness.infra.console import library_output
 from harness.infra.devices import default_device, precision_arguments, training_arguments
 from harness.infra.signals import release_cut_statements, signals_ignored
@@ -138,6 +139,7 @@ def run_experiment(
     talks to MLflow, evaluates, scores and saves, while the others wait (`train_only`).
     """
     started = time.perf_counter()
+    freeze_long_lived()  # once a process: its libraries leave every later full collection
     resolved = experiment if isinstance(experiment, ResolvedExperiment) else resolve(experiment)
     set_seed(resolved.experiment.train.seed)
     if not distributed.is_main():
