@@ -133,25 +133,13 @@ def point_leads(
 
 
 def _leads_by_seed(data: RunData, pair, kl: str, protocol: Protocol, lead) -> pd.DataFrame:
-    points = data.curves([kl, protocol.metric]).dropna(subset=[kl, protocol.metric])
-    by_method = _runs_by_seed(points, kl, protocol.metric)
+    by_method = data.paths_by_seed(kl, protocol.metric)
     ours, theirs = (by_method.get(name, {}) for name in pair)
     rows = [
         {"seed": seed, "lead": lead(ours[seed], theirs[seed])}
         for seed in sorted(set(ours) & set(theirs))
     ]
     return pd.DataFrame(rows, columns=["seed", "lead"]).dropna()
-
-
-def _runs_by_seed(points: pd.DataFrame, kl: str, metric: str) -> dict[str, dict[float, list]]:
-    """method -> seed -> one (kl, reward) pair of arrays per run of that seed (seeds and runs
-    in order, a run's points in their order in `points`)."""
-    x, y = points[kl].to_numpy(), points[metric].to_numpy()
-    runs: dict[str, dict[float, list]] = {}
-    positions = points.groupby(["method", "seed", "run_id"]).indices  # not sub-frames: 8x faster
-    for (method, seed, _run), rows in sorted(positions.items(), key=lambda item: item[0]):
-        runs.setdefault(method, {}).setdefault(seed, []).append((x[rows], y[rows]))
-    return runs
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ TINY = [
     "--set",
     "train.steps=2",
     "--set",
-    "train.eval_every=1",
+    "train.eval_every=2",  # = steps: evaluations at the start and the end,
     "--set",
     "eval.n_prompts=8",
     "--set",
