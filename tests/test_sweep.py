@@ -263,9 +263,16 @@ def test_seeds_are_averaged_and_their_spread_logged(tmp_path, tracking):
 
 
 @pytest.mark.slow
-def test_two_workers_run_the_budget_exactly_once(tmp_path, tracking):
+def test_two_workers_run_the_budget_exactly_once(tmp_path, tracking, capsys):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     path = write_sweep(tmp_path, trials=4)
+    # With several workers the registries' checks run in a process of the workers' forkserver:
+    # a bad name is still one line and exit 2, before any study or run exists.
+    where = ["--storage", storage, "--tracking-uri", tracking]
+    assert main(["sweep", f"{path}:SWEEP", "--workers", "2", "--set", "method=dpx", *where]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'dpx'" in err[0] and "Did you mean 'dpo'" in err[0], err
+    assert not (tmp_path / "optuna.db").exists()
     assert (
         main(
             [

@@ -8,7 +8,9 @@ import os
 import socket
 import sys
 import time
+import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.commands import launch
@@ -70,16 +72,31 @@ def load_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[
     validated."""
     from harness.methods.checks import check_sweep  # deferred: the registries import TRL (seconds)
 
+    sweeps, stem = read_sweeps(target, overrides, trials)
+    for sweep in sweeps:
+        check_sweep(sweep)
+    return sweeps, stem
+
+
+def read_sweeps(target: str, overrides: list[str], trials: int | None) -> tuple[list[Sweep], str]:
+    """As load_sweeps, not yet validated against the registries (no torch imported)."""
     sweeps, stem = load_objects(target, Sweep)
     out = []
     for sweep in sweeps:
         changes = {"base": apply_overrides([sweep.base], [*TRIAL_DEFAULTS, *overrides])[0]}
         if trials is not None:
             changes["n_trials"] = trials
-        sweep = dataclasses.replace(sweep, **changes)
-        check_sweep(sweep)
-        out.append(sweep)
+        out.append(dataclasses.replace(sweep, **changes))
     return out, stem
+
+
+@dataclass(frozen=True)
+class WorkerStart:
+    """How this machine's worker processes start: the multiprocessing context, and each
+    worker's GPU (None for every worker without GPUs)."""
+
+    context: object
+    gpus: list[str | None]
 
 
 def cmd_sweep(args) -> int:
@@ -88,21 +105,25 @@ def cmd_sweep(args) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     stores = {"--storage": args.storage, "--tracking-uri": uri}
     executor = launch.slurm_executor(args, stores, name="harness-sweep")
-    sweeps, _ = load_sweeps(args.target, args.overrides, args.trials)
+    quiet_libraries()
+    start = None
+    if executor is None and args.workers > 1:
+        sweeps, start = checked_where_workers_start(args)
+    else:  # the one worker is this process, or SLURM's jobs start their own
+        sweeps, _ = load_sweeps(args.target, args.overrides, args.trials)
     if args.study and len(sweeps) > 1:
         raise SweepError(f"--study names one study, but {args.target} defines {len(sweeps)} sweeps")
-    quiet_libraries()
     from harness.infra.stores import open_store  # deferred: MLflow (a second)
 
     if args.storage == DEFAULT_OPTUNA_STORAGE:
         Path("results").mkdir(exist_ok=True)
     open_store(uri)  # checked (and its dead runs reaped) before the Optuna storage is touched
     for sweep in sweeps:
-        run_sweep(args, sweep, uri, executor)
+        run_sweep(args, sweep, uri, executor, start)
     return 0
 
 
-def run_sweep(args, sweep: Sweep, uri: str, executor) -> None:
+def run_sweep(args, sweep: Sweep, uri: str, executor, start: WorkerStart | None = None) -> None:
     """One sweep's study, its workers (here, or a SLURM job array) and its summary."""
     # Deferred: studies import torch, TRL and Optuna (seconds); arguments are checked first.
     from harness.infra.stores import use_tracking
@@ -124,7 +145,7 @@ def run_sweep(args, sweep: Sweep, uri: str, executor) -> None:
         f"{args.workers} worker(s), storage {mask(settings.storage)}"
     )
     if executor is None:
-        summary = run_here(args, settings, sweep, study, parent)
+        summary = run_here(args, settings, sweep, study, parent, start)
     elif submit_to_slurm(args, executor, settings, sweep, study):
         summary = finish(study, settings, parent)
     else:
@@ -138,7 +159,7 @@ def run_sweep(args, sweep: Sweep, uri: str, executor) -> None:
     )
 
 
-def run_here(args, settings, sweep: Sweep, study, parent: str) -> dict:
+def run_here(args, settings, sweep: Sweep, study, parent: str, start: WorkerStart | None) -> dict:
     """The workers on this machine, then the study's summary. Meanwhile the parent run keeps a
     heartbeat (a SIGKILLed command's parent run is reaped by the next command); Ctrl-C or
     SIGTERM stops the workers and ends every trial they held and the parent run."""
@@ -154,7 +175,7 @@ def run_here(args, settings, sweep: Sweep, study, parent: str) -> dict:
     workers = {this_process()}  # and each worker process's, once started
     with Heartbeat(parent, tracking_uri=settings.tracking_uri):
         try:
-            run_workers(args, settings, sweep, workers)
+            run_workers(args, settings, sweep, workers, start)
             with storage_lost(settings, "at the end of the sweep"):
                 return finish(study, settings, parent)
         except StorageLost as err:
@@ -182,21 +203,19 @@ def worker_target(target: str, sweep: Sweep) -> str:
     return target if ":" in target else f"{target}:{_attr_name(target, sweep)}"
 
 
-def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
-    """`args.workers` workers on the study (in this process when there is one, else child processes);
-    each started worker's host:pid is added to `workers`. On Ctrl-C or SIGTERM, the workers
-    are stopped (stop_workers) before the KeyboardInterrupt goes on."""
-    from harness.infra.distributed import round_robin, visible_gpus  # deferred: torch (seconds)
-
+def run_workers(args, settings, sweep: Sweep, workers: set[str], start: WorkerStart | None) -> None:
+    """`args.workers` workers on the study (in this process when there is one, else child
+    processes started as `start` says); each started worker's host:pid is added to `workers`.
+    On Ctrl-C or SIGTERM, the workers are stopped (stop_workers) before the KeyboardInterrupt
+    goes on."""
     if args.workers == 1:
         from harness.run.sweep.study import work
 
         work(sweep, settings)
         return
-    gpus = round_robin(args.workers, visible_gpus())
+    context, gpus = start.context, start.gpus
     if gpus[0] is not None:
         print("GPUs: " + ", ".join(f"worker {i} -> GPU {g}" for i, g in enumerate(gpus)))
-    context = worker_context(on_gpus=gpus[0] is not None)
     target = worker_target(args.target, sweep)
     processes = [
         context.Process(
@@ -221,19 +240,61 @@ def run_workers(args, settings, sweep: Sweep, workers: set[str]) -> None:
         )
 
 
-def worker_context(on_gpus: bool):
-    """How worker processes start. Never fork this process: torch and SQLite connections do not
-    survive a fork safely. Without GPUs, a forkserver that imports the stack once (8-10 s of CPU
-    a process here) and forks every worker from that clean state. Workers given GPUs are spawned
-    afresh: each must see only its CUDA_VISIBLE_DEVICES before torch first looks at the devices,
-    which a server forked after importing torch cannot promise (torch caches the device count)."""
+def checked_where_workers_start(args) -> tuple[list[Sweep], WorkerStart]:
+    """The target's sweeps, validated in a process forked from the workers' forkserver, and
+    how the workers start.
+
+    Without GPUs the workers fork from a forkserver that imports the stack once (8-10 s of CPU
+    a process here) and forks every worker from that clean state. Validating the sweeps
+    (`harness.methods.checks` imports torch, transformers and TRL) in a process forked from it
+    too leaves this process without them: 7 s of CPU less per sweep. That process also counts
+    the GPUs. Workers given GPUs are spawned afresh instead: each must see only its
+    CUDA_VISIBLE_DEVICES before torch first looks at the devices, which a server forked after
+    importing torch cannot promise (torch caches the device count). Never fork this process:
+    torch and SQLite connections do not survive a fork safely.
+    """
     from harness.run.sweep.trial import TRAINING_IMPORTS
 
-    if on_gpus:
-        return multiprocessing.get_context("spawn")
+    sweeps, _ = read_sweeps(args.target, args.overrides, args.trials)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["harness.run.sweep.study", *TRAINING_IMPORTS])
-    return context
+    receive, send = context.Pipe(duplex=False)
+    checker = context.Process(
+        target=_check_sweeps, args=(args.target, args.overrides, args.trials, args.workers, send)
+    )
+    checker.start()
+    send.close()
+    try:
+        outcome, detail = receive.recv()
+    except EOFError:  # it died before it could say
+        checker.join()
+        outcome, detail = "crash", f"its process exited with code {checker.exitcode}"
+    finally:
+        if checker.is_alive():  # Ctrl-C here
+            checker.terminate()
+        checker.join()
+    if outcome == "error":
+        raise SweepError(detail)
+    if outcome == "crash":
+        raise RuntimeError(f"checking the sweeps failed: {detail}")
+    on_gpus = detail[0] is not None
+    return sweeps, WorkerStart(multiprocessing.get_context("spawn") if on_gpus else context, detail)
+
+
+def _check_sweeps(target, overrides, trials, workers, send) -> None:
+    """checked_where_workers_start's process: sends ("ok", each worker's GPU), ("error", the
+    user error's line) or ("crash", a traceback)."""
+    try:
+        from harness.infra.distributed import round_robin, visible_gpus
+
+        load_sweeps(target, overrides, trials)
+        send.send(("ok", round_robin(workers, visible_gpus())))
+    except UserError as err:
+        send.send(("error", str(err)))
+    except KeyboardInterrupt:  # the command is stopping too, and says so
+        pass
+    except Exception:
+        send.send(("crash", traceback.format_exc()))
 
 
 def stop_workers(processes, grace: float = STOP_SECONDS) -> None:

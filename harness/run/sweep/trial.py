@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
+import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -20,7 +21,9 @@ from harness.config.space import Sweep, SweepError, sample_params
 from harness.infra import databases, stores
 from harness.infra.signals import release_cut_statements
 
-RETRY = RetryHeartbeatStaleTrialCallback(max_retry=1)  # a failed trial of a dead or stopped worker
+with warnings.catch_warnings():  # "experimental (supported from v2.8.0)": on every import
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    RETRY = RetryHeartbeatStaleTrialCallback(max_retry=1)  # a failed trial of a dead worker
 # What a trial imports to train (torch, transformers, TRL: 6-7 s of CPU), deferred to the first
 # trial: a sweep's parent process, which only coordinates its workers, never pays for it.
 TRAINING_IMPORTS = ("harness.methods.checks", "harness.run.recipe")
