@@ -77,6 +77,7 @@ class RunData:
     # curves() by keys and paths_by_seed() by (x, y): a claim compares several method pairs
     # on the same curves
     _curves: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _paths: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def datasets(self) -> list[str]:
         return sorted(self.runs["dataset"].unique()) if len(self.runs) else []
@@ -124,10 +125,9 @@ class RunData:
         that logged both: seeds and runs in order, a run's points by step. Computed once per
         (x, y) (a claim measures several method pairs on the same paths); the arrays are
         read-only."""
-        key = ("paths", x, y)
-        if key not in self._curves:
-            self._curves[key] = self._paths_by_seed(x, y)
-        return self._curves[key]
+        if (x, y) not in self._paths:
+            self._paths[x, y] = self._paths_by_seed(x, y)
+        return self._paths[x, y]
 
     def _paths_by_seed(self, x: str, y: str) -> dict[str, dict[float, list]]:
         points = self.curves([x, y]).dropna(subset=[x, y])
