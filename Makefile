@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE  := 1
 export TRL_EXPERIMENTAL_SILENCE := 1
 export MPLCONFIGDIR         := $(CURDIR)/results/cache/matplotlib
 
-.PHONY: demo paper test test-fast lint format bench setup screenshots
+.PHONY: demo paper test test-fast lint format bench setup screenshots slurm-packages
 setup: $(STAMP)
 
 # The project's own modules as .pyc files: the machine sets PYTHONDONTWRITEBYTECODE, so without
@@ -55,12 +55,16 @@ paper: $(STAMP)
 # The full suite, what CI runs, on three workers with one torch thread each (many tests wait on
 # servers and subprocesses: three fill the two cores better than two). A file's tests stay on one
 # worker (module fixtures, the SLURM cluster); the layer contract (import-linter) is checked
-# first. SLURM's daemons come from the system's packages when missing (needs root).
-test: $(STAMP)
+# first. SLURM's daemons come from the system's packages when missing (needs root), installed
+# while .venv is set up: both wait mostly on downloads.
+test:
+	$(MAKE) --no-print-directory -j2 --output-sync=target $(STAMP) slurm-packages
 	$(VENV)/bin/lint-imports
 	$(COMPILE)
-	sh tests/setup/install_slurm.sh
 	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder tests
+
+slurm-packages:
+	sh tests/setup/install_slurm.sh
 
 # Day-to-day: everything not marked slow (no world building, no training, no simulation
 # studies), on two workers: 47 s here with .venv set up (2026-12-07).

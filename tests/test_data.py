@@ -154,3 +154,31 @@ def test_bradley_terry_labels_follow_the_reward_gap():
 def test_max_pairs_caps_training_pairs_and_counts_the_rest(tmp_path):
     data = load(write_jsonl(tmp_path / "pairs.jsonl", PAIRS), max_pairs=5)
     assert len(data.train) == 5 and data.filtered["over_max_pairs"] == 13
+
+
+def test_the_tiny_models_fused_gelu_is_gpt2s_tanh_gelu():
+    """Built-in worlds' models use torch's fused tanh GELU for speed: the same function as
+    GPT-2's own "gelu_new", 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), to rounding."""
+    import math
+
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from harness.data.models import build_tiny_gpt2
+    from tests.tiny import word_tokenizer
+
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64)
+    by_hand = 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    torch.testing.assert_close(torch.nn.functional.gelu(x, approximate="tanh"), by_hand)
+
+    fused = build_tiny_gpt2(word_tokenizer(), seed=3).eval()  # eval: no dropout
+    assert fused.config.activation_function == "gelu_pytorch_tanh"
+    config = fused.config.to_dict() | {"activation_function": "gelu_new"}
+    written_out = GPT2LMHeadModel(type(fused.config).from_dict(config))
+    written_out.load_state_dict(fused.state_dict())
+    written_out.eval()
+    ids = torch.randint(
+        0, fused.config.vocab_size, (4, 20), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids).logits, written_out(ids).logits, atol=1e-5, rtol=1e-5)

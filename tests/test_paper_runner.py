@@ -52,6 +52,27 @@ def test_every_study_runs_each_experiment_with_three_seeds_under_its_own_name():
     assert studies.sweep().seeds == studies.SEEDS
 
 
+def test_runs_and_the_sweep_of_an_older_world_are_not_resumed(monkeypatch):
+    """A world's new version (its generator or reference model changed) gives every run a new
+    resume key and the sweep a new study: `make paper` trains them again instead of mixing."""
+    from experiments.paper import runner, training
+    from harness.data.worlds import world_version
+    from harness.data.worlds.exact import ExactSettings
+    from harness.data.worlds.sentiment import SentimentSettings
+
+    exp, sweep = studies.deterministic()[0], studies.sweep()
+    assert (exp.dataset, sweep.base.dataset) == ("exact", "sentiment")
+    assert world_version("exact") == str(ExactSettings().version)
+    assert world_version("sentiment") == str(SentimentSettings().version)
+    assert world_version("data/pairs.jsonl") == "none"
+    before = training.run_key(exp), runner.sweep_study_name(sweep)
+    assert before == (training.run_key(exp), runner.sweep_study_name(sweep))  # stable
+    monkeypatch.setattr("harness.data.worlds.world_version", lambda name: "99")
+    monkeypatch.setattr(training, "world_version", lambda name: "99")
+    after = training.run_key(exp), runner.sweep_study_name(sweep)
+    assert after[0] != before[0] and after[1] != before[1]
+
+
 @pytest.mark.slow
 def test_a_second_make_paper_trains_nothing_and_a_killed_run_is_redone(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -1,11 +1,12 @@
 """`make paper`: train what is missing of every study, run the sweep, write results/paper/.
 
 Resuming: every run carries the tag `paper_key`, a hash of its experiment's JSON (every field,
-the seed and any `--set` included). An experiment whose key already has a FINISHED run in its
-study's MLflow experiment is skipped; a run left RUNNING by a killed `make paper` is closed as
-KILLED and its experiment trained again. The sweep resumes as `harness sweep` does (its Optuna
-study keeps completed trials); its study name ends in a hash of the sweep's definition, so a
-changed size starts a fresh study instead of mixing two. Do not run two at once on one store.
+the seed and any `--set` included) and of its built-in world's version. An experiment whose key
+already has a FINISHED run in its study's MLflow experiment is skipped; a run left RUNNING by a
+killed `make paper` is closed as KILLED and its experiment trained again. The sweep resumes as
+`harness sweep` does (its Optuna study keeps completed trials); its study name ends in a hash of
+the sweep's definition and its world's version, so a changed size or world starts a fresh study
+instead of mixing two. Do not run two at once on one store.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ DEFAULT_OUT = Path("results/paper")
 
 
 def sweep_study_name(sweep) -> str:
+    from harness.data.worlds import world_version  # imports torch: only once a sweep is run
+
     definition = {
         "base": json.loads(sweep.base.to_json()),
         "space": sweep.describe(),
         "seeds": list(sweep.seeds),
         "objective": sweep.objective,
         "n_trials": sweep.n_trials,
+        "world_version": world_version(sweep.base.dataset),  # an older world's trials: a new study
     }
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
     return f"{SWEEP}-{digest}"

@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 from analysis.paper import SWEEP
 from harness.commands.common import quiet_libraries
 from harness.config.spec import Experiment
+from harness.data.worlds import world_version
 from harness.infra.stores import all_runs, use_tracking
 from harness.run.recipe import run_experiment
 from harness.run.sweep.study import StudySettings, finish, prepare_study, work
@@ -19,8 +20,10 @@ KEY_TAG = "paper_key"
 
 def run_key(exp: Experiment) -> str:
     """The resume key: a hash of every field of the experiment as written (seed and overrides
-    included), before it was resolved."""
-    return hashlib.sha256(exp.to_json().encode()).hexdigest()[:16]
+    included), before it was resolved, and of its built-in world's version (a run on an older
+    world is not resumed: it is trained again)."""
+    written = exp.to_json() + "\nworld version " + world_version(exp.dataset)
+    return hashlib.sha256(written.encode()).hexdigest()[:16]
 
 
 def run_studies(runs, sweep, sweep_name, uri: str, storage: str, log=print) -> tuple[int, int]:

@@ -36,6 +36,9 @@ def build_tiny_gpt2(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        # GPT-2's tanh GELU as torch's one fused kernel: the same function as the default
+        # "gelu_new" (written out in 8 tensor ops), a tiny model's training step ~10% faster.
+        activation_function="gelu_pytorch_tanh",
     )
     return GPT2LMHeadModel(config)
 

@@ -46,6 +46,7 @@ from harness.data.lora import AdapterDisabled, check_lora_targets, is_peft, lora
 from harness.data.models import load_causal_lm, load_tokenizer, resolve_dtype, weights_dtype
 from harness.data.preference import DataError, PreferenceData, load_preference_data
 from harness.data.sequences import context_length
+from harness.data.worlds import world_version
 from harness.evaluate import Evaluator
 from harness.evaluate.best_of_n import BestOfN
 from harness.evaluate.scoring import Scoring, prepare_scoring
@@ -296,7 +297,7 @@ def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
     found = {
         tag.GIT_SHA: stores.git_sha(),
         tag.DATA_FINGERPRINT: content_digest([data.train, data.eval_pairs]),
-        tag.WORLD_VERSION: str(getattr(getattr(data.world, "settings", None), "version", "none")),
+        tag.WORLD_VERSION: world_version(exp.dataset) if data.world else "none",
         tag.DEVICE: default_device(),
         tag.SEED: str(exp.train.seed),
     }

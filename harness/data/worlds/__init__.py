@@ -18,6 +18,14 @@ WORLDS.register("sentiment", SentimentWorld)
 WORLDS.register("exact", ExactWorld)
 
 
+def world_version(name: str) -> str:
+    """The generator version of built-in world `name` ("none" for any other dataset): runs
+    trained on different versions of a world are not the same experiment."""
+    if name not in WORLDS:
+        return "none"
+    return str(getattr(WORLDS.get(name)().settings, "version", "none"))
+
+
 def get_world(name: str) -> World:
     """The world `name`, one object per cache folder ($HARNESS_CACHE may change within a
     process): a world keeps what it computed in memory (the exact world: its rewards table,
