@@ -297,7 +297,7 @@ def provenance(exp: Experiment, data: PreferenceData) -> dict[str, str]:
     found = {
         tag.GIT_SHA: stores.git_sha(),
         tag.DATA_FINGERPRINT: content_digest([data.train, data.eval_pairs]),
-        tag.WORLD_VERSION: world_version(exp.dataset) if data.world else "none",
+        tag.WORLD_VERSION: world_version(exp.dataset),
         tag.DEVICE: default_device(),
         tag.SEED: str(exp.train.seed),
     }

@@ -23,7 +23,7 @@ def world_version(name: str) -> str:
     trained on different versions of a world are not the same experiment."""
     if name not in WORLDS:
         return "none"
-    return str(getattr(WORLDS.get(name)().settings, "version", "none"))
+    return str(getattr(getattr(get_world(name), "settings", None), "version", "none"))
 
 
 def get_world(name: str) -> World:
