@@ -8,10 +8,16 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from harness import DataSpec, Experiment
 from harness.data.models import load_causal_lm, load_tokenizer
-from harness.data.preference import load_preference_data
+from harness.data.preference import load_preference_data, world_data
 from harness.data.sequences import sequence_logps, tokenize_completion
 from harness.data.worlds import get_world
-from harness.data.worlds.sentiment import make_review, split_prompts, vader_scores
+from harness.data.worlds.sentiment import (
+    SentimentSettings,
+    SentimentWorld,
+    make_review,
+    split_prompts,
+    vader_scores,
+)
 
 SENTENCES = {
     "the movie was really great .": "positive",
@@ -118,3 +124,39 @@ def test_sequence_logps_is_the_sum_of_token_log_probs(world):
         model, [prompt, other_prompt], [completion, other], tokenizer.pad_token_id
     )
     torch.testing.assert_close(batched[0].item(), by_hand, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow  # two tiny worlds and judges: 7 s
+def test_the_world_and_its_judge_are_the_same_built_on_one_torch_thread_or_two(
+    tmp_path, monkeypatch
+):
+    """torch splits a sum by its thread count, so a model trained on 2 threads rounds unlike one
+    trained on 1. The cached reference model and reward model are built on one thread: whoever
+    builds them first (the tests on one thread, `make demo` on every core, another machine), a
+    run reads the same ones."""
+    from harness.infra.cache import file_digest
+    from harness.methods.reward_model import reward_model_for
+
+    tiny = SentimentSettings(
+        n_reviews=400, n_prompts=(24, 8), samples_per_prompt=2, max_new_tokens=8, sft_steps=8
+    )
+    before = torch.get_num_threads()
+    built = []
+    for threads in (1, 2):
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"threads-{threads}"))
+        torch.set_num_threads(threads)
+        try:
+            world = SentimentWorld(tiny)
+            data = world_data("tiny", world, DataSpec(labels="deterministic"))
+            judge = reward_model_for(data, backbone="world", log=lambda line: None)
+            assert torch.get_num_threads() == threads, "the caller's thread count is restored"
+        finally:
+            torch.set_num_threads(before)
+        built.append(
+            {
+                "reference": file_digest(world.reference_path / "model.safetensors"),
+                "judge": file_digest(judge.path / "model.safetensors"),
+                "judge accuracy": judge.accuracy,
+            }
+        )
+    assert built[0] == built[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -15,6 +17,23 @@ def default_device() -> str:
     if distributed.launched():
         return str(distributed.state().device)
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """torch's CPU kernels on one thread inside the block (the count before is restored after).
+
+    Their sums split across threads, so a model trained on 2 threads differs in rounding from one
+    trained on 1, and training amplifies it (a world's judge: held-out pair accuracy 0.787 on
+    1 thread, 0.794 on 2). A cached build made inside this block is the same whichever process,
+    thread setting or machine builds it first.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def precision_arguments(dtype: torch.dtype, gradient_checkpointing: bool) -> dict[str, Any]:

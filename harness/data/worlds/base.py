@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.config.spec import DataSpec
 from harness.infra.cache import cached_dir
+from harness.infra.devices import one_cpu_thread
 
 SPLITS = ("train", "eval")
 
@@ -110,7 +111,11 @@ class CachedWorld(World):
 
     @cached_property
     def folder(self) -> Path:
-        return cached_dir(f"worlds/{self.name}", asdict(self.settings), self._build)
+        def build(out: Path) -> None:
+            with one_cpu_thread():  # the same reference model from any machine or thread setting
+                self._build(out)
+
+        return cached_dir(f"worlds/{self.name}", asdict(self.settings), build)
 
     @property
     def reference_path(self) -> Path:
