@@ -527,3 +527,41 @@ def test_command_errors_name_the_missing_experiment_or_store(store, tmp_path, ca
     assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
     assert analysis_main(["--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
     assert "no MLflow store at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("panels", [1, 5])
+def test_a_long_legend_fits_the_column_without_squeezing_the_panels(panels):
+    """20 variants with long names (a paper study's training curves): every label lies inside
+    the figure and the panels keep their height."""
+    import warnings
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from analysis.figures import legend_below, new_figure
+    from analysis.style import paper_style
+
+    labels = [
+        f"{m} β={b:g}"
+        for m in ("online_dpo_gold", "rloo_gold", "dpo", "bon")
+        for b in (0.01, 0.03, 0.1, 0.3, 1)
+    ]
+    with paper_style():
+        fig, axes = new_figure(panels, panel_height=1.05)
+        for ax in axes:
+            for i, label in enumerate(labels):
+                ax.plot([0, 1], [0, i], label=label)
+        legend_below(fig, axes[:1])
+        canvas = FigureCanvasAgg(fig)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # constrained_layout warns when the panels collapse
+            canvas.draw()
+        renderer = canvas.get_renderer()
+        figure_box = fig.bbox
+        texts = fig.legends[0].get_texts()
+        assert [t.get_text() for t in texts] == labels
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, text.get_text()
+            assert figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, text.get_text()
+        for ax in axes:
+            assert ax.get_window_extent(renderer).height / fig.dpi > 0.5, "a panel kept its height"
