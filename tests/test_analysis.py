@@ -202,3 +202,28 @@ def test_gao_fit_intervals_are_the_least_squares_t_intervals():
     assert_allclose([fit["alpha_ci_low"], fit["beta_ci_low"]], coef - half, rtol=1e-5)
     assert_allclose([fit["alpha_ci_high"], fit["beta_ci_high"]], coef + half, rtol=1e-5)
     assert fit["n"] == 6
+
+
+def test_training_curves_leave_out_a_method_that_trains_nothing():
+    """Best-of-n logs its evaluation at step 0 only: no line, and no legend entry without one."""
+    from analysis.figures import curves
+
+    runs = pd.DataFrame(
+        {
+            "run_id": ["d", "b"],
+            "run_name": ["dpo", "bon"],
+            "method": ["dpo", "bon"],
+            "beta": [0.1, 4.0],
+            "seed": [0.0, 0.0],
+            "dataset": "sentiment",
+            "metrics.eval/kl": [1.5, 0.7],
+        }
+    )
+    history = pd.DataFrame(
+        [("d", "eval/kl", 0, 0.0), ("d", "eval/kl", 10, 1.5), ("b", "eval/kl", 0, 0.7)],
+        columns=["run_id", "key", "step", "value"],
+    )
+    plot = curves.plot(RunData(runs, history), {"dpo": "C0", "bon": "C1"})
+    (ax,) = plot.figure.axes
+    assert [line.get_gid() for line in ax.lines] == ["eval/kl:dpo:0.1"]
+    assert [t.get_text() for t in plot.figure.legends[0].get_texts()] == ["dpo"]

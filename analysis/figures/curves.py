@@ -32,6 +32,8 @@ def plot(data: RunData, colors: dict[str, str]) -> Plot:
     for ax, key in zip(axes, keys, strict=True):
         for (method, beta), line in means.groupby(["method", "beta"], sort=True):
             line = line.dropna(subset=[key])
+            if len(line) < 2:  # best-of-n trains nothing: its one step-0 point is no curve
+                continue
             style = styles[(method, beta)]
             ax.plot(
                 line["step"],
