@@ -11,13 +11,7 @@ from harness.data.models import load_causal_lm, load_tokenizer
 from harness.data.preference import load_preference_data, world_data
 from harness.data.sequences import sequence_logps, tokenize_completion
 from harness.data.worlds import get_world
-from harness.data.worlds.sentiment import (
-    SentimentSettings,
-    SentimentWorld,
-    make_review,
-    split_prompts,
-    vader_scores,
-)
+from harness.data.worlds.sentiment import SentimentWorld, make_review, split_prompts, vader_scores
 
 SENTENCES = {
     "the movie was really great .": "positive",
@@ -136,17 +130,15 @@ def test_the_world_and_its_judge_are_the_same_built_on_one_torch_thread_or_two(
     run reads the same ones."""
     from harness.infra.cache import file_digest
     from harness.methods.reward_model import reward_model_for
+    from tests.faults.test_cache import TINY_WORLD
 
-    tiny = SentimentSettings(
-        n_reviews=400, n_prompts=(24, 8), samples_per_prompt=2, max_new_tokens=8, sft_steps=8
-    )
     before = torch.get_num_threads()
     built = []
     for threads in (1, 2):
         monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"threads-{threads}"))
         torch.set_num_threads(threads)
         try:
-            world = SentimentWorld(tiny)
+            world = SentimentWorld(TINY_WORLD)
             data = world_data("tiny", world, DataSpec(labels="deterministic"))
             judge = reward_model_for(data, backbone="world", log=lambda line: None)
             assert torch.get_num_threads() == threads, "the caller's thread count is restored"

@@ -124,11 +124,11 @@ def reward_model_for(
     }
 
     def build(out: Path) -> None:
-        with one_cpu_thread():  # the same judge from any machine or thread setting
+        with one_cpu_thread():  # the same judge and accuracy from any machine or thread setting
             model, tokenizer = train_reward_model(data, source, settings=settings, seed=seed)
+            accuracy = pair_accuracy(model, tokenizer, data.eval_pairs)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        accuracy = pair_accuracy(model, tokenizer, data.eval_pairs)
         (out / "accuracy.json").write_text(json.dumps({"accuracy": accuracy}))
 
     path = cached_dir("reward_models", key, build, log=log)
